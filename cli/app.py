@@ -1,0 +1,46 @@
+"""The ``taomm`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from taomm import __version__
+from taomm.cli import catalog, store, workspace
+from taomm.cli.common import TaommGroup
+
+app = typer.Typer(
+    name="taomm",
+    cls=TaommGroup,
+    help="Chinese e-commerce multimodal learning with InterBERT: from product listings "
+    "(photo + title) to a searchable item index.",
+    epilog="Start with:  taomm init demo --demo",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"taomm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Chinese e-commerce multimodal learning with InterBERT."""
+
+
+workspace.register(app)
+catalog.register(app)
+store.register(app)
+
+
+def main() -> None:
+    app()

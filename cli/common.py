@@ -1,0 +1,89 @@
+"""Shared pieces of the CLI: error handling, workspace option, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup
+
+from taomm.errors import TaommError
+from taomm.workspace import ENV_VAR, Workspace, find_workspace, require_workspace
+
+
+def stderr_console() -> Console:
+    # Created per call: CliRunner swaps sys.stderr between invocations.
+    return Console(file=sys.stderr, highlight=False, soft_wrap=True)
+
+
+def stdout_console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line error on stderr; return the Exit to raise."""
+    click.echo(f"taomm: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+class TaommGroup(TyperGroup):
+    """Turns user errors raised anywhere in a command into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TaommError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except OSError as exc:  # missing file, permission denied, disk full ...
+            raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", envvar=ENV_VAR, show_envvar=True, file_okay=False,
+                 help="Workspace folder (holding taomm.toml). Default: the current folder or a parent."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (logs go to stderr).")]
+
+
+def workspace_or_none(explicit: Path | None) -> Workspace | None:
+    return find_workspace(explicit)
+
+
+def workspace_path(explicit_path: Path | None, workspace: Path | None, name: str, flag: str) -> Path:
+    """A path given on the command line, else the workspace's ``paths.<name>``."""
+    if explicit_path is not None:
+        return explicit_path
+    return require_workspace(workspace, needed_for=flag).path(name)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``advance(n)``. Quiet when stderr is not a terminal."""
+    console = stderr_console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

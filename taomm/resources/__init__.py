@@ -1,0 +1,1 @@
+"""Package data: taxonomies and other small reference files shipped with taomm."""
