@@ -7,7 +7,11 @@ from typing import Annotated
 import typer
 
 from taomm import __version__
-from taomm.cli import catalog, store, workspace
+from taomm.cli import catalog as catalog
+from taomm.cli import mining as mining
+from taomm.cli import store as store
+from taomm.cli import text as text
+from taomm.cli import workspace as workspace
 from taomm.cli.common import TaommGroup
 
 app = typer.Typer(
@@ -40,6 +44,8 @@ def _root(
 workspace.register(app)
 catalog.register(app)
 store.register(app)
+mining.register(app)
+text.register(app)
 
 
 def main() -> None:

@@ -38,8 +38,8 @@ from taomm.datasets import demo_vocab as vocab
 from taomm.datasets.demo_drawing import background, draw_object
 from taomm.errors import TaommError
 from taomm.taxonomy import load_taxonomy
+from taomm.text import MAX_TITLE_CHARS
 
-MAX_TITLE_CHARS = 36  # the paper's title length after cleaning
 SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 # Share of each kind of bad title; the rest are clean. (Kind -> probability.)
 TITLE_NOISE = {"spam": 0.04, "english": 0.025, "traditional": 0.025, "fullwidth": 0.025,

@@ -64,7 +64,9 @@ def wheel(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_layout(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("taomm/__init__.py", "taomm/cli/app.py", "taomm/datasets/store.py",
-                   "taomm/detectors/__init__.py", "taomm/resources/taobao33.tsv"):
+                   "taomm/detectors/__init__.py", "taomm/resources/taobao33.tsv",
+                   "taomm/resources/product_words.txt", "taomm/resources/spam/contact.txt",
+                   "taomm/resources/spam/allow.txt", "taomm/text/spam.py"):
         assert module in names
     assert not [n for n in names if n.split("/")[0] in SHADOWED]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -1,0 +1,64 @@
+"""Title normalisation: the first step of the text pipeline (DESIGN.md section 4).
+
+In order: HTML entities unescaped and tags stripped (repeated until nothing changes, so
+double-escaped markup goes too), Unicode NFKC (full-width letters and digits become
+half-width, ``\\u3000`` a space), control, format (zero-width, BOM) and surrogate code
+points dropped, whitespace collapsed to single spaces, traditional Chinese converted to
+simplified with OpenCC. Never raises; the result is a fixed point (normalising twice
+changes nothing).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import unicodedata
+
+# An HTML/XML tag: "<b>", "</span>", '<a href="x">'. A bare "<" (尺码<36) is left alone.
+_TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]{0,200}>")
+# Code points dropped: controls (Cc), format characters (Cf: zero-width space/joiner,
+# BOM, soft hyphen ...), surrogates (Cs), private use (Co) and unassigned (Cn); whitespace
+# controls (tab, newline) become spaces first.
+_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef]")
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def _strip_markup(text: str) -> str:
+    while True:
+        stripped = _TAG.sub(" ", html.unescape(text)) if ("&" in text or "<" in text) else text
+        if stripped == text:
+            return text
+        text = stripped
+
+
+def _drop_invisible(text: str) -> str:
+    if text.isprintable():  # the common case, checked in C: nothing to drop
+        return text
+    return "".join(c for c in text if c.isspace() or unicodedata.category(c) not in _DROP_CATEGORIES)
+
+
+def has_chinese(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
+def normalize_title(text: str) -> str:
+    """The normalised form of a raw title (see the module docstring)."""
+    for _ in range(3):  # NFKC and t2s can each expose work for the other; stop at a fixed point
+        out = _strip_markup(text)
+        out = unicodedata.normalize("NFKC", out)
+        out = _drop_invisible(out)
+        out = " ".join(out.split())
+        if not out.isascii():
+            out = _t2s().convert(out)
+        if out == text:
+            break
+        text = out
+    return text

@@ -1,0 +1,206 @@
+"""The title spam filter: categories through obfuscation, legitimate look-alikes, robustness."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taomm.errors import TaommError
+from taomm.text.segment import segment
+from taomm.text.spam import SPAM_CATEGORIES, SpamFilter
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Phrases matched on the squeezed title: they must survive every obfuscation below.
+SPAM = {
+    "porn": ("裸聊", "约炮一夜情", "色情网站", "小姐上门", "成人电影"),
+    "politics": ("法轮大法", "李洪志", "六四事件", "九评共产党", "翻墙软件"),
+    "terror": ("出售枪支", "自制炸弹", "雷管炸药", "64式手枪", "TNT炸药", "钢珠枪"),
+    "drugs": ("冰毒", "海洛因", "摇头丸", "K粉", "氯胺酮", "失身粉"),
+    "gambling": ("网上赌场", "百家乐代理", "时时彩包赢", "六合彩", "北京赛车PK10"),
+    "contact": ("加微信abc123", "联系QQ12345678", "咨询电话13812345678", "微信号wx_shop88",
+                "VX:tb8888", "13912345678", "薇信同号15812345678"),
+    "fraud": ("代开发票", "刷单返现", "信用卡套现", "代开增值税发票", "花呗套现"),
+    "abuse": ("傻逼", "操你妈"),
+}
+
+
+def fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+OBFUSCATIONS = {
+    "plain": lambda s: s,
+    "spaces": " ".join,
+    "dashes": "-".join,
+    "stars": "*".join,
+    "dots": ".".join,
+    "mixed": lambda s: "".join(c + "|_~·"[i % 4] for i, c in enumerate(s)),
+    # the caller applies NFKC; full-width letters and digits must come out the same
+    "fullwidth": lambda s: unicodedata.normalize("NFKC", fullwidth(s)),
+    "fullwidth-spaced": lambda s: unicodedata.normalize("NFKC", "\u3000".join(fullwidth(s))),
+}
+
+
+@pytest.fixture(scope="module")
+def spam() -> SpamFilter:
+    return SpamFilter.default()
+
+
+def check(spam: SpamFilter, text: str) -> str | None:
+    """The verdict with the caller's words and without; both must agree."""
+    verdict = spam.check(text, segment(text))
+    assert spam.check(text) == verdict, text
+    return verdict
+
+
+def test_categories_cover_the_issue():
+    assert {"porn", "politics", "terror", "drugs", "gambling", "contact", "fraud"} <= set(SPAM_CATEGORIES)
+    assert set(SPAM) <= set(SPAM_CATEGORIES)
+
+
+def test_default_is_built_once():
+    assert SpamFilter.default() is SpamFilter.default()
+
+
+@pytest.mark.parametrize("way", sorted(OBFUSCATIONS))
+@pytest.mark.parametrize(("category", "phrase"), [(c, p) for c, ps in SPAM.items() for p in ps])
+def test_spam_survives_obfuscation(spam, category, phrase, way):
+    disguised = OBFUSCATIONS[way](phrase)
+    for title in (disguised, f"韩国正品AHC黄金套盒 {disguised} 补水保湿", f"包邮{disguised}"):
+        assert check(spam, title) == category, title
+
+
+@pytest.mark.parametrize("title", [
+    # WeChat homophones and variants
+    "加薇信abc123", "加威信 abc123", "加徽信", "加V信", "加v信", "加VX", "加vx", "加wx", "加weixin",
+    "+V 12345678", "➕V abc888", "+v:abc1234", "加.V.信", "加 V 信", "加-微-信", "加*微*信", "V信同号",
+    "VX:abc12345", "wx: shop_8888", "weixin tb12345", "微信 同号", "联系微信", "私聊我",
+    # QQ homophones and numbers
+    "扣扣12345678", "抠抠 1234567", "企鹅号 123456", "加企鹅", "Q Q 1234567", "联系qq", "QQ:123456789",
+    "加扣扣", "扣 扣 号 1 2 3 4 5 6",
+    # phone numbers, bare and grouped
+    "13812345678", "138-1234-5678", "138 1234 5678", "138.1234.5678", "1 3 8 1 2 3 4 5 6 7 8",
+    "联系电话 021-12345678", "手机 13712345678 货到付款", "咨询电话13912345678",
+])
+def test_contact_variants(spam, title):
+    for text in (title, unicodedata.normalize("NFKC", fullwidth(title)), f"新款连衣裙{title}女装"):
+        assert check(spam, text) == "contact", text
+
+
+@pytest.mark.parametrize(("title", "category"), [
+    ("出售大麻 包邮", "drugs"),      # whole-word terms: 大麻, 套现, 刷单, 赌场, 台独
+    ("支持套现 秒到", "fraud"),
+    ("淘宝刷单 日结", "fraud"),
+    ("澳门赌场 开户", "gambling"),
+    ("台独 言论", "politics"),
+    ("兼职刷单返利", "fraud"),
+])
+def test_whole_word_terms(spam, title, category):
+    assert check(spam, title) == category
+
+
+@pytest.mark.parametrize("title", [
+    # commerce words the broad lexicons flag
+    "香港代购 日本专柜正品 官方旗舰店 限量版全套 包邮",
+    "联系客服 可开发票 提供发票 开发票 套装特价清仓 现货秒杀",
+    "正品现货全套现货 三套现代简约", "牙刷单支装 软毛", "一套现货秒发",
+    # weapon look-alikes
+    "儿童水枪玩具 泡泡枪 玩具枪", "热熔胶枪 美缝胶枪 胶枪 喷枪", "高压洗车水枪", "按摩枪 筋膜枪",
+    "焊枪 电钻 手枪钻 充电式", "打气枪 充气枪 吹气枪 吹尘枪", "仿真枪玩具 水弹枪 软弹枪",
+    "厚实弹力裤 高腰", "子弹头 钥匙扣",
+    # drug look-alikes
+    "大麻绳 编织手工", "汉麻 纯棉四件套", "大麻籽油 火麻仁", "冰糖 老冰糖 500g", "毒品检测试纸",
+    "SK-II 神仙水 230ml", "YSL黑鸦片香水 50ml",
+    # plus signs, V-necks and vitamin C
+    "水+乳+精华三件套", "T恤+V领毛衣", "精华液+VC粉 美白", "V领连衣裙 2020新款", "加维C泡腾片",
+    "薇诺娜舒敏保湿特护霜50g", "薇姿温泉水 300ml", "威露士洗手液", "微信支付 立减", "QQ糖 水果味",
+    "企鹅玩偶 毛绒公仔 60cm", "纽扣扣子 10颗",
+    # model numbers, sizes, dates, codes
+    "iPhone12 Pro Max 256G", "500ml 165/88A 2020年新款", "尺码 35 36 37 38 39 40", "SKU: 123456789",
+    "货号 20201111 双十一", "小米10 至尊版 12GB+512GB", "型号 XQB100-123456", "条码 6901234567892",
+    "1 3 8 码", "13.8 cm 14.5 cm", "2020-10-11 生产",
+])
+def test_legitimate_titles_stay_clean(spam, title):
+    assert check(spam, title) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(blacklist_categories=()), max_size=60))
+def test_never_raises(text):
+    spam = SpamFilter.default()
+    assert spam.check(text) in (None, *SPAM_CATEGORIES)
+    assert spam.check(text, []) in (None, *SPAM_CATEGORIES)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=80), st.lists(st.text(max_size=6), max_size=10))
+def test_never_raises_with_words(text, words):
+    assert SpamFilter.default().check(text, words) in (None, *SPAM_CATEGORIES)
+
+
+def test_long_and_odd_strings(spam):
+    long = "韩国正品AHC黄金套盒补水保湿" * 700 + "\ud800\udfff😀"
+    assert len(long) > 10_000
+    assert spam.check(long) is None
+    assert spam.check(long + "加微信abc123") == "contact"
+    assert spam.check("") is None
+    assert spam.check("😀" * 5000) is None
+
+
+def test_allowed_and_spam_clash():
+    with pytest.raises(TaommError):
+        SpamFilter({"fraud": ["代开发票"]}, {}, ["代开发票"])
+    with pytest.raises(TaommError):
+        SpamFilter({"adverts": ["x"]}, {}, [])
+
+
+def test_allow_list_shadows_only_what_it_covers():
+    spam = SpamFilter({"terror": ["气枪"], "fraud": ["代开发票"]}, {}, ["充气枪", "开发票"])
+    assert spam.check("充气枪") is None
+    assert spam.check("出售气枪") == "terror"
+    assert spam.check("可开发票") is None
+    assert spam.check("代开发票") == "fraud"
+
+
+def test_real_titles_flagged_share():
+    titles_file = DATA / "real-titles" / "product1m_dev.txt"
+    if not titles_file.exists():
+        pytest.skip(f"reference data not found: {titles_file}")
+    spam = SpamFilter.default()
+    titles = [line.split("#####")[1] for line in titles_file.read_text("utf-8").splitlines()]
+    titles = [unicodedata.normalize("NFKC", t) for t in titles]
+    flagged = [t for t in titles if spam.check(t) is not None]
+    assert len(titles) > 2000
+    assert len(flagged) <= 0.01 * len(titles), flagged
+
+
+@pytest.fixture(scope="module")
+def demo_rows(tmp_path_factory) -> list[dict]:
+    from taomm.datasets.demo_catalog import generate_catalog
+
+    out = tmp_path_factory.mktemp("catalog")
+    generate_catalog(out, items=300, seed=0)
+    return [json.loads(line) for line in (out / "items.jsonl").read_text("utf-8").splitlines()]
+
+
+def test_demo_spam_phrases_flagged_with_their_category(spam):
+    from taomm.datasets.demo_vocab import SPAM_PHRASES
+
+    for category, templates in SPAM_PHRASES.items():
+        for template in templates:
+            title = "2020夏季新款连衣裙" + template.format(digits="12345678", phone="13812345678")
+            assert check(spam, title) == category, title
+
+
+def test_demo_catalog(spam, demo_rows):
+    spam_titles = [r["title"] for r in demo_rows if r["title_noise"] == "spam"]
+    clean_titles = [r["title"] for r in demo_rows if r["title_noise"] is None]
+    assert spam_titles and len(clean_titles) > 200
+    assert all(check(spam, t) is not None for t in spam_titles)
+    assert [t for t in clean_titles if check(spam, t) is not None] == []
