@@ -69,6 +69,13 @@ def test_wheel_layout(wheel: Path) -> None:
                    "taomm/resources/spam/allow.txt", "taomm/text/spam.py"):
         assert module in names
     assert not [n for n in names if n.split("/")[0] in SHADOWED]
+    # Every module of the source tree is in the wheel (a new subpackage must be listed in
+    # pyproject's packages).
+    roots = {"taomm": "taomm", "cli": "taomm/cli", "datasets": "taomm/datasets", "detectors": "taomm/detectors"}
+    for folder, installed in roots.items():
+        for module in (REPO / folder).rglob("*.py"):
+            if "__pycache__" not in module.parts:
+                assert f"{installed}/{module.relative_to(REPO / folder).as_posix()}" in names, module
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "taomm = taomm.cli.app:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
