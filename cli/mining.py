@@ -30,7 +30,7 @@ def mine_negatives(
     out: Annotated[Path | None, typer.Option("--out", help="JSONL output for --captions.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Negatives per caption.")] = 30,
     max_sim: Annotated[float, typer.Option("--max-sim", help="Keep similarities strictly below this.")] = 0.5,
-    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per progress step.")] = 4096,
+    chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per progress step.")] = 256,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

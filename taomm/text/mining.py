@@ -32,7 +32,10 @@ transpose and a few length-N buffers per thread; rows are spread over the CPU's 
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -76,7 +79,7 @@ def mine_hard_negatives(
     groups: Sequence[int] | np.ndarray | None = None,
     top_k: int = 30,
     max_sim: float = 0.5,
-    chunk_size: int = 4096,
+    chunk_size: int = 256,
     n_common: int = 32,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +121,24 @@ def mine_hard_negatives(
             xt.indices.astype(np.int64), xt.data, common, c_indptr.astype(np.int64), c_indices, c_data,
             cnorm, by_cnorm, np.ascontiguousarray(cnorm[by_cnorm]), group_ids, top_k, np.float32(max_sim),
             indices, sims)
-    blocks = 4 * numba.get_num_threads()
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        _mine_rows(start, stop, min(blocks, stop - start), *args)
-        if on_progress is not None:
-            on_progress(stop - start)
+    # Rows go to threads in blocks of chunk_size (the compiled kernel runs without the GIL),
+    # all queued at once so no thread waits for another; each thread keeps its own
+    # length-N buffers for the whole run.
+    threads = max(1, min(os.cpu_count() or 1, n // 256 or 1))
+    local = threading.local()
+
+    def run(lo: int) -> int:
+        if not hasattr(local, "buffers"):
+            local.buffers = (np.zeros(n), np.empty(n, np.int64), np.full(n, -1, np.int64),
+                             np.zeros(x.shape[1]), np.empty(top_k, np.float32), np.empty(top_k, np.int64))
+        hi = min(lo + chunk_size, n)
+        _mine_rows(lo, hi, *local.buffers, *args)
+        return hi - lo
+
+    with ThreadPoolExecutor(threads) as pool:
+        for done in pool.map(run, range(0, n, chunk_size)):
+            if on_progress is not None:
+                on_progress(done)
     return indices, sims
 
 
@@ -164,112 +179,107 @@ def _insert(s, j, count, k, best_s, best_j):  # pragma: no cover - compiled
     return count
 
 
-@numba.njit(parallel=True, nogil=True)
-def _mine_rows(start, stop, n_blocks, indptr, indices, data, t_indptr, t_indices, t_data, common,
-               c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, groups, k, max_sim,
-               out_idx, out_sim):  # pragma: no cover - compiled
+@numba.njit(nogil=True)
+def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indices, data, t_indptr,
+               t_indices, t_data, common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm,
+               groups, k, max_sim, out_idx, out_sim):  # pragma: no cover - compiled
+    """Rows lo:hi into out_idx/out_sim. Buffers (per thread, reused across calls): acc, the
+    rare part of the current row's dot products (all zero between rows); touched, the
+    captions with one; seen[j] == i when sim(i, j) is done for row i, == -2 - i when j is
+    in step 2's postings; weights, the current row's common weights (zero between rows)."""
     n = groups.shape[0]
-    size = stop - start
-    for b in numba.prange(n_blocks):
-        weights = np.zeros(common.shape[0], np.float64)  # the current row's common weights
-        acc = np.zeros(n, np.float64)  # rare part of the dot products of the current row
-        touched = np.empty(n, np.int64)
-        # seen[j] == i: sim(i, j) is done for row i; == -2 - i: j is in step 2's postings
-        seen = np.full(n, -1, np.int64)
-        best_s = np.empty(k, np.float32)
-        best_j = np.empty(k, np.int64)
-        for i in range(start + b * size // n_blocks, start + (b + 1) * size // n_blocks):
-            gi = groups[i]
-            count = 0
-            for p in range(c_indptr[i], c_indptr[i + 1]):
-                weights[c_indices[p]] = c_data[p]
-            has_common = c_indptr[i + 1] > c_indptr[i]
-            # 1. captions sharing a rare word: exact similarity
-            nt = 0
-            common_postings = 0
-            for p in range(indptr[i], indptr[i + 1]):
-                t = indices[p]
-                if common[t]:
-                    common_postings += t_indptr[t + 1] - t_indptr[t]
-                    continue
-                w = data[p]
-                for q in range(t_indptr[t], t_indptr[t + 1]):
-                    j = t_indices[q]
-                    if seen[j] != i:
-                        seen[j] = i
-                        touched[nt] = j
-                        nt += 1
-                    acc[j] += w * t_data[q]
-            # Strong candidates first (a large rare part): they set the k-th best early, and
-            # then most of the weak ones fail their bound (rare part + |c_i| |c_j|) unscored.
-            ci = cnorm[i]
-            for sweep in range(2):
-                lower = best_s[k - 1] if count == k else 0.0
-                for m in range(nt):
-                    j = touched[m]
-                    rare = acc[j]
-                    if sweep == 0:
-                        if rare < _STRONG:
-                            continue
-                        acc[j] = -1.0  # scored
-                    else:
-                        acc[j] = 0.0
-                        if rare < 0.0 or np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
-                            continue
-                    total = rare
-                    if has_common:
-                        total += _common_dot(j, c_indptr, c_indices, c_data, weights)
-                    s = np.float32(total)
+    for i in range(lo, hi):
+        gi = groups[i]
+        count = 0
+        for p in range(c_indptr[i], c_indptr[i + 1]):
+            weights[c_indices[p]] = c_data[p]
+        has_common = c_indptr[i + 1] > c_indptr[i]
+        # 1. captions sharing a rare word: exact similarity
+        nt = 0
+        common_postings = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            t = indices[p]
+            if common[t]:
+                common_postings += t_indptr[t + 1] - t_indptr[t]
+                continue
+            w = data[p]
+            for q in range(t_indptr[t], t_indptr[t + 1]):
+                j = t_indices[q]
+                if seen[j] != i:
+                    seen[j] = i
+                    touched[nt] = j
+                    nt += 1
+                acc[j] += w * t_data[q]
+        # Strong candidates first (a large rare part): they set the k-th best early, and
+        # then most of the weak ones fail their bound (rare part + |c_i| |c_j|) unscored.
+        ci = cnorm[i]
+        for sweep in range(2):
+            lower = best_s[k - 1] if count == k else 0.0
+            for m in range(nt):
+                j = touched[m]
+                rare = acc[j]
+                if sweep == 0:
+                    if rare < _STRONG:
+                        continue
+                    acc[j] = -1.0  # scored
+                else:
+                    acc[j] = 0.0
+                    if rare < 0.0 or np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
+                        continue
+                total = rare
+                if has_common:
+                    total += _common_dot(j, c_indptr, c_indices, c_data, weights)
+                s = np.float32(total)
+                if groups[j] != gi and s > 0 and s < max_sim:
+                    count = _insert(s, j, count, k, best_s, best_j)
+                    lower = best_s[k - 1] if count == k else 0.0
+        seen[i] = i  # (the row itself was touched unless it has no rare word)
+        # 2. captions sharing only common words
+        if ci > 0:
+            lower = best_s[k - 1] if count == k else 0.0
+            # how far a scan by |c_j| could go: captions with ci * |c_j| >= lower
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if np.float32(ci * sorted_cnorm[mid] + _MARGIN) >= lower:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if 2 * lo <= common_postings:  # a scanned caption costs about two postings
+                for r in range(n):
+                    j = by_cnorm[r]
+                    lower = best_s[k - 1] if count == k else 0.0
+                    if np.float32(ci * sorted_cnorm[r] + _MARGIN) < lower or sorted_cnorm[r] == 0.0:
+                        break
+                    if seen[j] == i:
+                        continue
+                    s = np.float32(_common_dot(j, c_indptr, c_indices, c_data, weights))
                     if groups[j] != gi and s > 0 and s < max_sim:
                         count = _insert(s, j, count, k, best_s, best_j)
-                        lower = best_s[k - 1] if count == k else 0.0
-            seen[i] = i  # (the row itself was touched unless it has no rare word)
-            # 2. captions sharing only common words
-            if ci > 0:
-                lower = best_s[k - 1] if count == k else 0.0
-                # how far a scan by |c_j| could go: captions with ci * |c_j| >= lower
-                lo, hi = 0, n
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if np.float32(ci * sorted_cnorm[mid] + _MARGIN) >= lower:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                if 2 * lo <= common_postings:  # a scanned caption costs about two postings
-                    for r in range(n):
-                        j = by_cnorm[r]
-                        lower = best_s[k - 1] if count == k else 0.0
-                        if np.float32(ci * sorted_cnorm[r] + _MARGIN) < lower or sorted_cnorm[r] == 0.0:
-                            break
+            else:
+                nt = 0
+                for p in range(indptr[i], indptr[i + 1]):
+                    t = indices[p]
+                    if not common[t]:
+                        continue
+                    w = data[p]
+                    for q in range(t_indptr[t], t_indptr[t + 1]):
+                        j = t_indices[q]
                         if seen[j] == i:
                             continue
-                        s = np.float32(_common_dot(j, c_indptr, c_indices, c_data, weights))
-                        if groups[j] != gi and s > 0 and s < max_sim:
-                            count = _insert(s, j, count, k, best_s, best_j)
-                else:
-                    nt = 0
-                    for p in range(indptr[i], indptr[i + 1]):
-                        t = indices[p]
-                        if not common[t]:
-                            continue
-                        w = data[p]
-                        for q in range(t_indptr[t], t_indptr[t + 1]):
-                            j = t_indices[q]
-                            if seen[j] == i:
-                                continue
-                            if seen[j] != -2 - i:
-                                seen[j] = -2 - i
-                                touched[nt] = j
-                                nt += 1
-                            acc[j] += w * t_data[q]
-                    for m in range(nt):
-                        j = touched[m]
-                        s = np.float32(acc[j])
-                        acc[j] = 0.0
-                        if groups[j] != gi and s > 0 and s < max_sim:
-                            count = _insert(s, j, count, k, best_s, best_j)
-            for p in range(c_indptr[i], c_indptr[i + 1]):
-                weights[c_indices[p]] = 0.0
-            for m in range(count):
-                out_idx[i, m] = best_j[m]
-                out_sim[i, m] = best_s[m]
+                        if seen[j] != -2 - i:
+                            seen[j] = -2 - i
+                            touched[nt] = j
+                            nt += 1
+                        acc[j] += w * t_data[q]
+                for m in range(nt):
+                    j = touched[m]
+                    s = np.float32(acc[j])
+                    acc[j] = 0.0
+                    if groups[j] != gi and s > 0 and s < max_sim:
+                        count = _insert(s, j, count, k, best_s, best_j)
+        for p in range(c_indptr[i], c_indptr[i + 1]):
+            weights[c_indices[p]] = 0.0
+        for m in range(count):
+            out_idx[i, m] = best_j[m]
+            out_sim[i, m] = best_s[m]
