@@ -9,6 +9,7 @@ import typer
 from taomm import __version__
 from taomm.cli import catalog as catalog
 from taomm.cli import mining as mining
+from taomm.cli import model as model
 from taomm.cli import store as store
 from taomm.cli import text as text
 from taomm.cli import workspace as workspace
@@ -45,6 +46,7 @@ workspace.register(app)
 catalog.register(app)
 store.register(app)
 mining.register(app)
+model.register(app)
 text.register(app)
 
 
