@@ -8,7 +8,9 @@ machine's matmul peak measured in the same run. Goals: bf16 >= 2.5x fp32; taomm 
 slower than the transformers-built stack; report the fraction of the matmul peak.
 
 A step is zero_grad + forward + loss.backward(), no optimizer. Both sides run in this
-one process on the same batch, alternating in rounds; each number is the best round.
+one process on the same batch, alternating in rounds. The table reports the fastest step
+of each variant (the machine may be shared; the JSON has the medians too) and the load
+average, so a busy machine shows.
 
     python benchmarks/model_step.py [--presets tiny,small,base] [--quick] [--rounds 2]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -129,8 +132,8 @@ def step_fn(model: nn.Module, batch: dict[str, torch.Tensor], bf16: bool, taomm:
     return step
 
 
-def time_step(step: Callable[[], None], warmup: int, min_steps: int, min_seconds: float) -> float:
-    """Median seconds per step over at least min_steps steps and min_seconds."""
+def time_step(step: Callable[[], None], warmup: int, min_steps: int, min_seconds: float) -> list[float]:
+    """Seconds of each step, timed for at least min_steps steps and min_seconds."""
     for _ in range(warmup):
         step()
     times: list[float] = []
@@ -139,21 +142,22 @@ def time_step(step: Callable[[], None], warmup: int, min_steps: int, min_seconds
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 8) -> float:
-    """Best GFLOP/s of an n x n @ n x n matmul in dtype, warm."""
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), reps: int = 8) -> float:
+    """Best GFLOP/s of a warm n x n @ n x n matmul in dtype, over the sizes."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dtype)
-    b = torch.randn(n, n, generator=gen).to(dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, generator=gen).to(dtype)
+        b = torch.randn(n, n, generator=gen).to(dtype)
         torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def step_flops(cfg: InterBertConfig, batch: dict[str, torch.Tensor]) -> float:
@@ -178,7 +182,8 @@ def step_flops(cfg: InterBertConfig, batch: dict[str, torch.Tensor]) -> float:
 
 def bench_preset(name: str, batch_size: int, rounds: int, warmup: int, min_steps: int,
                  min_seconds: float) -> dict:
-    """Seconds per step of the four variants (taomm / hf x fp32 / bf16), best of rounds."""
+    """Step times of the four variants (taomm / hf x fp32 / bf16): the fastest step (as timeit
+    reports: the machine may be shared, and interference only ever adds time) and the median."""
     cfg = InterBertConfig.from_preset(name, lang="zh")
     torch.manual_seed(0)
     batch = make_batch(cfg, batch_size, torch.Generator().manual_seed(0))
@@ -190,16 +195,18 @@ def bench_preset(name: str, batch_size: int, rounds: int, warmup: int, min_steps
         "taomm_bf16": step_fn(ours, batch, bf16=True, taomm=True),
         "hf_bf16": step_fn(hf, batch, bf16=True, taomm=False),
     }
-    best = dict.fromkeys(steps, float("inf"))
-    for _ in range(rounds):  # alternate the variants so drift in machine speed hits all alike
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for i in range(rounds):  # alternate the variants so drift in machine speed hits all alike
         for key, step in steps.items():
-            best[key] = min(best[key], time_step(step, warmup, min_steps, min_seconds))
+            times[key] += time_step(step, warmup if i == 0 else 0, min_steps, min_seconds)
     return {
         "preset": name, "batch": batch_size,
         "params_taomm": sum(p.numel() for p in ours.parameters()),
         "params_hf": sum(p.numel() for p in hf.parameters()),
         "gflop_per_step": step_flops(cfg, batch) / 1e9,
-        **{f"{key}_s": s for key, s in best.items()},
+        **{f"{key}_s": min(t) for key, t in times.items()},
+        **{f"{key}_median_s": statistics.median(t) for key, t in times.items()},
+        "steps_timed": {key: len(t) for key, t in times.items()},
     }
 
 
@@ -210,6 +217,7 @@ def summarise(r: dict, peak_fp32: float, peak_bf16: float) -> dict:
            "gflop_per_step": round(gflop, 3)}
     for key in ("taomm_fp32", "taomm_bf16", "hf_fp32", "hf_bf16"):
         out[f"{key}_step_s"] = round(r[f"{key}_s"], 5)
+        out[f"{key}_median_step_s"] = round(r[f"{key}_median_s"], 5)
         out[f"{key}_samples_per_s"] = round(b / r[f"{key}_s"], 1)
     out["bf16_over_fp32"] = round(r["taomm_fp32_s"] / r["taomm_bf16_s"], 2)
     out["hf_bf16_over_fp32"] = round(r["hf_fp32_s"] / r["hf_bf16_s"], 2)
@@ -219,6 +227,7 @@ def summarise(r: dict, peak_fp32: float, peak_bf16: float) -> dict:
     out["gflops_bf16"] = round(gflop / r["taomm_bf16_s"], 1)
     out["fraction_fp32_peak"] = round(out["gflops_fp32"] / peak_fp32, 3)
     out["fraction_bf16_peak"] = round(out["gflops_bf16"] / peak_bf16, 3)
+    out["steps_timed"] = r["steps_timed"]
     return out
 
 
@@ -249,10 +258,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    t0 = time.perf_counter()
+    t0, load_start = time.perf_counter(), os.getloadavg()[0]
     peak_fp32, peak_bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; hf stack: BertLayer, sdpa attention")
-    print(f"matmul peak (2048^3): fp32 {peak_fp32:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s "
+    print(f"matmul peak (best of 1024^3, 2048^3): fp32 {peak_fp32:.1f} GFLOP/s, bf16 {peak_bf16:.1f} GFLOP/s "
           f"({peak_bf16 / peak_fp32:.2f}x)")
     rows = []
     for name in presets:
@@ -260,8 +269,11 @@ def main() -> None:
         rows.append(summarise(r, peak_fp32, peak_bf16))
     print("samples/s (forward + backward, 16 regions + 36 tokens); ratios are speed-ups")
     print_table(rows)
-    print(f"goals: bf16/fp32 >= 2.5x; taomm/hf >= 1.0x; wall {time.perf_counter() - t0:.0f} s")
+    load_end = os.getloadavg()[0]
+    print(f"goals: bf16/fp32 >= 2.5x; taomm/hf >= 1.0x; wall {time.perf_counter() - t0:.0f} s; "
+          f"1-min load average {load_start:.2f} at start, {load_end:.2f} at end ({os.cpu_count()} CPUs)")
     print(json.dumps({"threads": torch.get_num_threads(), "hf_attention": "sdpa",
+                      "load_average_start": round(load_start, 2), "load_average_end": round(load_end, 2),
                       "peak_gflops_fp32": round(peak_fp32, 1), "peak_gflops_bf16": round(peak_bf16, 1),
                       "presets": rows}))
 

@@ -8,8 +8,10 @@ import typer
 
 from taomm import __version__
 from taomm.cli import catalog as catalog
+from taomm.cli import detector as detector
 from taomm.cli import mining as mining
 from taomm.cli import model as model
+from taomm.cli import prepare as prepare
 from taomm.cli import store as store
 from taomm.cli import text as text
 from taomm.cli import workspace as workspace
@@ -44,9 +46,11 @@ def _root(
 
 workspace.register(app)
 catalog.register(app)
+detector.register(app)
 store.register(app)
 mining.register(app)
 model.register(app)
+prepare.register(app)
 text.register(app)
 
 

@@ -1,0 +1,85 @@
+"""``taomm prepare``: raw items (manifest + images) -> the feature store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
+from taomm.cli.detector import DETECTOR_DIR
+from taomm.errors import TaommError
+from taomm.workspace import find_workspace
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, total = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise TaommError(f"--shard must look like I/N (e.g. 0/4), not {text!r}") from None
+    return index, total
+
+
+def prepare_command(
+    manifest: Annotated[Path | None, typer.Argument(help="Items: JSONL or CSV with item_id, title, image (relative "
+                                                    "to the manifest), split. Default: the workspace's.",
+                                                    show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Store folder. Default: the workspace's store.",
+                                             file_okay=False)] = None,
+    detector: Annotated[Path | None, typer.Option("--detector", help="Detector folder. Default: the workspace's "
+                                                  "runs/detector.", file_okay=False)] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="zh or en. Default: the workspace's, else zh.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Image-decoding processes.")] = 2,
+    max_regions: Annotated[int, typer.Option("--max-regions", min=1, help="Regions per image (paper: 16 for zh).")] = 16,
+    shard: Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts.")] = "0/1",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Clean titles, decode images, detect regions and write the feature store.
+
+    Bad inputs never stop the run: each one is a line of STORE/quarantine.jsonl with a reason
+    code; STORE/report.json has the counts. Killed and rerun, it resumes where it stopped.
+    """
+    import torch
+
+    from taomm.datasets.prepare import detector_extractor, prepare_store
+    from taomm.detectors.detector import ProductDetector
+    from taomm.taxonomy import DEFAULT_TAXONOMY
+
+    ws = find_workspace(workspace)
+    if manifest is None:
+        if ws is None or ws.source("manifest") is None:
+            raise TaommError("no manifest: pass MANIFEST, or run inside a workspace with sources.manifest (taomm init)")
+        manifest = ws.source("manifest")
+    if out is None:
+        if ws is None:
+            raise TaommError("no --out and no workspace: pass --out STORE")
+        out = ws.path("store")
+    if detector is None:
+        if ws is None:
+            raise TaommError("no --detector and no workspace: pass --detector DIR (train one with taomm train-detector)")
+        detector = ws.path("runs") / DETECTOR_DIR
+    lang = lang or (ws.config.language if ws else "zh")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = ProductDetector.load(detector)
+    with open(manifest, encoding="utf-8", errors="replace") as f:
+        total_lines = sum(1 for line in f if line.strip())
+    with progress_bar("preparing items", total_lines) as advance:
+        report = prepare_store(manifest, out, detector_extractor(model, max_regions, device=device),
+                               feature_dim=model.config.representation_size,
+                               taxonomy=DEFAULT_TAXONOMY.get(lang, "custom"), classes=model.config.classes,
+                               language=lang, workers=workers, shard=_shard(shard), on_progress=advance)
+    summary = {"store": str(Path(out).resolve()), **report.__dict__}
+    if json_out:
+        print_json(summary)
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in report.reasons.items()) or "none"
+    stderr_console().print(f"{report.inputs} inputs: {report.ok} in the store ({report.written} new), "
+                           f"{report.quarantined} quarantined ({reasons}); see {out}/report.json")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prepare", epilog="Examples:  taomm prepare   |   taomm prepare items.jsonl --out store "
+                "--detector detector --shard 0/4")(prepare_command)

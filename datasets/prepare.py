@@ -1,0 +1,208 @@
+"""`taomm prepare`: a manifest of raw items -> the feature store, resumable, never fatal.
+
+Per item: the manifest line is checked (:mod:`taomm.datasets.manifest`), the title goes
+through the text pipeline (:mod:`taomm.text.clean`), the image is decoded safely
+(:mod:`taomm.datasets.images`, in DataLoader workers) and the detector extracts its
+regions. Every input ends either in the store or as one line of ``STORE/quarantine.jsonl``
+with a reason code: ``ok + quarantined == inputs``. ``STORE/report.json`` holds the
+counts and the time per stage.
+
+Resumable: items are written in manifest order and the store skips ids it holds, so a run
+killed at any point and rerun ends with the same store as an uninterrupted one. Each image
+is extracted alone (no padding shared with other images), so its features do not depend on
+where a batch starts. The quarantine and report are rewritten whole at the end of a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from taomm.datasets.images import ImageError, load_image
+from taomm.datasets.manifest import ManifestEntry, Rejected, read_manifest
+from taomm.datasets.store import Item, StoreWriter, is_store
+from taomm.errors import TaommError
+from taomm.text.clean import TitleCleaner
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PrepareReport:
+    inputs: int = 0
+    ok: int = 0  # in the store (written now or by an earlier run)
+    quarantined: int = 0
+    written: int = 0  # added by this run
+    reasons: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+    shard: str = "0/1"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def in_shard(item_id: str, shard: int, shards: int) -> bool:
+    """Stable assignment of an item to one of ``shards`` (the same on every machine)."""
+    if shards == 1:
+        return True
+    digest = hashlib.blake2b(item_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards == shard
+
+
+@dataclass
+class _Pending:
+    entry: ManifestEntry
+    title: str
+    words: tuple[str, ...]
+
+
+class _Images(Dataset):
+    """Decodes the images of the items that passed the text pipeline (in worker processes)."""
+
+    def __init__(self, pending: list[_Pending]) -> None:
+        self.paths = [p.entry.image for p in pending]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            array = np.asarray(load_image(self.paths[index]), dtype=np.uint8)
+        except ImageError as exc:
+            return index, None, exc.reason, exc.detail
+        return index, torch.from_numpy(array.copy()).permute(2, 0, 1), None, None
+
+
+def _as_is(sample):
+    return sample  # no collation: one image at a time (see the module docstring)
+
+
+def prepare_store(
+    manifest: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    extract: Callable[[torch.Tensor], dict[str, np.ndarray]],
+    feature_dim: int,
+    taxonomy: str,
+    classes: list[str],
+    language: str = "zh",
+    workers: int = 2,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> PrepareReport:
+    """Prepare ``manifest`` into ``store``. ``extract(image)`` maps a (3, H, W) uint8 image to
+    its regions: boxes (N, 4) pixels, features (N, D), labels (N,), scores (N,)."""
+    index, total = shard
+    if not 0 <= index < total:
+        raise TaommError(f"--shard must be I/N with 0 <= I < N, got {index}/{total}")
+    store = Path(store)
+    report = PrepareReport(shard=f"{index}/{total}")
+    quarantine: list[dict] = []
+    reasons: Counter[str] = Counter()
+    cleaner = TitleCleaner()
+    start = time.perf_counter()
+
+    def reject(line: int, item_id: str | None, reason: str, detail: str) -> None:
+        quarantine.append({"line": line, "item_id": item_id, "reason": reason, "detail": detail})
+        reasons[reason] += 1
+
+    # 1. manifest and titles (cheap, in order); items already stored are only counted
+    pending: list[_Pending] = []
+    kept_ids: list[tuple[str, str | None]] = []
+    done = _stored_ids(store)
+    for entry in read_manifest(Path(manifest)):
+        if isinstance(entry, Rejected):
+            # A line without a readable id belongs to shard 0, so it is counted once.
+            if in_shard(entry.item_id, index, total) if entry.item_id else index == 0:
+                report.inputs += 1
+                reject(entry.line, entry.item_id, entry.reason, entry.detail)
+            continue
+        if not in_shard(entry.item_id, index, total):
+            continue
+        report.inputs += 1
+        if entry.item_id in done:
+            kept_ids.append((entry.item_id, entry.split))
+            continue
+        cleaned = cleaner(entry.title)
+        if not cleaned.kept:
+            reject(entry.line, entry.item_id, cleaned.reason or "empty", cleaned.title[:80])
+            continue
+        pending.append(_Pending(entry, cleaned.title, cleaned.words))
+    report.seconds["manifest_and_text"] = round(time.perf_counter() - start, 3)
+    if on_progress is not None:
+        on_progress(report.inputs - len(pending))
+
+    # 2. images and regions, written in manifest order
+    start = time.perf_counter()
+    loader = DataLoader(_Images(pending), batch_size=None, num_workers=workers, collate_fn=_as_is)
+    with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
+                     batch_size=batch_size) as writer:
+        for i, image, reason, detail in loader:
+            item = pending[i]
+            if image is None:
+                reject(item.entry.line, item.entry.item_id, reason, detail)
+            else:
+                regions = extract(image)
+                writer.add(Item(item.entry.item_id, item.title, _word_ends(item.words), int(image.shape[2]),
+                                int(image.shape[1]), regions["boxes"], regions["features"], regions["labels"],
+                                regions["scores"]))
+                kept_ids.append((item.entry.item_id, item.entry.split))
+            if on_progress is not None:
+                on_progress(1)
+        writer.flush()
+        report.written = writer.added
+        report.seconds["images_and_regions"] = round(time.perf_counter() - start, 3)
+        for split in SPLITS:
+            ids = [item_id for item_id, s in kept_ids if s == split]
+            if ids:
+                writer.set_split(split, ids)
+    report.ok = len(kept_ids)
+    report.quarantined = len(quarantine)
+    report.reasons = dict(sorted(reasons.items()))
+    _write_atomic(store / "quarantine.jsonl",
+                  "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in sorted(quarantine, key=lambda q: q["line"])))
+    _write_atomic(store / "report.json", report.to_json() + "\n")
+    return report
+
+
+def _word_ends(words: tuple[str, ...]) -> np.ndarray:
+    return np.cumsum([len(w) for w in words], dtype=np.int64).astype(np.int32)
+
+
+def _stored_ids(store: Path) -> set[str]:
+    if not is_store(store):
+        return set()
+    from taomm.datasets.store import FeatureStore
+
+    with FeatureStore(store) as fs:
+        return {item.item_id for item in fs}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
+
+
+def detector_extractor(detector, max_regions: int = 16, min_score: float = 0.1, device: str = "cpu",
+                       bf16: bool = False) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
+    """``extract`` for :func:`prepare_store` from a :class:`~taomm.detectors.detector.ProductDetector`."""
+    detector = detector.to(device).eval()
+
+    def extract(image: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            (regions,) = detector.extract([image.to(device).float().div(255)], max_regions, min_score)
+        return {"boxes": regions["boxes"].float().cpu().numpy(), "features": regions["features"].float().cpu().numpy(),
+                "labels": regions["labels"].cpu().numpy(), "scores": regions["scores"].float().cpu().numpy()}
+
+    return extract
