@@ -73,7 +73,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_coco_dataset_and_splits(catalog: Path) -> None:
     data = CocoBoxes(catalog / "annotations.json", catalog / "images")
     image, target, image_id = data[0]
-    assert image.shape == (3, 96, 96) and 0 <= image.min() and image.max() <= 1
+    assert image.shape == (3, 96, 96) and image.min() >= 0 and image.max() <= 1
     assert target["boxes"].shape[1] == 4 and target["attributes"].shape[1] == 11 + 5
     assert (target["attributes"].sum(1) == 2).all()  # one colour, one pattern
     train = image_ids_for_split(catalog / "annotations.json", catalog / "items.jsonl", "train")
