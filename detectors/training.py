@@ -115,11 +115,13 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
                    classes: list[str], backbone: str = "resnet18", max_steps: int = 150, epochs: int | None = None,
                    batch_size: int = 8, lr: float = 0.02, warmup: int = 50, bf16: bool = True, workers: int = 2,
                    seed: int = 0, device: str = "cpu", image_ids: list[int] | None = None,
+                   image_size: int | None = None,
                    on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train a detector from scratch and save it to ``out`` (detector.json + detector.safetensors).
 
     Runs ``max_steps`` SGD steps (or ``epochs`` passes when given), linear warm-up then
-    cosine decay, gradient clipping at 5, bf16 autocast when ``bf16``."""
+    cosine decay, gradient clipping at 5, bf16 autocast when ``bf16``. ``image_size`` sets
+    the side images are resized to (default: the detector config's 192..320)."""
     torch.manual_seed(seed)
     data = CocoBoxes(annotations, images, image_ids)
     if not len(data):
@@ -127,8 +129,9 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     unknown = sorted({c for c in data.categories if not 0 <= c < len(classes)})
     if unknown:
         raise TaommError(f"category ids {unknown[:5]} are outside the taxonomy of {len(classes)} classes")
-    model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone,
-                                           attributes=data.attribute_vocab)).to(device).train()
+    sizes = {} if image_size is None else {"min_size": image_size, "max_size": image_size}
+    model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
+                                           **sizes)).to(device).train()
     if epochs is not None:
         max_steps = epochs * math.ceil(len(data) / batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
