@@ -34,6 +34,13 @@ def prepare_command(
     max_regions: Annotated[int, typer.Option("--max-regions", min=1, help="Regions per image (paper: 16 for zh).")] = 16,
     shard: Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts.")] = "0/1",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    bf16: Annotated[bool, typer.Option("--bf16", help="Detect under bf16 autocast (about 1.3x faster on CPU).")] = False,
+    features: Annotated[Path | None, typer.Option("--features", help="Import pre-extracted region features "
+                                                  "(bottom-up-attention or KDD Cup 2020 TSV) instead of detecting.",
+                                                  dir_okay=False)] = None,
+    captions: Annotated[Path | None, typer.Option("--captions", help="With --features in bottom-up format: JSONL of "
+                                                  "item_id (= image id), title, split.", dir_okay=False)] = None,
+    feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="With --features: region feature size.")] = 2048,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -49,6 +56,13 @@ def prepare_command(
     from taomm.taxonomy import DEFAULT_TAXONOMY
 
     ws = find_workspace(workspace)
+    lang = lang or (ws.config.language if ws else "zh")
+    if lang not in DEFAULT_TAXONOMY:
+        raise TaommError(f"no region taxonomy for language {lang!r} yet")
+    if features is not None:
+        _import_features(features, captions, out or (ws.path("store") if ws else None), lang, feature_dim, max_regions,
+                         _shard(shard), json_out)
+        return
     if manifest is None:
         if ws is None or ws.source("manifest") is None:
             raise TaommError("no manifest: pass MANIFEST, or run inside a workspace with sources.manifest (taomm init)")
@@ -61,16 +75,34 @@ def prepare_command(
         if ws is None:
             raise TaommError("no --detector and no workspace: pass --detector DIR (train one with taomm train-detector)")
         detector = ws.path("runs") / DETECTOR_DIR
-    lang = lang or (ws.config.language if ws else "zh")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = ProductDetector.load(detector)
     with open(manifest, encoding="utf-8", errors="replace") as f:
         total_lines = sum(1 for line in f if line.strip())
     with progress_bar("preparing items", total_lines) as advance:
-        report = prepare_store(manifest, out, detector_extractor(model, max_regions, device=device),
+        report = prepare_store(manifest, out, detector_extractor(model, max_regions, device=device, bf16=bf16),
                                feature_dim=model.config.representation_size,
-                               taxonomy=DEFAULT_TAXONOMY.get(lang, "custom"), classes=model.config.classes,
+                               taxonomy=DEFAULT_TAXONOMY[lang], classes=model.config.classes,
                                language=lang, workers=workers, shard=_shard(shard), on_progress=advance)
+    _print_report(report, out, json_out)
+
+
+def _import_features(features: Path, captions: Path | None, out: Path | None, lang: str, feature_dim: int,
+                     max_regions: int, shard: tuple[int, int], json_out: bool) -> None:
+    from taomm.datasets.prepare import prepare_from_features
+    from taomm.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+
+    if out is None:
+        raise TaommError("no --out and no workspace: pass --out STORE")
+    taxonomy = load_taxonomy(DEFAULT_TAXONOMY[lang])
+    with progress_bar("importing features", None) as advance:
+        report = prepare_from_features(features, out, feature_dim, taxonomy.name, list(taxonomy.classes),
+                                       language=lang, captions=captions, max_regions=max_regions, shard=shard,
+                                       on_progress=advance)
+    _print_report(report, out, json_out)
+
+
+def _print_report(report, out: Path, json_out: bool) -> None:
     summary = {"store": str(Path(out).resolve()), **report.__dict__}
     if json_out:
         print_json(summary)
@@ -82,4 +114,4 @@ def prepare_command(
 
 def register(app: typer.Typer) -> None:
     app.command("prepare", epilog="Examples:  taomm prepare   |   taomm prepare items.jsonl --out store "
-                "--detector detector --shard 0/4")(prepare_command)
+                "--detector detector --shard 0/4   |   taomm prepare --features kdd.tsv --out store")(prepare_command)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -301,3 +302,16 @@ def _text_field(value: Any) -> str | None:
 def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def iter_json_objects(path: str | os.PathLike[str]) -> Iterator[dict]:
+    """The JSON objects of a JSONL file, leniently: lines that are not objects are skipped
+    (for side files such as captions; manifests go through :func:`read_manifest`)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                yield row

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from taomm.datasets.images import ImageError, load_image
-from taomm.datasets.manifest import ManifestEntry, Rejected, read_manifest
+from taomm.datasets.manifest import ManifestEntry, Rejected, iter_json_objects, read_manifest
 from taomm.datasets.store import Item, StoreWriter, is_store
 from taomm.errors import TaommError
 from taomm.text.clean import TitleCleaner
@@ -49,6 +49,26 @@ class PrepareReport:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, indent=2, sort_keys=True)
+
+
+class _Quarantine:
+    """The rejected inputs of a run, written whole to STORE/quarantine.jsonl at its end."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.reasons: Counter[str] = Counter()
+
+    def __call__(self, line: int, item_id: str | None, reason: str, detail: str) -> None:
+        self.rows.append({"line": line, "item_id": item_id, "reason": reason, "detail": detail})
+        self.reasons[reason] += 1
+
+    def finish(self, store: Path, report: PrepareReport, kept: int) -> PrepareReport:
+        report.ok, report.quarantined = kept, len(self.rows)
+        report.reasons = dict(sorted(self.reasons.items()))
+        rows = sorted(self.rows, key=lambda q: q["line"])
+        _write_atomic(store / "quarantine.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in rows))
+        _write_atomic(store / "report.json", report.to_json() + "\n")
+        return report
 
 
 def in_shard(item_id: str, shard: int, shards: int) -> bool:
@@ -107,14 +127,9 @@ def prepare_store(
         raise TaommError(f"--shard must be I/N with 0 <= I < N, got {index}/{total}")
     store = Path(store)
     report = PrepareReport(shard=f"{index}/{total}")
-    quarantine: list[dict] = []
-    reasons: Counter[str] = Counter()
+    reject = _Quarantine()
     cleaner = TitleCleaner()
     start = time.perf_counter()
-
-    def reject(line: int, item_id: str | None, reason: str, detail: str) -> None:
-        quarantine.append({"line": line, "item_id": item_id, "reason": reason, "detail": detail})
-        reasons[reason] += 1
 
     # 1. manifest and titles (cheap, in order); items already stored are only counted
     pending: list[_Pending] = []
@@ -166,13 +181,7 @@ def prepare_store(
             ids = [item_id for item_id, s in kept_ids if s == split]
             if ids:
                 writer.set_split(split, ids)
-    report.ok = len(kept_ids)
-    report.quarantined = len(quarantine)
-    report.reasons = dict(sorted(reasons.items()))
-    _write_atomic(store / "quarantine.jsonl",
-                  "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in sorted(quarantine, key=lambda q: q["line"])))
-    _write_atomic(store / "report.json", report.to_json() + "\n")
-    return report
+    return reject.finish(store, report, len(kept_ids))
 
 
 def _word_ends(words: tuple[str, ...]) -> np.ndarray:
@@ -206,3 +215,91 @@ def detector_extractor(detector, max_regions: int = 16, min_score: float = 0.1, 
                 "labels": regions["labels"].cpu().numpy(), "scores": regions["scores"].float().cpu().numpy()}
 
     return extract
+
+
+def prepare_from_features(
+    features: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    feature_dim: int,
+    taxonomy: str,
+    classes: list[str],
+    language: str = "zh",
+    captions: str | os.PathLike[str] | None = None,
+    max_regions: int = 16,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> PrepareReport:
+    """Import pre-extracted region features (bottom-up-attention or KDD Cup 2020 TSV,
+    :mod:`taomm.detectors.foreign`) instead of running the detector.
+
+    A KDD row carries its caption (item id ``product_id:query_id``); bottom-up rows take
+    theirs from ``captions`` (JSONL with ``item_id`` = the image id, ``title``, optional
+    ``split``). Rows keep their ``max_regions`` best-scoring regions; bad rows, titles and
+    duplicates are quarantined as in :func:`prepare_store`."""
+    from taomm.detectors.foreign import ForeignFormatError, read_features
+
+    index, total = shard
+    store = Path(store)
+    report = PrepareReport(shard=f"{index}/{total}")
+    reject = _Quarantine()
+    titles = _read_captions(Path(captions)) if captions else {}
+    cleaner = TitleCleaner()
+    done, seen, kept_ids = _stored_ids(store), set(), []
+    start = time.perf_counter()
+
+    with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
+                     batch_size=batch_size) as writer:
+        for line, record in enumerate(read_features(features, feature_dim), 1):
+            if on_progress is not None:
+                on_progress(1)
+            if isinstance(record, ForeignFormatError):
+                if index == 0:
+                    report.inputs += 1
+                    reject(record.line, None, "bad_feature_row", record.reason)
+                continue
+            item_id = f"{record.image_id}:{record.caption_id}" if record.caption_id else record.image_id
+            if not in_shard(item_id, index, total):
+                continue
+            report.inputs += 1
+            title, split = (record.caption, None) if record.caption is not None else titles.get(record.image_id, (None, None))
+            if item_id in seen:
+                reject(line, item_id, "duplicate_id", "the id appeared before")
+                continue
+            seen.add(item_id)
+            if item_id in done:
+                kept_ids.append((item_id, split))
+                continue
+            if title is None:
+                reject(line, item_id, "missing_title", "no caption for this image")
+                continue
+            cleaned = cleaner(title)
+            if not cleaned.kept:
+                reject(line, item_id, cleaned.reason or "empty", cleaned.title[:80])
+                continue
+            if record.num_regions == 0:
+                reject(line, item_id, "no_regions", "the row has no region")
+                continue
+            best = np.argsort(-record.scores, kind="stable")[:max_regions]
+            labels = np.where(record.labels[best] < len(classes), record.labels[best], -1)
+            writer.add(Item(item_id, cleaned.title, _word_ends(cleaned.words), record.width, record.height,
+                            record.boxes[best], record.features[best], labels, record.scores[best]))
+            kept_ids.append((item_id, split))
+        writer.flush()
+        report.written = writer.added
+        for name in SPLITS:
+            ids = [item_id for item_id, s in kept_ids if s == name]
+            if ids:
+                writer.set_split(name, ids)
+    report.seconds["import"] = round(time.perf_counter() - start, 3)
+    return reject.finish(store, report, len(kept_ids))
+
+
+def _read_captions(path: Path) -> dict[str, tuple[str, str | None]]:
+    """image id -> (caption, split) from a JSONL file with item_id, title and split."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for row in iter_json_objects(path):
+        if isinstance(row.get("title"), str) and "item_id" in row:
+            split = row.get("split")
+            out[str(row["item_id"])] = (row["title"], split if split in SPLITS else None)
+    return out

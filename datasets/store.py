@@ -12,7 +12,9 @@ word_ends      int32 (W,)      exclusive end offset (in characters) of each word
 width, height  int             image size in pixels
 boxes          float32 (N, 4)  ``x1, y1, x2, y2`` in pixels, ``0 <= x1 < x2 <= width``
 features       float16 (N, D)  region features, D = the store's ``feature_dim``
-labels         int32 (N,)      region class, an index into the store's taxonomy
+labels         int32 (N,)      region class, an index into the store's taxonomy, or
+                               -1 when unknown (imported features without classes;
+                               masked region modeling skips those regions)
 scores         float32 (N,)    detector confidence in [0, 1]
 =============  ==============  ========================================================
 
@@ -125,8 +127,8 @@ def validate_item(item: Item, feature_dim: int, num_classes: int) -> Item:
     inside = (x1 >= 0) & (x1 < x2) & (x2 <= item.width) & (y1 >= 0) & (y1 < y2) & (y2 <= item.height)
     if not inside.all():
         raise StoreError(f"{where}: boxes must satisfy 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height")
-    if ((labels < 0) | (labels >= num_classes)).any():
-        raise StoreError(f"{where}: labels must be in [0, {num_classes})")
+    if ((labels < -1) | (labels >= num_classes)).any():
+        raise StoreError(f"{where}: labels must be in [0, {num_classes}) or -1 (unknown)")
     if ((scores < 0) | (scores > 1)).any():
         raise StoreError(f"{where}: scores must be in [0, 1]")
     word_ends = np.ascontiguousarray(item.word_ends, dtype=np.int32).reshape(-1)

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from taomm.datasets.images import ImageError, load_image, resolve_image_path
+from taomm.datasets.manifest import iter_json_objects
 from taomm.detectors.detector import DetectorConfig, ProductDetector
 from taomm.errors import TaommError
 
@@ -86,15 +87,7 @@ class CocoBoxes(Dataset):
 
 def image_ids_for_split(annotations: str | os.PathLike[str], manifest: str | os.PathLike[str], split: str) -> list[int]:
     """COCO image ids whose ``item_id`` has ``split`` in the manifest (JSONL with item_id, split)."""
-    splits = {}
-    with open(manifest, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "item_id" in row:
-                splits[str(row["item_id"])] = row.get("split")
+    splits = {str(row["item_id"]): row.get("split") for row in iter_json_objects(manifest) if "item_id" in row}
     coco = json.loads(Path(annotations).read_text("utf-8"))
     return [im["id"] for im in coco.get("images", []) if splits.get(str(im.get("item_id"))) == split]
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -190,3 +191,50 @@ def test_sigkill_then_rerun_gives_the_same_store(tmp_path: Path) -> None:
     assert final.ok == 120 and final.quarantined == 0
     with FeatureStore(tmp_path / "store") as store:
         assert store.content_sha256() == want
+
+
+FOREIGN = Path(__file__).parent / "fixtures" / "foreign"
+
+
+def test_import_kdd2020_features(tmp_path: Path) -> None:
+    from taomm.datasets.prepare import prepare_from_features
+
+    report = prepare_from_features(FOREIGN / "kdd2020.tsv", tmp_path / "store", 2048, "taobao33", CLASSES)
+    assert report.inputs == 4 and report.ok + report.quarantined == 4
+    assert report.reasons == {"no_regions": 1}  # product 100002 has no box
+    with FeatureStore(tmp_path / "store") as store:
+        item = store.get("100001:12")
+        assert item.title == "红色波点连衣裙" and (item.width, item.height) == (800, 600)
+        assert item.features.shape == (2, 2048) and item.features.dtype == np.float16
+        assert store.get("100004:4096").num_regions == 3
+
+
+def test_import_bottom_up_features_with_captions(tmp_path: Path) -> None:
+    from taomm.datasets.prepare import prepare_from_features
+
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"item_id": "391895", "title": "一个男人骑着自行车", "split": "train"},
+        {"item_id": "184613", "title": "Two dogs play", "split": "test"},
+    ]) + "\n", "utf-8")
+    report = prepare_from_features(FOREIGN / "bottom_up.tsv", tmp_path / "store", 2048, "taobao33", CLASSES,
+                                   captions=captions, max_regions=1)
+    assert report.reasons == {"missing_title": 2, "no_chinese": 1}  # 522418 and 318219 have no caption
+    with FeatureStore(tmp_path / "store") as store:
+        item = store.get("391895")
+        assert item.num_regions == 1 and (item.labels == -1).all()  # 6-field rows carry no classes
+        assert store.split("train").tolist() == [0]
+
+
+def test_cli_imports_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from taomm.cli.app import app
+
+    monkeypatch.delenv("TAOMM_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["prepare", "--features", str(FOREIGN / "kdd2020.tsv"), "--out", "store", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] == 3
+    result = CliRunner().invoke(app, ["prepare", "--features", str(FOREIGN / "kdd2020.tsv")])
+    assert result.exit_code == 1 and "--out" in result.stderr
