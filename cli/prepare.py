@@ -32,7 +32,8 @@ def prepare_command(
     lang: Annotated[str | None, typer.Option("--lang", help="zh or en. Default: the workspace's, else zh.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Image-decoding processes.")] = 2,
     max_regions: Annotated[int, typer.Option("--max-regions", min=1, help="Regions per image (paper: 16 for zh).")] = 16,
-    shard: Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts.")] = "0/1",
+    shard: Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts, into "
+                                       "STORE/shard-I-of-N (the folder then reads as one store).")] = "0/1",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
     bf16: Annotated[bool, typer.Option("--bf16", help="Detect under bf16 autocast (about 1.3x faster on CPU).")] = False,
     features: Annotated[Path | None, typer.Option("--features", help="Import pre-extracted region features "
@@ -59,18 +60,22 @@ def prepare_command(
     lang = lang or (ws.config.language if ws else "zh")
     if lang not in DEFAULT_TAXONOMY:
         raise TaommError(f"no region taxonomy for language {lang!r} yet")
+    index, total = _shard(shard)
+    if out is None and ws is not None:
+        out = ws.path("store")
+    if out is not None and total > 1:
+        from taomm.datasets.sharded import shard_folder
+
+        out = shard_folder(out, index, total)  # read back as one store: taomm inspect STORE
     if features is not None:
-        _import_features(features, captions, out or (ws.path("store") if ws else None), lang, feature_dim, max_regions,
-                         _shard(shard), json_out)
+        _import_features(features, captions, out, lang, feature_dim, max_regions, (index, total), json_out)
         return
     if manifest is None:
         if ws is None or ws.source("manifest") is None:
             raise TaommError("no manifest: pass MANIFEST, or run inside a workspace with sources.manifest (taomm init)")
         manifest = ws.source("manifest")
     if out is None:
-        if ws is None:
-            raise TaommError("no --out and no workspace: pass --out STORE")
-        out = ws.path("store")
+        raise TaommError("no --out and no workspace: pass --out STORE")
     if detector is None:
         if ws is None:
             raise TaommError("no --detector and no workspace: pass --detector DIR (train one with taomm train-detector)")
@@ -83,7 +88,7 @@ def prepare_command(
         report = prepare_store(manifest, out, detector_extractor(model, max_regions, device=device, bf16=bf16),
                                feature_dim=model.config.representation_size,
                                taxonomy=DEFAULT_TAXONOMY[lang], classes=model.config.classes,
-                               language=lang, workers=workers, shard=_shard(shard), on_progress=advance)
+                               language=lang, workers=workers, shard=(index, total), on_progress=advance)
     _print_report(report, out, json_out)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, workspace_path
-from taomm.datasets.store import FeatureStore
+from taomm.datasets.sharded import open_store
 
 
 def inspect(
@@ -19,10 +19,11 @@ def inspect(
 ) -> None:
     """Show a feature store: item count, metadata, split sizes and its content hash.
 
-    Two stores with the same content_sha256 hold the same records.
+    Two stores with the same content_sha256 hold the same records. A folder of shards
+    (prepare --shard I/N) is read as one store.
     """
     path = workspace_path(store, workspace, "store", "a STORE path")
-    with FeatureStore(path) as fs:
+    with open_store(path) as fs:
         summary = fs.summary()
     if json_out:
         print_json(summary)

@@ -238,3 +238,61 @@ def test_cli_imports_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert json.loads(result.stdout)["ok"] == 3
     result = CliRunner().invoke(app, ["prepare", "--features", str(FOREIGN / "kdd2020.tsv")])
     assert result.exit_code == 1 and "--out" in result.stderr
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_real_photos_through_prepare_with_the_detector(tmp_path: Path) -> None:
+    import shutil
+
+    from taomm.datasets.prepare import detector_extractor
+    from taomm.detectors.detector import DetectorConfig, ProductDetector
+
+    flickr, muge = SHARED / "flickr30k-cn-sample", SHARED / "muge-sample"
+    if not (flickr / "captions.tsv").is_file() or not muge.is_dir():
+        pytest.skip("shared reference data is absent")
+    (tmp_path / "images").mkdir()
+    rows = []
+    for line in (flickr / "captions.tsv").read_text("utf-8").splitlines()[1:13]:
+        image, caption = line.split("\t")
+        shutil.copy(flickr / image, tmp_path / "images" / Path(image).name)
+        rows.append({"item_id": Path(image).stem, "title": caption, "image": f"images/{Path(image).name}"})
+    for png in sorted(muge.glob("*.png")):
+        shutil.copy(png, tmp_path / "images" / png.name)
+        rows.append({"item_id": png.stem, "title": "圣诞抱枕" if "valid_1" in png.stem else "不粘锅", "image": f"images/{png.name}"})
+    unique = {r["item_id"]: r for r in rows}
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in unique.values()) + "\n",
+                                          "utf-8")
+    torch.manual_seed(0)
+    detector = ProductDetector(DetectorConfig(classes=CLASSES))
+    report = prepare_store(tmp_path / "items.jsonl", tmp_path / "store", detector_extractor(detector), 2048,
+                           "taobao33", CLASSES, workers=2)
+    assert report.quarantined == 0 and report.ok == len(unique)
+    with FeatureStore(tmp_path / "store") as store:
+        for item in store:
+            assert 1 <= item.num_regions <= 16 and item.features.shape == (item.num_regions, 2048)
+            assert (item.boxes[:, 2] <= item.width).all() and (item.boxes[:, 3] <= item.height).all()
+            assert item.width > 100 and item.height > 100  # real photos kept their size
+
+
+def test_a_folder_of_shards_reads_as_one_store(tmp_path: Path) -> None:
+    from taomm.datasets.sharded import ShardedStore, open_store, shard_folder
+    from taomm.errors import StoreError
+
+    manifest, expected = write_catalog(tmp_path / "cat")
+    for i in range(3):
+        run(manifest, shard_folder(tmp_path / "store", i, 3), shard=(i, 3))
+    with open_store(tmp_path / "store") as store:
+        assert isinstance(store, ShardedStore) and len(store) == sum(v == "ok" for v in expected.values())
+        ids = [it.item_id for it in store]
+        assert sorted(ids) == sorted(k for k, v in expected.items() if v == "ok")
+        assert [store[store.ordinal(i)].item_id for i in ids] == ids
+        assert sorted(store[int(o)].item_id for o in store.split("train")) == ["a1", "a4"]
+        assert store.summary()["shards"] == 3
+    # the same item in two shards is refused
+    import shutil
+    shutil.copytree(shard_folder(tmp_path / "store", 0, 3), tmp_path / "dup" / "shard-0-of-2")
+    shutil.copytree(shard_folder(tmp_path / "store", 0, 3), tmp_path / "dup" / "shard-1-of-2")
+    with pytest.raises(StoreError, match="more than one shard"):
+        ShardedStore(tmp_path / "dup")
