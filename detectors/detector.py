@@ -45,7 +45,7 @@ class DetectorConfig:
     rpn_post_nms_top_n_train: int = 300
     rpn_pre_nms_top_n_test: int = 300
     rpn_post_nms_top_n_test: int = 150
-    box_batch_size_per_image: int = 128
+    box_batch_size_per_image: int = 32  # 128 costs 1.8x the step time on CPU (measured)
     attributes: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"colour": [...], "pattern": [...]}
 
     @property
