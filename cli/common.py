@@ -23,16 +23,12 @@ from rich.progress import (
 from typer.core import TyperGroup
 
 from taomm.errors import TaommError
-from taomm.workspace import ENV_VAR, Workspace, find_workspace, require_workspace
+from taomm.workspace import ENV_VAR, require_workspace
 
 
 def stderr_console() -> Console:
     # Created per call: CliRunner swaps sys.stderr between invocations.
     return Console(file=sys.stderr, highlight=False, soft_wrap=True)
-
-
-def stdout_console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -61,10 +57,6 @@ WorkspaceOpt = Annotated[
                  help="Workspace folder (holding taomm.toml). Default: the current folder or a parent."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (logs go to stderr).")]
-
-
-def workspace_or_none(explicit: Path | None) -> Workspace | None:
-    return find_workspace(explicit)
 
 
 def workspace_path(explicit_path: Path | None, workspace: Path | None, name: str, flag: str) -> Path:

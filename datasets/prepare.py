@@ -194,7 +194,7 @@ def _stored_ids(store: Path) -> set[str]:
     from taomm.datasets.store import FeatureStore
 
     with FeatureStore(store) as fs:
-        return {item.item_id for item in fs}
+        return set(fs.item_ids())
 
 
 def _write_atomic(path: Path, text: str) -> None:

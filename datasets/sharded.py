@@ -61,10 +61,10 @@ class ShardedStore:
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards]).tolist()
         seen: set[str] = set()
         for shard in self.shards:
-            for item in shard:
-                if item.item_id in seen:
-                    raise StoreError(f"item_id {item.item_id!r} is in more than one shard of {self.path}")
-                seen.add(item.item_id)
+            for item_id in shard.item_ids():
+                if item_id in seen:
+                    raise StoreError(f"item_id {item_id!r} is in more than one shard of {self.path}")
+                seen.add(item_id)
 
     @property
     def meta(self) -> StoreMeta:

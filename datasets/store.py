@@ -445,6 +445,13 @@ class FeatureStore:
             for _, value in cursor:
                 yield decode_item(value)
 
+    def item_ids(self) -> Iterator[str]:
+        """Every item id (from the id index: no record is decoded), in id order."""
+        h = self._open()
+        with h.txn.cursor(db=h.dbs[b"ids"]) as cursor:
+            for key in cursor.iternext(keys=True, values=False):
+                yield bytes(key).decode("utf-8", "surrogatepass")
+
     def ordinal(self, item_id: str) -> int:
         h = self._open()
         raw = h.txn.get(item_id.encode("utf-8", "surrogatepass"), db=h.dbs[b"ids"])
