@@ -31,6 +31,7 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from taomm.model import InterBertConfig, InterBertForPretraining
+from taomm.train.flops import pretraining_step_flops
 
 REGIONS, TOKENS = 16, 36  # 16 regions + image [CLS] = 17 image positions; 17 + 36 = 53
 MASK_RATE = 0.15  # share of tokens (MSM) and regions (MRM) that carry a label
@@ -161,23 +162,9 @@ def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), reps:
 
 
 def step_flops(cfg: InterBertConfig, batch: dict[str, torch.Tensor]) -> float:
-    """Matmul FLOPs of one taomm step: forward (2 x MACs of every Linear over the positions
-    it sees, plus QK^T and AV) and backward (2 x forward, except the region Linear, whose
-    input needs no gradient: 1 x)."""
-    B = batch["input_ids"].shape[0]
-    h, ffn, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
-    n_image, n_all = REGIONS + 1, REGIONS + 1 + TOKENS
-    n_msm = int((batch["msm_labels"] != IGNORE).sum())
-    n_mrm = int((batch["mrm_labels"] != IGNORE).sum())
-
-    def layers(count: int, t: int) -> float:  # per sample: QKVO + FFN per position, attention
-        return count * (t * (4 * h * h + 2 * h * ffn) + 2 * t * t * h)
-
-    macs = B * (layers(cfg.num_interaction_layers, n_all) + layers(cfg.num_extractor_layers, n_image)
-                + layers(cfg.num_extractor_layers, TOKENS) + n_image * cfg.box_dim * h)
-    macs += n_msm * (h * h + h * v) + n_mrm * (h * h + h * cfg.num_region_classes) + B * (h * h + h)
-    region_macs = B * n_image * cfg.region_feature_dim * h
-    return 2 * (3 * macs + 2 * region_macs)
+    """Matmul FLOPs of one taomm step (taomm.train.flops: forward + backward)."""
+    return pretraining_step_flops(cfg, batch["input_ids"].shape[0], TOKENS, REGIONS,
+                                  int((batch["msm_labels"] != IGNORE).sum()), int((batch["mrm_labels"] != IGNORE).sum()))
 
 
 def bench_preset(name: str, batch_size: int, rounds: int, warmup: int, min_steps: int,

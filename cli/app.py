@@ -14,6 +14,7 @@ from taomm.cli import model as model
 from taomm.cli import prepare as prepare
 from taomm.cli import store as store
 from taomm.cli import text as text
+from taomm.cli import train as train
 from taomm.cli import workspace as workspace
 from taomm.cli.common import TaommGroup
 
@@ -52,6 +53,7 @@ mining.register(app)
 model.register(app)
 prepare.register(app)
 text.register(app)
+train.register(app)
 
 
 def main() -> None:

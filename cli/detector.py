@@ -49,9 +49,11 @@ def train_detector_command(
     out: Annotated[Path | None, typer.Option("--out", help="Detector folder. Default: the workspace's runs/detector.",
                                              file_okay=False)] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="resnet18 (CPU), resnet34 or resnet50.")] = "resnet18",
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training steps.")] = 150,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Training steps.")] = 300,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Passes over the images (overrides --max-steps).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    image_size: Annotated[int, typer.Option("--image-size", min=32, help="Short side images are resized to "
+                                            "(long side at most twice that); kept for extraction.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Peak SGD learning rate (after warm-up).")] = 0.02,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (about 4x faster on this kind of CPU).")] = True,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers.")] = 2,
@@ -79,7 +81,7 @@ def train_detector_command(
     with progress_bar("training detector", max_steps if epochs is None else None) as advance:
         result = train_detector(annotations, images, out, classes, backbone=backbone, max_steps=max_steps,
                                 epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, workers=workers,
-                                device=device, image_ids=ids, on_step=lambda step, loss: advance(1))
+                                device=device, image_ids=ids, image_size=image_size, on_step=lambda step, loss: advance(1))
     summary = {"detector": str(Path(out).resolve()), "steps": result.steps, "seconds": round(result.seconds, 1),
                "first_loss": round(result.losses[0], 4), "final_loss": round(result.final_loss, 4),
                "images": len(ids) if ids is not None else None}

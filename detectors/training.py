@@ -105,7 +105,7 @@ class TrainResult:
 
 
 def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str],
-                   classes: list[str], backbone: str = "resnet18", max_steps: int = 150, epochs: int | None = None,
+                   classes: list[str], backbone: str = "resnet18", max_steps: int = 300, epochs: int | None = None,
                    batch_size: int = 8, lr: float = 0.02, warmup: int = 50, bf16: bool = True, workers: int = 2,
                    seed: int = 0, device: str = "cpu", image_ids: list[int] | None = None,
                    image_size: int | None = None,
@@ -114,7 +114,8 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
 
     Runs ``max_steps`` SGD steps (or ``epochs`` passes when given), linear warm-up then
     cosine decay, gradient clipping at 5, bf16 autocast when ``bf16``. ``image_size`` sets
-    the side images are resized to (default: the detector config's 192..320)."""
+    the short side images are resized to, the long side at most twice that (default: the
+    detector config's 128..256)."""
     torch.manual_seed(seed)
     data = CocoBoxes(annotations, images, image_ids)
     if not len(data):
@@ -122,7 +123,7 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     unknown = sorted({c for c in data.categories if not 0 <= c < len(classes)})
     if unknown:
         raise TaommError(f"category ids {unknown[:5]} are outside the taxonomy of {len(classes)} classes")
-    sizes = {} if image_size is None else {"min_size": image_size, "max_size": image_size}
+    sizes = {} if image_size is None else {"min_size": image_size, "max_size": 2 * image_size}
     model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
                                            **sizes)).to(device).train()
     if epochs is not None:

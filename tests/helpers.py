@@ -56,6 +56,49 @@ def build_store(path: Path, count: int, feature_dim: int = 32, **kwargs) -> Path
 
 
 
+PRETRAIN_WORDS = ["红色", "蓝色", "白色", "黑色", "波点", "条纹", "格子", "碎花", "纯色", "荷叶边", "百褶",
+                  "女装", "男款", "新款", "包邮", "夏季"]
+PRETRAIN_CLASSES = ["半身裙", "连衣裙", "衬衫", "卫衣", "帆布鞋", "双肩包"]  # word of region class i
+
+
+def pretraining_item(index: int, feature_dim: int = 32, seed: int = 0) -> Item:
+    """An item of class c: its title holds c's word and 1-5 others; its 1-8 overlapping
+    regions are labelled c (some unknown, -1) with features around c's own direction, so
+    every pretraining task has something to learn."""
+    rng = np.random.default_rng([seed, 7, index])
+    c = int(rng.integers(0, len(PRETRAIN_CLASSES)))
+    others = [PRETRAIN_WORDS[j] for j in rng.choice(len(PRETRAIN_WORDS), int(rng.integers(1, 6)), replace=False)]
+    words = [*others, PRETRAIN_CLASSES[c]]
+    n = int(rng.integers(1, 9))
+    width, height = 200, 160
+    x1, y1 = rng.uniform(0, 120, n), rng.uniform(0, 100, n)
+    boxes = np.stack([x1, y1, x1 + rng.uniform(20, 80, n), y1 + rng.uniform(20, 60, n)], axis=1)
+    labels = np.where(rng.random(n) < 0.1, -1, c)
+    direction = np.random.default_rng([seed, 8, c]).standard_normal(feature_dim)
+    return Item(item_id=f"p{index:05d}", title="".join(words), word_ends=word_ends_of(words), width=width,
+                height=height, boxes=boxes, features=direction + 0.5 * rng.standard_normal((n, feature_dim)),
+                labels=labels, scores=rng.uniform(0.1, 1.0, n))
+
+
+def build_pretraining_store(path: Path, count: int = 48, feature_dim: int = 32) -> Path:
+    """A store with train/test splits, mined hard negatives and a WordPiece vocab (STORE/vocab.txt)."""
+    from taomm.text.mining import mine_hard_negatives
+    from taomm.text.tokenizer import TitleTokenizer, train_vocab
+
+    items = [pretraining_item(i, feature_dim) for i in range(count)]
+    vocab = train_vocab([it.title for it in items], path / "vocab.txt", vocab_size=120, min_frequency=1)
+    indices, _ = mine_hard_negatives([it.words for it in items], top_k=5, max_sim=0.9)
+    with open_writer(path, feature_dim) as writer:
+        for it in items:
+            writer.add(it)
+        writer.flush()
+        writer.set_split("train", [it.item_id for it in items[: count * 3 // 4]])
+        writer.set_split("test", [it.item_id for it in items[count * 3 // 4:]])
+        writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
+        writer.set_tokenizer({**TitleTokenizer(vocab).info(), "vocab_file": str(vocab.resolve())})
+    return path
+
+
 def content_hash(path: Path) -> str:
     with FeatureStore(path) as store:
         return store.content_sha256()

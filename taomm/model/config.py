@@ -78,6 +78,24 @@ class InterBertConfig:
         text = resources.files("taomm.resources").joinpath(f"presets/{name}.json").read_text("utf-8")
         return cls.from_dict({**LANGUAGE_DEFAULTS[lang], **json.loads(text), **overrides})
 
+    @classmethod
+    def from_spec(cls, spec: str, lang: str = "zh", default_preset: str = "base") -> InterBertConfig:
+        """``spec`` is a preset name, or a JSON file of config keys (any subset; an optional
+        ``"preset"`` key names the preset it starts from, else ``default_preset``)."""
+        if spec in PRESETS:
+            return cls.from_preset(spec, lang)
+        path = Path(spec)
+        if not path.is_file():
+            raise TaommError(f"--config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TaommError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise TaommError(f"{path}: expected a JSON object of config keys")
+        data.pop("model_type", None)
+        return cls.from_preset(str(data.pop("preset", default_preset)), lang, **data)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -127,9 +127,15 @@ class InterBertForPretraining(InterBertPreTrainedModel):
         msm_labels: torch.Tensor | None = None,
         mrm_labels: torch.Tensor | None = None,
         itm_labels: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> InterBertPretrainingOutput:
         """msm_labels (B, T) token ids or -100; mrm_labels (B, R) classes or -100;
-        itm_labels (B,) 1 for a matched pair, 0 otherwise."""
+        itm_labels (B,) 1 for a matched pair, 0 otherwise. ``reduction="sum"`` gives each
+        loss summed over its labelled positions (the trainer divides by counts gathered
+        over every micro-batch and rank, so the loss of a step does not depend on how the
+        batch is split)."""
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
         out = self.interbert(input_ids, attention_mask, region_features, region_boxes, region_mask)
         losses: dict[str, torch.Tensor] = {}
         text, regions = out.text_hidden, out.image_hidden[:, 1:]  # regions without the image [CLS]
@@ -138,27 +144,28 @@ class InterBertForPretraining(InterBertPreTrainedModel):
         else:
             picked = msm_labels != IGNORE  # score only the masked tokens: V is large
             msm_logits = self.msm_head(text[picked])
-            losses["msm"] = _cross_entropy(msm_logits, msm_labels[picked])
+            losses["msm"] = _cross_entropy(msm_logits, msm_labels[picked], reduction)
         if mrm_labels is None:
             mrm_logits = self.mrm_head(regions)
         else:
             picked = mrm_labels != IGNORE
             mrm_logits = self.mrm_head(regions[picked])
-            losses["mrm"] = _cross_entropy(mrm_logits, mrm_labels[picked])
+            losses["mrm"] = _cross_entropy(mrm_logits, mrm_labels[picked], reduction)
         itm_logits = self.itm_head(out.image_cls, out.text_cls)
         if itm_labels is not None:
-            losses["itm"] = F.binary_cross_entropy_with_logits(itm_logits.float(), itm_labels.float())
+            losses["itm"] = F.binary_cross_entropy_with_logits(itm_logits.float(), itm_labels.float(),
+                                                                reduction=reduction)
         weights = dict(zip(("msm", "mrm", "itm"), self.loss_weights, strict=True))
         loss = sum(weights[k] * v for k, v in losses.items()) if losses else None
         return InterBertPretrainingOutput(loss, losses.get("msm"), losses.get("mrm"), losses.get("itm"),
                                           msm_logits, mrm_logits, itm_logits, out)
 
 
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     # No labelled position in the batch: a zero that still joins the graph.
     if labels.numel() == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), labels, reduction=reduction)
 
 
 @dataclass

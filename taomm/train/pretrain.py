@@ -1,0 +1,139 @@
+"""InterBERT pretraining: MSM + MRM + ITM-hn on a feature store, through the shared trainer.
+
+A run folder holds ``config.json`` (the model config, reused on ``--resume``), ``run.json``
+(the options), ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/step-N/`` and, at the end,
+``model/`` written with ``save_pretrained`` (config + weights + vocab.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taomm.datasets.pretraining import IGNORE, MaskingOptions, PretrainingData, collate_pretraining
+from taomm.datasets.sharded import open_store
+from taomm.errors import TaommError
+from taomm.model import InterBertConfig, InterBertForPretraining
+from taomm.model.pretrained import VOCAB_NAME
+from taomm.text.tokenizer import TitleTokenizer
+from taomm.train.distributed import DistInfo, setup
+from taomm.train.flops import pretraining_step_flops
+from taomm.train.trainer import TrainConfig, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+RUN_CONFIG, RUN_OPTIONS, MODEL_DIR = "config.json", "run.json", "model"
+
+
+@dataclass
+class PretrainTask:
+    """MSM, MRM and ITM over a PretrainingData, for the trainer."""
+
+    dataset: PretrainingData
+    config: InterBertConfig
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    loss_names: tuple[str, ...] = ("msm", "mrm", "itm")
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate_pretraining(examples, pad_id=self.dataset.tokenizer.pad_id)
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([(batch["msm_labels"] != IGNORE).sum(), (batch["mrm_labels"] != IGNORE).sum(),
+                            torch.tensor(batch["itm_labels"].shape[0], device=batch["itm_labels"].device)]).float()
+
+    def loss_sums(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        out = model(batch["input_ids"], batch["attention_mask"], batch["region_features"], batch["region_boxes"],
+                    batch["region_mask"], msm_labels=batch["msm_labels"], mrm_labels=batch["mrm_labels"],
+                    itm_labels=batch["itm_labels"], reduction="sum")
+        return torch.stack([out.msm_loss, out.mrm_loss, out.itm_loss])
+
+    def flops(self, batch: dict[str, torch.Tensor]) -> float:
+        b, t = batch["input_ids"].shape
+        return pretraining_step_flops(self.config, b, t, batch["region_boxes"].shape[1],
+                                      int((batch["msm_labels"] != IGNORE).sum()),
+                                      int((batch["mrm_labels"] != IGNORE).sum()))
+
+
+def resolve_vocab(vocab: str | os.PathLike[str] | None, init_from: str | None, store_meta: Any) -> Path:
+    """The vocabulary: ``vocab`` if given; else the BERT folder's ``vocab.txt``; else the one
+    the store was built for (``taomm build-vocab``)."""
+    if vocab is not None:
+        return Path(vocab)
+    if init_from is not None:
+        folder = Path(init_from)
+        if folder.is_dir():
+            if not (folder / VOCAB_NAME).is_file():
+                raise TaommError(f"{folder} has no {VOCAB_NAME}: pass --vocab")
+            return folder / VOCAB_NAME
+        try:  # a hub name, when there is network or a cache
+            from huggingface_hub import hf_hub_download
+            return Path(hf_hub_download(str(init_from), VOCAB_NAME))
+        except Exception as exc:
+            raise TaommError(f"cannot get {VOCAB_NAME} of {init_from}: {exc}") from None
+    info = store_meta.tokenizer or {}
+    if info.get("vocab_file") and Path(info["vocab_file"]).is_file():
+        return Path(info["vocab_file"])
+    raise TaommError("no vocabulary: run `taomm build-vocab` on the store, or pass --vocab or --init-from")
+
+
+def training_ordinals(store: Any, split: str | None) -> np.ndarray:
+    """The split's items, or every item when the store has no splits (and none was asked for)."""
+    if split is None:
+        split = "train" if "train" in store.split_names() else None
+    return np.sort(store.split(split)) if split is not None else np.arange(len(store))
+
+
+def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *, model_config: InterBertConfig,
+             train: TrainConfig, masking: MaskingOptions | None = None, init_from: str | None = None,
+             vocab: str | os.PathLike[str] | None = None, split: str | None = None, resume: bool = False,
+             loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), device: str | None = None,
+             info: DistInfo | None = None,
+             on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
+    """Pretrain (or resume) into ``run``; returns the trainer's result and the saved model
+    folder (None when stopped early by SIGTERM)."""
+    run = Path(run)
+    info = info or setup(device)
+    masking = masking or MaskingOptions()
+    store = open_store(store_path)
+    meta = store.meta
+    vocab_file = resolve_vocab(vocab, init_from, meta)
+    tokenizer = TitleTokenizer(vocab_file)
+    saved = run / RUN_CONFIG
+    if resume and saved.is_file():
+        config = InterBertConfig.from_json_file(saved)  # the run's own sizes, whatever the flags say
+    else:
+        config = InterBertConfig.from_dict({**model_config.to_dict(), "vocab_size": len(tokenizer),
+                                            "num_region_classes": len(meta.classes),
+                                            "region_feature_dim": meta.feature_dim})
+    if len(tokenizer) != config.vocab_size:
+        raise TaommError(f"the vocabulary {vocab_file} has {len(tokenizer)} tokens, the model {config.vocab_size}")
+    torch.manual_seed(train.seed)
+    if init_from is not None and not resume:
+        model = InterBertForPretraining.from_bert(init_from, config)
+        config = model.config
+    else:
+        model = InterBertForPretraining(config, loss_weights=loss_weights)
+    model.loss_weights = loss_weights
+    masking = MaskingOptions(**{**asdict(masking), "max_regions": min(masking.max_regions, config.max_regions),
+                                "max_text_tokens": min(masking.max_text_tokens, config.max_position_embeddings)})
+    data = PretrainingData(store, tokenizer, training_ordinals(store, split), seed=train.seed, options=masking)
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        config.to_json_file(saved)
+        options = {"store": str(Path(store_path).resolve()), "vocab": str(vocab_file.resolve()),
+                   "init_from": init_from, "split": split, "items": len(data), "world_size": info.world_size,
+                   "train": asdict(train), "masking": asdict(masking), "loss_weights": list(loss_weights)}
+        (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    task = PretrainTask(data, config, loss_weights)
+    result = Trainer(train, info).fit(model, task, run, resume=resume, on_step=on_step)
+    out = None
+    if not result.stopped and info.is_main:
+        out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)
+    return result, out
