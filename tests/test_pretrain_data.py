@@ -219,7 +219,7 @@ def test_collate_pads(store, tokenizer) -> None:
     batch = collate_pretraining(examples, pad_id=tokenizer.pad_id)
     B, T = batch["input_ids"].shape
     R = batch["region_boxes"].shape[1]
-    assert B == 6 and T == max(len(e["input_ids"]) for e in examples) and R == max(len(e["region_boxes"]) for e in examples)
+    assert B == 6 and max(len(e["input_ids"]) for e in examples) == T and max(len(e["region_boxes"]) for e in examples) == R
     pad = ~batch["attention_mask"]
     assert (batch["input_ids"][pad] == tokenizer.pad_id).all() and (batch["msm_labels"][pad] == IGNORE).all()
     assert (batch["mrm_labels"][~batch["region_mask"]] == IGNORE).all()
