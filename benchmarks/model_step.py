@@ -31,7 +31,7 @@ from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
 from taomm.model import InterBertConfig, InterBertForPretraining
-from taomm.train.flops import pretraining_step_flops
+from taomm.train.flops import matmul_peak, pretraining_step_flops
 
 REGIONS, TOKENS = 16, 36  # 16 regions + image [CLS] = 17 image positions; 17 + 36 = 53
 MASK_RATE = 0.15  # share of tokens (MSM) and regions (MRM) that carry a label
@@ -144,21 +144,6 @@ def time_step(step: Callable[[], None], warmup: int, min_steps: int, min_seconds
         step()
         times.append(time.perf_counter() - t0)
     return times
-
-
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), reps: int = 8) -> float:
-    """Best GFLOP/s of a warm n x n @ n x n matmul in dtype, over the sizes."""
-    gen = torch.Generator().manual_seed(0)
-    best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, generator=gen).to(dtype)
-        b = torch.randn(n, n, generator=gen).to(dtype)
-        torch.matmul(a, b)
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            torch.matmul(a, b)
-            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return best
 
 
 def step_flops(cfg: InterBertConfig, batch: dict[str, torch.Tensor]) -> float:

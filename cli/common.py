@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,6 +72,22 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
+def log_to_stderr(level: int = logging.INFO) -> Iterator[None]:
+    """Show the library's log records (``taomm.*`` loggers) on stderr while a command runs."""
+    logger = logging.getLogger("taomm")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields ``advance(n)``. Quiet when stderr is not a terminal."""
     console = stderr_console()
@@ -79,3 +96,19 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
     with Progress(*columns, console=console, disable=not console.is_terminal, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+@contextmanager
+def training_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int, dict], None]]:
+    """A progress bar over training steps that shows the latest logged loss; yields
+    ``on_step(step, metrics)``. Quiet when disabled or when stderr is not a terminal."""
+    console = stderr_console()
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not (enabled and console.is_terminal)) as progress:
+        task = progress.add_task(description, total=total, loss="")
+
+        def on_step(step: int, metrics: dict) -> None:
+            loss = metrics.get("loss")
+            progress.update(task, completed=step, loss=f"loss {loss:.4f}" if isinstance(loss, float) else "")
+        yield on_step

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, stderr_console
+from taomm.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    log_to_stderr,
+    print_json,
+    stderr_console,
+    training_progress,
+)
 from taomm.errors import TaommError
 from taomm.workspace import find_workspace
 
@@ -89,12 +96,12 @@ def pretrain_command(
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
-    info = setup(device or None)
     _check_language(store, lang)
-    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING, format="%(message)s")
+    info = setup(device or None)
     console = stderr_console()
     try:
-        with _progress(info.is_main and not json_out, max_steps) as on_step:
+        with log_to_stderr(logging.INFO if info.is_main else logging.WARNING), \
+                training_progress("pretraining", max_steps, info.is_main and not json_out) as on_step:
             result, model_dir = pretrain(store, out, model_config=model_config, train=train, masking=masking,
                                          init_from=init_from, vocab=vocab, split=split, resume=resume, info=info,
                                          on_step=on_step)
@@ -127,39 +134,6 @@ def _check_language(store: Path, lang: str) -> None:
     with open_store(store) as fs:
         if fs.meta.language != lang:
             raise TaommError(f"the store {store} is {fs.meta.language!r}, not --lang {lang!r}")
-
-
-class _progress:
-    """A rich progress bar showing the loss, on the main process only."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = stderr_console()
-        self.progress = Progress(TextColumn("pretraining"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),
-                                 TimeRemainingColumn(), console=console,
-                                 disable=not (self.enabled and console.is_terminal))
-        self.progress.__enter__()
-        self.task = self.progress.add_task("pretraining", total=self.total, loss="")
-
-        def on_step(step: int, metrics: dict) -> None:
-            loss = f"loss {metrics['loss']:.4f}" if isinstance(metrics.get("loss"), float) else ""
-            self.progress.update(self.task, completed=step, loss=loss)
-        return on_step
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
 
 
 def register(app: typer.Typer) -> None:

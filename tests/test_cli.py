@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from taomm import __version__
 from taomm.cli.app import app
 
-COMMANDS = ("init", "config", "demo-catalog", "inspect")
+COMMANDS = ("init", "config", "demo-catalog", "inspect", "pretrain")
 
 
 @pytest.fixture

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import time
+
+import torch
+
 from taomm.model.config import InterBertConfig
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), reps: int = 8,
+                device: str | torch.device = "cpu") -> float:
+    """Best GFLOP/s of a warm n x n @ n x n matmul in ``dtype`` over ``sizes``: the
+    machine's practical peak that FLOP utilisation is measured against."""
+    gen = torch.Generator().manual_seed(0)
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+        b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+        torch.matmul(a, b)
+        for _ in range(reps):
+            if a.is_cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            if a.is_cuda:
+                torch.cuda.synchronize()
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return best
 
 
 def layer_macs(cfg: InterBertConfig, count: int, positions: int) -> float:

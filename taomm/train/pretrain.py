@@ -137,3 +137,33 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
     if not result.stopped and info.is_main:
         out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)
     return result, out
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: InterBertForPretraining, store: Any, tokenizer: TitleTokenizer,
+                         ordinals: np.ndarray, options: MaskingOptions | None = None, seed: int = 1234,
+                         batch_size: int = 64, bf16: bool = True) -> dict[str, float]:
+    """Held-out accuracy of the three tasks on ``ordinals`` (one pass, a fixed seed): MSM
+    top-1 over masked tokens, MRM top-1 over masked regions of known class, ITM accuracy."""
+    data = PretrainingData(store, tokenizer, ordinals, seed=seed, options=options)
+    task = PretrainTask(data, model.config)
+    device = next(model.parameters()).device
+    model.eval()
+    hits = np.zeros(3)
+    totals = np.zeros(3)
+    for start in range(0, len(data), batch_size):
+        batch = task.collate([data[p] for p in range(start, min(start + batch_size, len(data)))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch["input_ids"], batch["attention_mask"], batch["region_features"], batch["region_boxes"],
+                        batch["region_mask"], msm_labels=batch["msm_labels"], mrm_labels=batch["mrm_labels"])
+        for j, (logits, labels) in enumerate(((out.msm_logits, batch["msm_labels"]),
+                                              (out.mrm_logits, batch["mrm_labels"]))):
+            target = labels[labels != IGNORE]
+            hits[j] += int((logits.argmax(-1) == target).sum())
+            totals[j] += len(target)
+        hits[2] += int(((out.itm_logits > 0).long() == batch["itm_labels"]).sum())
+        totals[2] += len(batch["itm_labels"])
+    acc = hits / np.maximum(totals, 1)
+    return {"msm_acc": float(acc[0]), "mrm_acc": float(acc[1]), "itm_acc": float(acc[2]),
+            "msm_tokens": int(totals[0]), "mrm_regions": int(totals[1]), "pairs": int(totals[2])}

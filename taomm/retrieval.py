@@ -1,0 +1,99 @@
+"""Text-to-image retrieval scoring and recall: ITM scores over caption-image pairs, R@K.
+
+The items of a store split give N captions (titles) and N images (region sets); caption i
+belongs to image i unless ``relevant`` says otherwise. Scores come from any InterBERT model
+with a backbone (``model.interbert``) and an ITM head (``model.itm_head``): the pretraining
+model (zero-shot) or the retrieval model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from taomm.text.tokenizer import TitleTokenizer
+
+
+@dataclass
+class Encoded:
+    """Padded model inputs of a list of items: their titles and their regions."""
+
+    input_ids: torch.Tensor  # (N, T)
+    attention_mask: torch.Tensor  # (N, T) bool
+    region_features: torch.Tensor  # (N, R, D) fp16
+    region_boxes: torch.Tensor  # (N, R, 5)
+    region_mask: torch.Tensor  # (N, R) bool
+
+
+def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer, max_tokens: int = 40,
+                 max_regions: int = 16) -> Encoded:
+    """Titles -> [CLS] tokens [SEP] (truncated to ``max_tokens``); regions -> features and
+    normalised boxes (x1/W, y1/H, x2/W, y2/H, area), padded."""
+    items = [store[int(o)] for o in ordinals]
+    texts = [tokenizer.encode_words(it.words).ids[: max_tokens - 2] for it in items]
+    T = max(len(t) for t in texts) + 2
+    R = max(1, max(min(it.num_regions, max_regions) for it in items))
+    D = items[0].features.shape[1]
+    ids = np.full((len(items), T), tokenizer.pad_id, dtype=np.int64)
+    feats = np.zeros((len(items), R, D), dtype=np.float16)
+    boxes = np.zeros((len(items), R, 5), dtype=np.float32)
+    rmask = np.zeros((len(items), R), dtype=bool)
+    for i, (it, t) in enumerate(zip(items, texts, strict=True)):
+        ids[i, : len(t) + 2] = [tokenizer.cls_id, *t, tokenizer.sep_id]
+        n = min(it.num_regions, max_regions)
+        w, h = max(it.width, 1), max(it.height, 1)
+        b = np.asarray(it.boxes[:n], dtype=np.float32) / np.asarray([w, h, w, h], dtype=np.float32)
+        feats[i, :n], rmask[i, :n] = it.features[:n], True
+        boxes[i, :n] = np.concatenate([b, ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]], 1)
+    return Encoded(torch.from_numpy(ids), torch.from_numpy(ids != tokenizer.pad_id), torch.from_numpy(feats),
+                   torch.from_numpy(boxes), torch.from_numpy(rmask))
+
+
+@torch.no_grad()
+def itm_scores(model: torch.nn.Module, texts: Encoded, images: Encoded, caption_idx: np.ndarray,
+               image_idx: np.ndarray, batch_size: int = 256, bf16: bool = True,
+               on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """ITM logits of the pairs (texts[caption_idx[k]], images[image_idx[k]]) -> (K,) float32."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = np.empty(len(caption_idx), dtype=np.float32)
+    for start in range(0, len(caption_idx), batch_size):
+        c = torch.as_tensor(caption_idx[start:start + batch_size])
+        i = torch.as_tensor(image_idx[start:start + batch_size])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            h = model.interbert(texts.input_ids[c].to(device), texts.attention_mask[c].to(device),
+                                images.region_features[i].to(device), images.region_boxes[i].to(device),
+                                images.region_mask[i].to(device))
+            logits = model.itm_head(h.image_cls, h.text_cls)
+        out[start:start + len(c)] = logits.float().cpu().numpy()
+        if on_progress is not None:
+            on_progress(len(c))
+    return out
+
+
+def exhaustive_scores(model: torch.nn.Module, texts: Encoded, images: Encoded, batch_size: int = 256,
+                      bf16: bool = True, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """(captions, images) ITM score matrix over every pair."""
+    n_c, n_i = texts.input_ids.shape[0], images.region_features.shape[0]
+    c, i = np.divmod(np.arange(n_c * n_i), n_i)
+    return itm_scores(model, texts, images, c, i, batch_size, bf16, on_progress).reshape(n_c, n_i)
+
+
+def recall_at_k(scores: np.ndarray, relevant: Sequence[Sequence[int]] | None = None,
+                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Text -> image recall: the share of captions (rows) with a relevant image (column)
+    among the K best-scored. ``relevant[r]`` lists row r's images (default: image r).
+    Ties rank pessimistically: an image tied with a relevant one counts as ranked above it."""
+    n = scores.shape[0]
+    relevant = [[r] for r in range(n)] if relevant is None else relevant
+    ranks = np.empty(n, dtype=np.int64)
+    for r in range(n):
+        best = scores[r, list(relevant[r])].max()
+        others = np.ones(scores.shape[1], dtype=bool)
+        others[list(relevant[r])] = False
+        ranks[r] = int((scores[r, others] >= best).sum())  # 0 = a relevant image is first
+    return {f"R@{k}": float((ranks < k).mean()) for k in ks}
