@@ -12,6 +12,7 @@ from taomm.cli import detector as detector
 from taomm.cli import mining as mining
 from taomm.cli import model as model
 from taomm.cli import prepare as prepare
+from taomm.cli import retrieval as retrieval
 from taomm.cli import store as store
 from taomm.cli import text as text
 from taomm.cli import train as train
@@ -54,6 +55,7 @@ model.register(app)
 prepare.register(app)
 text.register(app)
 train.register(app)
+retrieval.register(app)
 
 
 def main() -> None:

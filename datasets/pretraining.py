@@ -125,35 +125,35 @@ def masked_regions(boxes: np.ndarray, rng: np.random.Generator, anchor_p: float 
 
 # --- the dataset -------------------------------------------------------------------------
 
-class PretrainingData(torch.utils.data.Dataset):
-    """Pretraining examples by global position (see the module docstring).
+class ItemPositions(torch.utils.data.Dataset):
+    """Examples by global position over a pool of store items: position ``p`` is item
+    ``order_e[p % N]`` of epoch ``e = p // N``, each epoch its own permutation drawn from
+    ``(seed, e)``. Subclasses build the example of a position from ``self.rng(position)``."""
 
-    ``store`` is a FeatureStore or ShardedStore; ``ordinals`` the items to train on (their
-    titles are also the pool of random and hard-negative captions: negatives mined against
-    items outside it, e.g. the test split, are never used).
-    """
+    stream = 0  # subclasses draw from their own stream of generators
 
     def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
-                 options: MaskingOptions | None = None) -> None:
+                 max_text_tokens: int = 40, max_regions: int = 16) -> None:
         self.store = store
         self.tokenizer = tokenizer
         self.ordinals = np.asarray(ordinals, dtype=np.int64)
         if len(self.ordinals) < 2:
-            raise TaommError("pretraining needs at least 2 items (a caption of another item is the negative)")
-        self.seed = seed
-        self.options = options or MaskingOptions()
+            raise TaommError("training needs at least 2 items (another item's caption or image is the negative)")
         if len(np.unique(self.ordinals)) != len(self.ordinals):
-            raise TaommError("pretraining ordinals must be unique")
+            raise TaommError("training ordinals must be unique")
+        self.seed = seed
+        self.max_text_tokens, self.max_regions = max_text_tokens, max_regions
         self.pool_index = np.full(len(store), -1, dtype=np.int64)  # store ordinal -> index in ordinals
         self.pool_index[self.ordinals] = np.arange(len(self.ordinals))
-        specials = [tokenizer.hf.vocab[t] for t in SPECIAL_TOKENS]
-        self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), specials)
         self._orders: dict[int, np.ndarray] = {}
         # the fast tokenizer's own threads must not run across DataLoader worker forks
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     def __len__(self) -> int:
         return len(self.ordinals)
+
+    def rng(self, position: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.stream << 32, position))
 
     def ordinal_at(self, position: int) -> int:
         """The item at a global position: epoch ``position // len`` in its own permutation."""
@@ -164,9 +164,63 @@ class PretrainingData(torch.utils.data.Dataset):
             self._orders = {epoch: order}
         return int(self.ordinals[order[index]])
 
+    def random_other(self, ordinal: int, pick: int) -> int:
+        """Item ``pick`` (mod N-1) of the pool without ``ordinal``: uniform over the others."""
+        other = int(pick % (len(self.ordinals) - 1))
+        other += other >= self.pool_index[ordinal]
+        return int(self.ordinals[other])
+
+    def pool_negatives(self, ordinal: int) -> np.ndarray:
+        """The item's mined hard negatives that are in the pool."""
+        negatives = self.store.negatives(ordinal)
+        return negatives[self.pool_index[negatives] >= 0] if len(negatives) else negatives
+
+    def title_tokens(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Title tokens (no specials), truncated to leave room for [CLS] and [SEP], and the
+        word index of each."""
+        encoded = self.tokenizer.encode_words(words)
+        keep = self.max_text_tokens - 2
+        return encoded.ids[:keep], encoded.word_index[:keep]
+
+    def wrap(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray([self.tokenizer.cls_id, *ids, self.tokenizer.sep_id], dtype=np.int64)
+
+    def regions(self, item: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``max_regions`` regions: features (a writable copy) and boxes as
+        (x1/W, y1/H, x2/W, y2/H, area)."""
+        n = min(item.num_regions, self.max_regions)
+        features = np.array(item.features[:n])
+        return features, normalized_boxes(item.boxes[:n], item.width, item.height)
+
+
+def normalized_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel boxes (N, 4) -> (N, 5): x1/W, y1/H, x2/W, y2/H, area (as the model expects)."""
+    w, h = max(width, 1), max(height, 1)
+    norm = np.asarray(boxes, dtype=np.float32) / np.asarray([w, h, w, h], dtype=np.float32)
+    area = (norm[:, 2] - norm[:, 0]) * (norm[:, 3] - norm[:, 1])
+    return np.concatenate([norm, area[:, None]], axis=1).astype(np.float32)
+
+
+class PretrainingData(ItemPositions):
+    """Pretraining examples by global position (see the module docstring).
+
+    ``store`` is a FeatureStore or ShardedStore; ``ordinals`` the items to train on (their
+    titles are also the pool of random and hard-negative captions: negatives mined against
+    items outside it, e.g. the test split, are never used).
+    """
+
+    stream = 1
+
+    def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
+                 options: MaskingOptions | None = None) -> None:
+        self.options = options or MaskingOptions()
+        super().__init__(store, tokenizer, ordinals, seed, self.options.max_text_tokens, self.options.max_regions)
+        specials = [tokenizer.hf.vocab[t] for t in SPECIAL_TOKENS]
+        self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), specials)
+
     def __getitem__(self, position: int) -> dict[str, Any]:
         opts = self.options
-        rng = np.random.default_rng((self.seed, 1 << 32, position))
+        rng = self.rng(position)
         ordinal = self.ordinal_at(position)
         item = self.store[ordinal]
         # ITM: which caption goes with this image
@@ -174,14 +228,11 @@ class PretrainingData(torch.utils.data.Dataset):
         hard_draw, pick = rng.random(), rng.integers(0, 1 << 62)
         caption, negative_kind = ordinal, "none"
         if not matched:
-            negatives = self.store.negatives(ordinal)
-            negatives = negatives[self.pool_index[negatives] >= 0] if len(negatives) else negatives
+            negatives = self.pool_negatives(ordinal)
             if len(negatives) and hard_draw < opts.hard_negative_p:
                 caption, negative_kind = int(negatives[pick % len(negatives)]), "hard"
-            else:  # uniform over the pool without the item itself
-                other = int(pick % (len(self.ordinals) - 1))
-                other += other >= self.pool_index[ordinal]
-                caption, negative_kind = int(self.ordinals[other]), "random"
+            else:
+                caption, negative_kind = self.random_other(ordinal, pick), "random"
         words = item.words if caption == ordinal else self.store[caption].words
         input_ids, msm_labels = self._text(words, rng, masked=matched)
         features, boxes, region_labels = self._regions(item, rng, masked=matched)
@@ -191,9 +242,7 @@ class PretrainingData(torch.utils.data.Dataset):
 
     def _text(self, words: list[str], rng: np.random.Generator, masked: bool) -> tuple[np.ndarray, np.ndarray]:
         tok, opts = self.tokenizer, self.options
-        encoded = tok.encode_words(words)
-        keep = opts.max_text_tokens - 2
-        ids, word_index = encoded.ids[:keep], encoded.word_index[:keep]
+        ids, word_index = self.title_tokens(words)
         if opts.mask_mode == "segment":
             # word units present after truncation, renumbered 0..W-1
             _, unit = np.unique(word_index, return_inverse=True)
@@ -206,24 +255,19 @@ class PretrainingData(torch.utils.data.Dataset):
             ids, labels = replace_masked(ids, token_masked, rng, tok.mask_id, self.random_ids)
         else:
             labels = np.full(len(ids), IGNORE, dtype=np.int64)
-        wrap = np.asarray([tok.cls_id, *ids, tok.sep_id], dtype=np.int64)
-        return wrap, np.concatenate([[IGNORE], labels, [IGNORE]]).astype(np.int64)
+        return self.wrap(ids), np.concatenate([[IGNORE], labels, [IGNORE]]).astype(np.int64)
 
     def _regions(self, item: Any, rng: np.random.Generator, masked: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         opts = self.options
         n = min(item.num_regions, opts.max_regions)
-        boxes = np.asarray(item.boxes[:n], dtype=np.float32)
-        features = np.array(item.features[:n])  # a writable copy
-        chosen = masked_regions(boxes, rng, opts.region_anchor_p, opts.region_iou, opts.region_mask)
+        features, boxes = self.regions(item)
+        chosen = masked_regions(np.asarray(item.boxes[:n], dtype=np.float32), rng, opts.region_anchor_p, opts.region_iou, opts.region_mask)
         labels = np.full(n, IGNORE, dtype=np.int64)
         if masked:
             features[chosen] = 0
             known = chosen & (np.asarray(item.labels[:n]) >= 0)
             labels[known] = np.asarray(item.labels[:n])[known]
-        w, h = max(item.width, 1), max(item.height, 1)
-        norm = boxes / np.asarray([w, h, w, h], dtype=np.float32)
-        area = (norm[:, 2] - norm[:, 0]) * (norm[:, 3] - norm[:, 1])
-        return features, np.concatenate([norm, area[:, None]], axis=1).astype(np.float32), labels
+        return features, boxes, labels
 
 
 def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ model (zero-shot) or the retrieval model.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from taomm.datasets.pretraining import normalized_boxes
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -45,10 +47,8 @@ def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer,
     for i, (it, t) in enumerate(zip(items, texts, strict=True)):
         ids[i, : len(t) + 2] = [tokenizer.cls_id, *t, tokenizer.sep_id]
         n = min(it.num_regions, max_regions)
-        w, h = max(it.width, 1), max(it.height, 1)
-        b = np.asarray(it.boxes[:n], dtype=np.float32) / np.asarray([w, h, w, h], dtype=np.float32)
         feats[i, :n], rmask[i, :n] = it.features[:n], True
-        boxes[i, :n] = np.concatenate([b, ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[:, None]], 1)
+        boxes[i, :n] = normalized_boxes(it.boxes[:n], it.width, it.height)
     return Encoded(torch.from_numpy(ids), torch.from_numpy(ids != tokenizer.pad_id), torch.from_numpy(feats),
                    torch.from_numpy(boxes), torch.from_numpy(rmask))
 
@@ -97,3 +97,79 @@ def recall_at_k(scores: np.ndarray, relevant: Sequence[Sequence[int]] | None = N
         others[list(relevant[r])] = False
         ranks[r] = int((scores[r, others] >= best).sum())  # 0 = a relevant image is first
     return {f"R@{k}": float((ranks < k).mean()) for k in ks}
+
+
+@torch.no_grad()
+def contrastive_vectors(model: torch.nn.Module, texts: Encoded, images: Encoded, batch_size: int = 256,
+                        bf16: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Unit text-alone and image-alone vectors of a retrieval model -> (N_c, E), (N_i, E)."""
+    model.eval()
+    device = next(model.parameters()).device
+    t_out, i_out = [], []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for s in range(0, texts.input_ids.shape[0], batch_size):
+            t_out.append(model.encode_text(texts.input_ids[s:s + batch_size].to(device),
+                                           texts.attention_mask[s:s + batch_size].to(device)).float().cpu())
+        for s in range(0, images.region_features.shape[0], batch_size):
+            i_out.append(model.encode_image(images.region_features[s:s + batch_size].to(device),
+                                            images.region_boxes[s:s + batch_size].to(device),
+                                            images.region_mask[s:s + batch_size].to(device)).float().cpu())
+    return torch.cat(t_out).numpy(), torch.cat(i_out).numpy()
+
+
+def rerank_matrix(similarity: np.ndarray, k: int, score: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                  ) -> tuple[np.ndarray, int]:
+    """Recall-then-rerank as a full score matrix: per row the ``k`` most similar columns are
+    scored by ``score(rows, cols)`` and ranked first (by that score); the other columns
+    follow by similarity. Returns the matrix and the number of pairs scored."""
+    n_rows, n_cols = similarity.shape
+    k = min(k, n_cols)
+    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < n_cols else np.tile(np.arange(n_cols), (n_rows, 1))
+    rows = np.repeat(np.arange(n_rows), k)
+    cols = top.reshape(-1)
+    scored = score(rows, cols)
+    out = similarity.astype(np.float64) - 1e9  # below every reranked pair
+    out[rows, cols] = scored.astype(np.float64) + 1e9
+    return out, len(rows)
+
+
+MODES = ("exhaustive", "rerank", "contrastive", "random")
+
+
+def evaluate(model: torch.nn.Module, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], mode: str,
+             k: int = 16, batch_size: int = 256, bf16: bool = True, seed: int = 0,
+             on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Text -> image R@1/5/10 (and image -> text) over the items ``ordinals``: each title is
+    a query, its own image the relevant answer. Modes: ``exhaustive`` (ITM on every pair),
+    ``rerank`` (the top ``k`` images by contrastive vectors, reranked by ITM), ``contrastive``
+    (the vectors alone), ``random`` (a random ranking, the floor)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    t0 = time.perf_counter()
+    cfg = model.config
+    enc = encode_items(store, ordinals, tokenizer, max_tokens=min(40, cfg.max_position_embeddings),
+                       max_regions=cfg.max_regions)
+    n = len(ordinals)
+    pairs, i2t_pairs = 0, 0
+    if mode == "random":
+        scores = np.random.default_rng(seed).random((n, n))
+        i2t = scores.T
+    elif mode == "exhaustive":
+        scores = exhaustive_scores(model, enc, enc, batch_size, bf16, on_progress)
+        i2t, pairs = scores.T, n * n
+    else:
+        text, image = contrastive_vectors(model, enc, enc, batch_size, bf16)
+        scores, i2t = text @ image.T, image @ text.T
+        if mode == "rerank":
+            def itm(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+                return itm_scores(model, enc, enc, rows, cols, batch_size, bf16, on_progress)
+
+            scores, pairs = rerank_matrix(scores, k, itm)
+            i2t, i2t_pairs = rerank_matrix(i2t, k, lambda rows, cols: itm(cols, rows))
+    result: dict[str, Any] = {**recall_at_k(scores), "mode": mode, "pairs_scored": pairs,
+                              "seconds": round(time.perf_counter() - t0, 3), "items": n}
+    if mode == "rerank":
+        result["k"] = k
+        result["image_to_text_pairs_scored"] = i2t_pairs
+    result["image_to_text"] = recall_at_k(i2t)
+    return result

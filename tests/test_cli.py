@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from taomm import __version__
 from taomm.cli.app import app
 
-COMMANDS = ("init", "config", "demo-catalog", "inspect", "pretrain")
+COMMANDS = ("init", "config", "demo-catalog", "inspect", "pretrain", "finetune-retrieval",
+            "evaluate-retrieval")
 
 
 @pytest.fixture

@@ -1,0 +1,165 @@
+"""Text-to-image retrieval finetuning (paper section 2.4 / 3.3), through the shared trainer.
+
+Two losses per batch of B captions:
+- ``match``: the paper's 4-way multiple choice: ITM scores of the caption with its image
+  and 3 negative images (hard ones from TF-IDF, see ``taomm.datasets.retrieval``),
+  cross-entropy with the right image as the answer;
+- ``contrastive``: beyond the paper, symmetric InfoNCE between the text-alone and the
+  image-alone vectors (``encode_text`` / ``encode_image``), every other caption/image of
+  the global batch a negative (gathered across DDP ranks inside the loss), so search can
+  recall candidates from a vector index and rerank them with ITM.
+
+A run folder holds ``run.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
+``model/`` (``save_pretrained``: config, weights, vocab.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from taomm.datasets.retrieval import RetrievalData, collate_retrieval
+from taomm.datasets.sharded import open_store
+from taomm.errors import TaommError
+from taomm.model import InterBertConfig, InterBertForRetrieval
+from taomm.model.pretrained import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
+from taomm.text.tokenizer import TitleTokenizer
+from taomm.train.distributed import DistInfo, setup
+from taomm.train.flops import layer_macs
+from taomm.train.pretrain import MODEL_DIR, RUN_OPTIONS, training_ordinals
+from taomm.train.trainer import TrainConfig, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+MAX_LOGIT_SCALE = 100.0  # CLIP's cap on the learned temperature
+
+
+def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
+    """A model folder (config.json + model.safetensors), or a run folder holding ``model/``."""
+    folder = Path(path)
+    for candidate in (folder, folder / MODEL_DIR):  # a run folder has a config.json too: look for weights
+        if (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
+            return candidate
+    raise TaommError(f"{folder} is neither a model folder (config.json + model.safetensors) nor a run with model/")
+
+
+class RetrievalTraining(nn.Module):
+    """One forward for everything a finetuning step needs (DDP wraps this module)."""
+
+    def __init__(self, model: InterBertForRetrieval) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, region_features, region_boxes, region_mask):
+        # input_ids (B, T); region_* (B, C, R, ...) with the right image first
+        B, C = region_features.shape[:2]
+        out = self.model(input_ids.repeat_interleave(C, 0), attention_mask.repeat_interleave(C, 0),
+                         region_features.flatten(0, 1), region_boxes.flatten(0, 1), region_mask.flatten(0, 1))
+        text = self.model.encode_text(input_ids, attention_mask)
+        image = self.model.encode_image(region_features[:, 0], region_boxes[:, 0], region_mask[:, 0])
+        return out.itm_logits.view(B, C), text, image, self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows (this rank's keep their gradient path) and this rank's offset."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    parts = all_gather(x)
+    return torch.cat(parts, 0), dist.get_rank() * x.shape[0]
+
+
+@dataclass
+class RetrievalTask:
+    dataset: RetrievalData
+    config: InterBertConfig
+    loss_weights: tuple[float, float] = (1.0, 1.0)
+    loss_names: tuple[str, ...] = ("match", "contrastive")
+
+    def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate_retrieval(examples, pad_id=self.dataset.tokenizer.pad_id)
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        b = float(batch["input_ids"].shape[0])
+        return torch.tensor([b, b])
+
+    def loss_sums(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        choices, text, image, scale = model(batch["input_ids"], batch["attention_mask"], batch["region_features"],
+                                            batch["region_boxes"], batch["region_mask"])
+        target = torch.zeros(choices.shape[0], dtype=torch.long, device=choices.device)
+        match = F.cross_entropy(choices.float(), target, reduction="sum")
+        text, image = text.float(), image.float()
+        all_text, offset = gather_with_grad(text)
+        all_image, _ = gather_with_grad(image)
+        rows = torch.arange(text.shape[0], device=text.device) + offset
+        t2i = F.cross_entropy(scale * text @ all_image.T, rows, reduction="sum")
+        i2t = F.cross_entropy(scale * image @ all_text.T, rows, reduction="sum")
+        return torch.stack([match, (t2i + i2t) / 2])
+
+    def flops(self, batch: dict[str, torch.Tensor]) -> float:
+        cfg = self.config
+        B, T = batch["input_ids"].shape
+        C, R = batch["region_features"].shape[1:3]
+        n_img = R + 1
+        pair = (layer_macs(cfg, cfg.num_interaction_layers, n_img + T) + layer_macs(cfg, cfg.num_extractor_layers, n_img)
+                + layer_macs(cfg, cfg.num_extractor_layers, T) + n_img * cfg.region_feature_dim * cfg.hidden_size)
+        single = (layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, T)
+                  + layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, n_img))
+        return 2 * 3 * B * (C * pair + single)
+
+
+def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLike[str], run: str | os.PathLike[str], *,
+                       train: TrainConfig, negatives: int = 3, hard_p: float = 0.5, split: str | None = None,
+                       resume: bool = False, device: str | None = None, info: DistInfo | None = None,
+                       on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
+    """Finetune the model in ``init`` (a pretraining run or model folder) for retrieval."""
+    run = Path(run)
+    info = info or setup(device)
+    init_dir = resolve_model_dir(init)
+    vocab_file = init_dir / VOCAB_NAME
+    if not vocab_file.is_file():
+        raise TaommError(f"{init_dir} has no {VOCAB_NAME} (save_pretrained with vocab_file=...)")
+    tokenizer = TitleTokenizer(vocab_file)
+    torch.manual_seed(train.seed)
+    quiet = logging.getLogger("taomm.model.pretrained")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the retrieval heads are new and the MSM/MRM heads unused: expected
+    try:
+        model = InterBertForRetrieval.from_pretrained(init_dir)
+    finally:
+        quiet.setLevel(level)
+    if info.is_main and model.load_report.missing:
+        log.info("new retrieval heads (not in %s): %s", init_dir, ", ".join(
+            sorted({k.split(".")[0] for k in model.load_report.missing})))
+    # The cross-modal item head (recommendation) has no loss here: frozen, so that DDP does not
+    # wait for its gradients.
+    model.item_head.requires_grad_(False)
+    store = open_store(store_path)
+    if store.meta.feature_dim != model.config.region_feature_dim:
+        raise TaommError(f"the store's features are {store.meta.feature_dim}-d, the model expects "
+                         f"{model.config.region_feature_dim}")
+    data = RetrievalData(store, tokenizer, training_ordinals(store, split), seed=train.seed, negatives=negatives,
+                         hard_p=hard_p, max_text_tokens=min(40, model.config.max_position_embeddings),
+                         max_regions=model.config.max_regions)
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        options = {"store": str(Path(store_path).resolve()), "init": str(init_dir.resolve()), "split": split,
+                   "items": len(data), "negatives": negatives, "hard_p": hard_p, "world_size": info.world_size,
+                   "train": asdict(train)}
+        (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    task = RetrievalTask(data, model.config)
+    result = Trainer(train, info).fit(RetrievalTraining(model), task, run, resume=resume, on_step=on_step)
+    out = None
+    if not result.stopped and info.is_main:
+        out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)
+    return result, out

@@ -1,0 +1,158 @@
+"""Retrieval finetuning and evaluation: examples, a tiny end-to-end run, rerank == exhaustive
+at K = N, DDP gathering of the contrastive negatives, and the CLI with no paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import build_pretraining_store
+from test_cli import assert_one_line_error
+from typer.testing import CliRunner
+
+from taomm.cli.app import app
+from taomm.datasets.retrieval import RetrievalData, collate_retrieval
+from taomm.datasets.store import FeatureStore
+from taomm.model import InterBertConfig, InterBertForRetrieval
+from taomm.retrieval import evaluate, rerank_matrix
+from taomm.text.tokenizer import TitleTokenizer
+from taomm.train import TrainConfig
+from taomm.train.finetune import finetune_retrieval
+from taomm.train.pretrain import pretrain
+
+TINY = InterBertConfig.from_preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("finetune")
+    store = build_pretraining_store(root / "store", count=48)
+    pretrain(store, root / "pretrain", model_config=TINY,
+             train=TrainConfig(max_steps=20, batch_size=8, workers=0, lr=2e-3, save_every=100))
+    return store, root / "pretrain"
+
+
+def train_config(**kw) -> TrainConfig:
+    return TrainConfig(**{"max_steps": 40, "batch_size": 8, "workers": 0, "lr": 2e-3, "warmup_steps": 4,
+                          "log_every": 10, "save_every": 100, **kw})
+
+
+def test_examples(pretrained) -> None:
+    store_path, _ = pretrained
+    with FeatureStore(store_path) as store:
+        tok = TitleTokenizer(store_path / "vocab.txt")
+        pool = store.split("train")
+        data = RetrievalData(store, tok, pool, negatives=3, hard_p=0.5)
+        kinds = []
+        for p in range(300):
+            e = data[p]
+            title = store[e["ordinal"]].title
+            assert len(set(e["negatives"])) == 3 and e["ordinal"] not in e["negatives"]
+            assert all(store[o].title != title for o in e["negatives"]) and set(e["negatives"]) <= set(pool.tolist())
+            for o, kind in zip(e["negatives"], e["kinds"], strict=True):
+                if kind == "hard":
+                    assert o in store.negatives(e["ordinal"]).tolist()
+            kinds += e["kinds"]
+        share = kinds.count("hard") / len(kinds)
+        assert 0.3 < share < 0.6  # 0.5 asked, less where an item has few hard negatives in the pool
+        batch = collate_retrieval([data[p] for p in range(4)], pad_id=tok.pad_id)
+        assert batch["region_features"].shape[:2] == (4, 4) and batch["input_ids"].shape[0] == 4
+        assert data[7]["negatives"] == RetrievalData(store, tok, pool, negatives=3, hard_p=0.5)[7]["negatives"]
+
+
+def test_rerank_matrix_with_k_equal_n_is_exhaustive() -> None:
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((7, 7))
+    sim = rng.standard_normal((7, 7))
+    out, pairs = rerank_matrix(sim, 7, lambda r, c: full[r, c])
+    assert pairs == 49 and np.array_equal(np.argsort(-out, axis=1), np.argsort(-full, axis=1))
+    out3, pairs3 = rerank_matrix(sim, 3, lambda r, c: full[r, c])
+    assert pairs3 == 21
+    for r in range(7):  # the 3 most similar come first, ordered by the reranker
+        top = np.argsort(-sim[r])[:3]
+        assert set(np.argsort(-out3[r])[:3]) == set(top)
+        assert list(np.argsort(-out3[r])[:3]) == list(top[np.argsort(-full[r, top])])
+
+
+def test_finetune_then_evaluate(pretrained, tmp_path: Path) -> None:
+    store, pre = pretrained
+    result, model_dir = finetune_retrieval(store, pre, tmp_path / "ft", train=train_config())
+    rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["contrastive"] < rows[0]["contrastive"]
+    model = InterBertForRetrieval.from_pretrained(model_dir)
+    assert not model.load_report.missing
+    tok = TitleTokenizer(model_dir / "vocab.txt")
+    with FeatureStore(store) as fs:
+        test = np.sort(fs.split("test"))
+        n = len(test)
+        exhaustive = evaluate(model, fs, tok, test, "exhaustive", bf16=False)
+        full_k = evaluate(model, fs, tok, test, "rerank", k=n, bf16=False)
+        small_k = evaluate(model, fs, tok, test, "rerank", k=4, bf16=False)
+        random = evaluate(model, fs, tok, test, "random")
+    assert exhaustive["pairs_scored"] == n * n and small_k["pairs_scored"] == 4 * n
+    for key in ("R@1", "R@5", "R@10"):  # K = N reranks everything: exactly exhaustive
+        assert full_k[key] == exhaustive[key]
+        assert full_k["image_to_text"][key] == exhaustive["image_to_text"][key]
+    assert small_k["R@1"] >= 0 and random["pairs_scored"] == 0
+    assert exhaustive["R@10"] >= random["R@1"]
+
+
+def test_finetune_ddp_matches_single_process(pretrained, tmp_path: Path) -> None:
+    """The contrastive loss gathers the other rank's vectors: 2 processes = 1 process."""
+    store, pre = pretrained
+    config = tmp_path / "model"
+    no_dropout = json.loads((pre / "model" / "config.json").read_text())
+    no_dropout.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config.mkdir()
+    for name in ("model.safetensors", "vocab.txt"):
+        (config / name).write_bytes((pre / "model" / name).read_bytes())
+    (config / "config.json").write_text(json.dumps(no_dropout))
+    args = ["finetune-retrieval", "--store", str(store), "--init", str(config), "--max-steps", "3", "--batch-size",
+            "8", "--log-every", "1", "--workers", "0", "--fp32", "--lr", "1e-3", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "taomm", *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "taomm", *args, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = ([json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()] for r in ("one", "two"))
+    for x, y in zip(a, b, strict=True):
+        assert x["match"] == pytest.approx(y["match"], rel=1e-4)
+        assert x["contrastive"] == pytest.approx(y["contrastive"], rel=1e-4)
+
+
+def test_cli_in_a_workspace(pretrained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, pre = pretrained
+    monkeypatch.delenv("TAOMM_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "ws", "--preset", "tiny"]).exit_code == 0
+    ws = tmp_path / "ws"
+    (ws / "store").symlink_to(store, target_is_directory=True)
+    (ws / "runs").mkdir()
+    (ws / "runs" / "pretrain").symlink_to(pre, target_is_directory=True)
+    monkeypatch.chdir(ws)
+    zero = runner.invoke(app, ["evaluate-retrieval", "--zero-shot", "--json"])
+    assert zero.exit_code == 0, zero.output
+    assert json.loads(zero.stdout)["mode"] == "exhaustive"
+    assert_one_line_error(runner.invoke(app, ["evaluate-retrieval", "--model", "runs/pretrain"]), 1, "--zero-shot")
+    tuned = runner.invoke(app, ["finetune-retrieval", "--max-steps", "4", "--batch-size", "4", "--workers", "0",
+                                "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    assert (ws / "runs" / "retrieval" / "model" / "model.safetensors").is_file()
+    result = runner.invoke(app, ["evaluate-retrieval", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["mode"] == "rerank" and {"R@1", "R@5", "R@10", "pairs_scored", "seconds"} <= set(data)
+    assert set(data["baselines"]) == {"random", "contrastive"}
+    table = runner.invoke(app, ["evaluate-retrieval", "--exhaustive"])
+    assert table.exit_code == 0 and "exhaustive" in table.stdout and "R@10" in table.stdout
+    assert_one_line_error(runner.invoke(app, ["evaluate-retrieval", "--exhaustive", "--rerank", "4"]), 1,
+                          "choose one")
