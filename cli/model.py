@@ -11,7 +11,7 @@ from taomm.cli.common import JsonOpt, print_json
 
 
 def model_info(
-    preset: Annotated[str, typer.Option("--preset", help="base (the paper's), small or tiny.")] = "base",
+    preset: Annotated[str, typer.Option("--preset", help="base (the paper's), small, mini or tiny.")] = "base",
     lang: Annotated[str, typer.Option("--lang", help="zh (bert-base-chinese vocab, 33 classes) or en.")] = "zh",
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="A saved model folder instead of a preset.",
                                                     file_okay=False)] = None,

@@ -25,7 +25,7 @@ PRETRAIN_DIR = "pretrain"
 
 def pretrain_command(
     lang: Annotated[str | None, typer.Option("--lang", help="zh or en. Default: the workspace's.")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="Model preset (base, small, tiny) or a JSON file "
+    config: Annotated[str | None, typer.Option("--config", help="Model preset (base, small, mini, tiny) or a JSON file "
                                                "of config keys. Default: the workspace's preset.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="BERT folder or hub name for the interaction "
                                                   "module (its vocab.txt is used). Default: the workspace's.")] = None,

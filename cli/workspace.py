@@ -28,7 +28,7 @@ def init(
     items: ItemsOpt = 2000,
     seed: SeedOpt = 0,
     lang: Annotated[str, typer.Option("--lang", help=f"Language: {' or '.join(LANGUAGES)}.")] = "zh",
-    preset: Annotated[str, typer.Option("--preset", help="Model preset: base, small or tiny.")] = "small",
+    preset: Annotated[str, typer.Option("--preset", help="Model preset: base, small, mini or tiny.")] = "small",
     manifest: Annotated[str | None, typer.Option("--manifest", help="Items manifest (JSONL), relative to DIR.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing taomm.toml.")] = False,
     json_out: JsonOpt = False,

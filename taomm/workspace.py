@@ -38,7 +38,7 @@ class Sources:
 
 @dataclass
 class ModelSettings:
-    preset: str = "small"  # model config preset: base (paper), small, tiny (tests)
+    preset: str = "small"  # model config preset: base (paper), small, mini (CPU demo), tiny (tests)
     init_from: str | None = None  # BERT checkpoint folder or hub name to initialise from
 
 

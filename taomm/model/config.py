@@ -23,7 +23,7 @@ LANGUAGE_DEFAULTS = {
     "zh": {"vocab_size": 21128, "num_region_classes": 33, "max_regions": 16},
     "en": {"vocab_size": 30522, "num_region_classes": 1600, "max_regions": 100},
 }
-PRESETS = ("base", "small", "tiny")
+PRESETS = ("base", "small", "mini", "tiny")
 
 
 @dataclass
@@ -70,7 +70,7 @@ class InterBertConfig:
 
     @classmethod
     def from_preset(cls, name: str, lang: str = "zh", **overrides: Any) -> InterBertConfig:
-        """A named preset (base, small, tiny) for a language (zh, en), with overrides."""
+        """A named preset (base, small, mini, tiny) for a language (zh, en), with overrides."""
         if name not in PRESETS:
             raise TaommError(f"unknown model preset {name!r} (choose from {', '.join(PRESETS)})")
         if lang not in LANGUAGE_DEFAULTS:
