@@ -84,6 +84,7 @@ def test_finetune_then_evaluate(pretrained, tmp_path: Path) -> None:
     result, model_dir = finetune_retrieval(store, pre, tmp_path / "ft", train=train_config())
     rows = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"] and rows[-1]["contrastive"] < rows[0]["contrastive"]
+    assert rows[-1]["item"] < rows[0]["item"]
     model = InterBertForRetrieval.from_pretrained(model_dir)
     assert not model.load_report.missing
     tok = TitleTokenizer(model_dir / "vocab.txt")
@@ -126,6 +127,7 @@ def test_finetune_ddp_matches_single_process(pretrained, tmp_path: Path) -> None
     for x, y in zip(a, b, strict=True):
         assert x["match"] == pytest.approx(y["match"], rel=1e-4)
         assert x["contrastive"] == pytest.approx(y["contrastive"], rel=1e-4)
+        assert x["item"] == pytest.approx(y["item"], rel=1e-4)
 
 
 def test_cli_in_a_workspace(pretrained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,11 @@ Two losses per batch of B captions:
 - ``contrastive``: beyond the paper, symmetric InfoNCE between the text-alone and the
   image-alone vectors (``encode_text`` / ``encode_image``), every other caption/image of
   the global batch a negative (gathered across DDP ranks inside the loss), so search can
-  recall candidates from a vector index and rerank them with ITM.
+  recall candidates from a vector index and rerank them with ITM;
+- ``item``: the cross-modal item vector (image + title, for recommendation) of each item
+  pulled towards that item's own text and image vectors (held fixed for this loss) and away
+  from the other items' of the global batch, so items with a similar look and title end up
+  near each other.
 
 A run folder holds ``run.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
 ``model/`` (``save_pretrained``: config, weights, vocab.txt).
@@ -66,7 +70,10 @@ class RetrievalTraining(nn.Module):
                          region_features.flatten(0, 1), region_boxes.flatten(0, 1), region_mask.flatten(0, 1))
         text = self.model.encode_text(input_ids, attention_mask)
         image = self.model.encode_image(region_features[:, 0], region_boxes[:, 0], region_mask[:, 0])
-        return out.itm_logits.view(B, C), text, image, self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        h = out.backbone
+        item = self.model.item_head(h.image_cls.view(B, C, -1)[:, 0], h.text_cls.view(B, C, -1)[:, 0])
+        return (out.itm_logits.view(B, C), text, image, item,
+                self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
 def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -83,18 +90,18 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 class RetrievalTask:
     dataset: RetrievalData
     config: InterBertConfig
-    loss_weights: tuple[float, float] = (1.0, 1.0)
-    loss_names: tuple[str, ...] = ("match", "contrastive")
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    loss_names: tuple[str, ...] = ("match", "contrastive", "item")
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_retrieval(examples, pad_id=self.dataset.tokenizer.pad_id)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         b = float(batch["input_ids"].shape[0])
-        return torch.tensor([b, b])
+        return torch.tensor([b, b, b])
 
     def loss_sums(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        choices, text, image, scale = model(batch["input_ids"], batch["attention_mask"], batch["region_features"],
+        choices, text, image, item, scale = model(batch["input_ids"], batch["attention_mask"], batch["region_features"],
                                             batch["region_boxes"], batch["region_mask"])
         target = torch.zeros(choices.shape[0], dtype=torch.long, device=choices.device)
         match = F.cross_entropy(choices.float(), target, reduction="sum")
@@ -104,7 +111,11 @@ class RetrievalTask:
         rows = torch.arange(text.shape[0], device=text.device) + offset
         t2i = F.cross_entropy(scale * text @ all_image.T, rows, reduction="sum")
         i2t = F.cross_entropy(scale * image @ all_text.T, rows, reduction="sum")
-        return torch.stack([match, (t2i + i2t) / 2])
+        fixed = scale.detach()
+        item = item.float()
+        to_text = F.cross_entropy(fixed * item @ all_text.detach().T, rows, reduction="sum")
+        to_image = F.cross_entropy(fixed * item @ all_image.detach().T, rows, reduction="sum")
+        return torch.stack([match, (t2i + i2t) / 2, (to_text + to_image) / 2])
 
     def flops(self, batch: dict[str, torch.Tensor]) -> float:
         cfg = self.config
@@ -115,7 +126,8 @@ class RetrievalTask:
                 + layer_macs(cfg, cfg.num_extractor_layers, T) + n_img * cfg.region_feature_dim * cfg.hidden_size)
         single = (layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, T)
                   + layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, n_img))
-        return 2 * 3 * B * (C * pair + single)
+        item = 2 * cfg.hidden_size * cfg.hidden_size + cfg.hidden_size * cfg.item_embedding_size
+        return 2 * 3 * B * (C * pair + single + item)
 
 
 def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLike[str], run: str | os.PathLike[str], *,
@@ -141,9 +153,10 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     if info.is_main and model.load_report.missing:
         log.info("new retrieval heads (not in %s): %s", init_dir, ", ".join(
             sorted({k.split(".")[0] for k in model.load_report.missing})))
-    # The cross-modal item head (recommendation) has no loss here: frozen, so that DDP does not
-    # wait for its gradients.
-    model.item_head.requires_grad_(False)
+    if model.config.item_embedding_size != model.config.retrieval_embedding_size:
+        raise TaommError("the item vector is trained against the text and image vectors: item_embedding_size "
+                         f"({model.config.item_embedding_size}) must equal retrieval_embedding_size "
+                         f"({model.config.retrieval_embedding_size})")
     store = open_store(store_path)
     if store.meta.feature_dim != model.config.region_feature_dim:
         raise TaommError(f"the store's features are {store.meta.feature_dim}-d, the model expects "
