@@ -13,6 +13,7 @@ from taomm.cli import mining as mining
 from taomm.cli import model as model
 from taomm.cli import prepare as prepare
 from taomm.cli import retrieval as retrieval
+from taomm.cli import search as search
 from taomm.cli import store as store
 from taomm.cli import text as text
 from taomm.cli import train as train
@@ -56,6 +57,7 @@ prepare.register(app)
 text.register(app)
 train.register(app)
 retrieval.register(app)
+search.register(app)
 
 
 def main() -> None:

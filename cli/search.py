@@ -1,0 +1,168 @@
+"""``taomm export-embeddings``, ``taomm search``, ``taomm recommend`` and ``taomm serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
+from taomm.errors import TaommError
+from taomm.workspace import Workspace, find_workspace
+
+IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder. Default: the workspace's index.",
+                                               file_okay=False)]
+
+
+def _index_path(index: Path | None, ws: Workspace | None) -> Path:
+    if index is not None:
+        return index
+    if ws is None:
+        raise TaommError("no --index and no workspace: pass --index INDEX")
+    return ws.path("index")
+
+
+def export_embeddings_command(
+    model: Annotated[Path | None, typer.Option("--model", help="Retrieval model or run folder. Default: the "
+                                               "workspace's runs/retrieval.")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
+                                               file_okay=False)] = None,
+    out: IndexOpt = None,
+    index_type: Annotated[str, typer.Option("--index-type", help="auto (exact up to 100k items, HNSW above), "
+                                            "flat, hnsw or ivfpq.")] = "auto",
+    hnsw_m: Annotated[int, typer.Option("--hnsw-m", min=4, help="HNSW links per node.")] = 32,
+    ef_search: Annotated[int, typer.Option("--ef-search", min=1, help="HNSW search depth.")] = 128,
+    nlist: Annotated[int | None, typer.Option("--nlist", min=1, help="IVF lists (default 4 sqrt(N)).")] = None,
+    nprobe: Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists searched per query.")] = 32,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Items manifest, for image paths. Default: "
+                                                  "the workspace's.", dir_okay=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export the image vectors (text search) and the cross-modal item vectors (recommendation)
+    of every item, with faiss indexes, the id map, item metadata and a manifest of hashes.
+
+    Each export is a new version folder made current atomically: readers never see a
+    half-written index.
+    """
+    from taomm.datasets.sharded import open_store
+    from taomm.index import IndexParams, export_index
+    from taomm.train.finetune import resolve_model_dir
+
+    ws = find_workspace(workspace)
+    if model is None:
+        if ws is None:
+            raise TaommError("no --model and no workspace: pass --model DIR")
+        model = ws.path("runs") / "retrieval"
+    if store is None:
+        if ws is None:
+            raise TaommError("no --store and no workspace: pass --store STORE")
+        store = ws.path("store")
+    if not store.exists():
+        raise TaommError(f"no feature store at {store}: run `taomm prepare` first")
+    out = _index_path(out, ws)
+    if manifest is None and ws is not None:
+        manifest = ws.source("manifest")
+    params = IndexParams(kind=index_type, hnsw_m=hnsw_m, hnsw_ef_search=ef_search, ivf_nlist=nlist, ivf_nprobe=nprobe)
+    with open_store(store) as fs:
+        total = len(fs)
+    with progress_bar("exporting", total) as advance:
+        version = export_index(resolve_model_dir(model), store, out, params, manifest=manifest,
+                               device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance)
+    import json
+
+    data = json.loads((version / "manifest.json").read_text("utf-8"))
+    summary = {"index": str(Path(out).resolve()), "version": data["version"], "items": data["count"],
+               "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"]}
+    if json_out:
+        print_json(summary)
+    else:
+        stderr_console().print(f"exported {summary['items']} items to {version} "
+                               f"({data['index']['image']['type']} index, now current)")
+
+
+def _engine(index: Path | None, workspace: Path | None, device: str):
+    from taomm.search import SearchEngine
+
+    return SearchEngine(_index_path(index, find_workspace(workspace)), device=device or None)
+
+
+def search_command(
+    query: Annotated[str, typer.Argument(help="What to look for, e.g. 波点荷叶边裙.")],
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Results to show.")] = 10,
+    rerank: Annotated[int, typer.Option("--rerank", min=1, help="Candidates reranked by ITM.")] = 16,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Vector search only.")] = False,
+    device: Annotated[str, typer.Option("--device")] = "",
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Text-to-image search: clean the query like a title, encode it, recall candidates from
+    the image vectors with faiss and rerank the top ones with image-text matching."""
+    hits = _engine(index, workspace, device).search(query, k=k, rerank=0 if no_rerank else rerank)
+    if json_out:
+        print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
+        return
+    _table(hits)
+
+
+def recommend_command(
+    item_id: Annotated[str, typer.Argument(help="An item id of the index.")],
+    index: IndexOpt = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Similar items to show.")] = 5,
+    device: Annotated[str, typer.Option("--device")] = "",
+    workspace: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Similar items: the nearest items by the cross-modal item vector (image + title)."""
+    hits = _engine(index, workspace, device).recommend(item_id, k=k)
+    if json_out:
+        print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
+        return
+    _table(hits)
+
+
+def _table(hits) -> None:
+    if not hits:
+        stderr_console().print("no results")
+        return
+    typer.echo(f"{'rank':>4}  {'item_id':<14} {'score':>7}  {'title':<38} image")
+    for h in hits:
+        typer.echo(f"{h.rank:>4}  {h.item_id:<14} {h.score:>7.4f}  {h.title:<38} {h.image or '-'}")
+
+
+def serve_command(
+    index: IndexOpt = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Model calls at a time.")] = 2,
+    device: Annotated[str, typer.Option("--device")] = "",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Serve search and recommendations over HTTP: JSON endpoints, item images, /health and
+    a web page (search box, result grid, click an item for similar items)."""
+    try:
+        import uvicorn
+
+        from taomm.serve import create_app
+    except ImportError as exc:
+        raise TaommError(f"serving needs the serve extra: pip install 'taomm[serve]' ({exc.name} is missing)") from None
+    engine = _engine(index, workspace, device)
+    app = create_app(engine, max_concurrency=concurrency)
+    stderr_console().print(f"serving {len(engine.index)} items on http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-embeddings", epilog="Examples:  taomm export-embeddings   |   taomm export-embeddings "
+                "--model runs/retrieval --out index --index-type hnsw")(export_embeddings_command)
+    app.command("search", epilog="Examples:  taomm search 波点荷叶边裙   |   taomm search \"红色连衣裙\" --k 5 --json"
+                )(search_command)
+    app.command("recommend", epilog="Examples:  taomm recommend item00042   |   taomm recommend item00042 --k 5 "
+                "--json")(recommend_command)
+    app.command("serve", epilog="Examples:  taomm serve   |   taomm serve --host 0.0.0.0 --port 8080"
+                )(serve_command)

@@ -1,0 +1,172 @@
+"""Search and recommendation over an exported index (DESIGN.md sections 1 and 9).
+
+- search: the query goes through the title pipeline (normalise, Chinese check, spam filter,
+  segmentation) and the tokenizer, the text encoder gives its vector, faiss recalls
+  candidates among the image vectors, and ITM reranks the top K (the store supplies their
+  regions);
+- recommend: the nearest items by the cross-modal item vector, the item itself excluded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from taomm.errors import TaommError
+from taomm.index import ItemIndex, open_index, sha256_file
+
+MAX_QUERY_CHARS = 64
+
+
+class QueryError(TaommError):
+    """A query that cannot be searched (empty after cleaning, not Chinese, spam, too long)."""
+
+
+@dataclass
+class Hit:
+    rank: int
+    item_id: str
+    title: str
+    image: str | None  # absolute path of the item's image, when known
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "item_id": self.item_id, "title": self.title, "image": self.image,
+                "score": round(self.score, 6)}
+
+
+class SearchEngine:
+    """The model, the verified index and (for reranking) the store, loaded once."""
+
+    def __init__(self, index_path: str | os.PathLike[str], device: str | None = None, bf16: bool = True) -> None:
+        from taomm.model import InterBertForRetrieval
+        from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
+        from taomm.text.tokenizer import TitleTokenizer
+
+        self.index: ItemIndex = open_index(index_path)
+        manifest = self.index.manifest
+        model_dir = Path(manifest["model"]["path"])
+        weights = model_dir / WEIGHTS_NAME
+        if not weights.is_file():
+            raise TaommError(f"the index's model {model_dir} is gone: re-run `taomm export-embeddings`")
+        if sha256_file(weights) != manifest["model"]["sha256"]:
+            raise TaommError(f"{weights} is not the model the index was exported with: re-run "
+                             "`taomm export-embeddings`")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.bf16 = bf16
+        self.model = InterBertForRetrieval.from_pretrained(model_dir).to(self.device).eval()
+        self.tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
+        self.image_root = Path(manifest["image_root"]) if manifest.get("image_root") else None
+        self._store_path = manifest.get("store", {}).get("path")
+        self._store: Any = None
+        self._cleaner: Any = None
+        self._lock = threading.Lock()  # lazy loading from several server threads
+
+    # --- pieces ------------------------------------------------------------------------
+
+    @property
+    def cleaner(self) -> Any:
+        with self._lock:
+            if self._cleaner is None:
+                from taomm.text.clean import TitleCleaner
+
+                self._cleaner = TitleCleaner()
+            return self._cleaner
+
+    @property
+    def store(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from taomm.datasets.sharded import open_store
+
+                if not self._store_path or not Path(self._store_path).exists():
+                    raise TaommError(f"reranking needs the feature store {self._store_path}, which is gone "
+                                     "(use --no-rerank)")
+                self._store = open_store(self._store_path)
+            return self._store
+
+    def clean_query(self, query: str) -> list[str]:
+        """The query's words after the title pipeline, or a QueryError saying why not."""
+        if len(query) > MAX_QUERY_CHARS:
+            raise QueryError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        cleaned = self.cleaner(query)
+        if not cleaned.kept:
+            reason = cleaned.reason or ""
+            if reason == "empty":
+                raise QueryError("the query is empty after cleaning")
+            if reason == "no_chinese":
+                raise QueryError("the query has no Chinese character (this index holds Chinese titles)")
+            if reason.startswith("spam:"):
+                raise QueryError(f"the query looks like spam ({reason.split(':', 1)[1]}) and is not searched")
+            raise QueryError(f"the query was rejected ({reason})")
+        return list(cleaned.words)
+
+    def image_path(self, row: int) -> str | None:
+        from taomm.datasets.images import resolve_image_path
+
+        rel = self.index.items[row].get("image")
+        if not rel or self.image_root is None:
+            return None
+        try:
+            return str(resolve_image_path(self.image_root, rel))
+        except Exception:  # outside the root or odd: never served
+            return None
+
+    def _hit(self, rank: int, row: int, score: float) -> Hit:
+        meta = self.index.items[row]
+        return Hit(rank, meta["item_id"], meta.get("title", ""), self.image_path(row), float(score))
+
+    # --- search and recommend ------------------------------------------------------------
+
+    @torch.no_grad()
+    def search(self, query: str, k: int = 10, rerank: int = 16) -> list[Hit]:
+        """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
+        search are reordered by ITM (0: vector search only). Scores: the ITM match
+        probability for reranked items, the cosine similarity otherwise."""
+        words = self.clean_query(query)
+        ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
+        input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            vector = self.model.encode_text(input_ids, mask).float().cpu().numpy()
+        scores, rows = self.index.search("image", vector, max(k, rerank))
+        scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
+        if rerank > 0 and len(rows):
+            top = rows[:rerank]
+            probs = self._itm(input_ids, top)
+            order = np.argsort(-probs, kind="stable")
+            ranked = [(int(top[i]), float(probs[i])) for i in order]
+            ranked += [(int(r), float(s)) for r, s in zip(rows[rerank:], scores[rerank:], strict=True)]
+        else:
+            ranked = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
+        return [self._hit(i + 1, row, score) for i, (row, score) in enumerate(ranked[:k])]
+
+    def _itm(self, input_ids: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+        from taomm.retrieval import encode_items
+
+        store = self.store
+        ordinals = [store.ordinal(self.index.item_ids[int(r)]) for r in rows]
+        cfg = self.model.config
+        enc = encode_items(store, ordinals, self.tokenizer, max_regions=cfg.max_regions)
+        n = len(ordinals)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(input_ids.expand(n, -1), torch.ones_like(input_ids, dtype=torch.bool).expand(n, -1),
+                             enc.region_features.to(self.device), enc.region_boxes.to(self.device),
+                             enc.region_mask.to(self.device))
+        return torch.sigmoid(out.itm_logits.float()).cpu().numpy()
+
+    def recommend(self, item_id: str, k: int = 5) -> list[Hit]:
+        """The ``k`` items nearest to ``item_id`` by the cross-modal item vector."""
+        row = self.index.rows.get(item_id)
+        if row is None:
+            raise TaommError(f"unknown item id {item_id!r} (not in the index {self.index.path})")
+        vector = self.index.vectors["item"][row: row + 1].astype(np.float32)
+        scores, rows = self.index.search("item", vector, k + 1)
+        found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0 and r != row]
+        return [self._hit(i + 1, r, s) for i, (r, s) in enumerate(found[:k])]
