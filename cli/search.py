@@ -28,7 +28,8 @@ def export_embeddings_command(
                                                "workspace's runs/retrieval.")] = None,
     store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
                                                file_okay=False)] = None,
-    out: IndexOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Index folder. Default: the workspace's index.",
+                                             file_okay=False)] = None,
     index_type: Annotated[str, typer.Option("--index-type", help="auto (exact up to 100k items, HNSW above), "
                                             "flat, hnsw or ivfpq.")] = "auto",
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", min=4, help="HNSW links per node.")] = 32,
@@ -127,12 +128,21 @@ def recommend_command(
 
 
 def _table(hits) -> None:
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
     if not hits:
         stderr_console().print("no results")
         return
-    typer.echo(f"{'rank':>4}  {'item_id':<14} {'score':>7}  {'title':<38} image")
+    table = Table(box=None, pad_edge=False)
+    for name, justify in (("rank", "right"), ("item_id", "left"), ("score", "right"), ("title", "left"),
+                          ("image", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
     for h in hits:
-        typer.echo(f"{h.rank:>4}  {h.item_id:<14} {h.score:>7.4f}  {h.title:<38} {h.image or '-'}")
+        table.add_row(str(h.rank), h.item_id, f"{h.score:.4f}", h.title, h.image or "-")
+    Console(file=sys.stdout, highlight=False, soft_wrap=True).print(table)
 
 
 def serve_command(

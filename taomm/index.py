@@ -271,10 +271,12 @@ def open_index(path: str | os.PathLike[str], gpu: bool = True) -> ItemIndex:
         index = configure_search(faiss.read_index(str(version / INDEXES[kind])), manifest["index"][kind])
         indexes[kind] = maybe_gpu(index) if gpu else index
         if vectors[kind].shape != (count, manifest["dims"][kind]) or index.ntotal != count:
-            raise IndexIntegrityError(f"{version}: {kind} vectors/index do not hold {count} items of dimension "
-                                      f"{manifest['dims'][kind]}")
+            raise IndexIntegrityError(
+                f"{version / MANIFEST} says {count} items of dimension {manifest['dims'][kind]}, but "
+                f"{VECTORS[kind]} holds {vectors[kind].shape} and {INDEXES[kind]} {index.ntotal} vectors")
     if len(item_ids) != count or len(items) != count or len(set(item_ids)) != count:
-        raise IndexIntegrityError(f"{version / IDS}: the id map does not hold {count} distinct items")
+        raise IndexIntegrityError(f"{version / IDS} does not hold the {count} distinct items that "
+                                  f"{MANIFEST} and {ITEMS} describe")
     return ItemIndex(version, manifest, item_ids, items, vectors, indexes)
 
 

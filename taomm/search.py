@@ -127,8 +127,8 @@ class SearchEngine:
     @torch.no_grad()
     def search(self, query: str, k: int = 10, rerank: int = 16) -> list[Hit]:
         """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
-        search are reordered by ITM (0: vector search only). Scores: the ITM match
-        probability for reranked items, the cosine similarity otherwise."""
+        search are reordered by ITM (0: vector search only). Scores: the ITM match logit
+        for reranked items, the cosine similarity of the vectors otherwise."""
         words = self.clean_query(query)
         ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
         input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
@@ -139,9 +139,9 @@ class SearchEngine:
         scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
         if rerank > 0 and len(rows):
             top = rows[:rerank]
-            probs = self._itm(input_ids, top)
-            order = np.argsort(-probs, kind="stable")
-            ranked = [(int(top[i]), float(probs[i])) for i in order]
+            logits = self._itm(input_ids, top)
+            order = np.argsort(-logits, kind="stable")
+            ranked = [(int(top[i]), float(logits[i])) for i in order]
             ranked += [(int(r), float(s)) for r, s in zip(rows[rerank:], scores[rerank:], strict=True)]
         else:
             ranked = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
@@ -159,7 +159,7 @@ class SearchEngine:
             out = self.model(input_ids.expand(n, -1), torch.ones_like(input_ids, dtype=torch.bool).expand(n, -1),
                              enc.region_features.to(self.device), enc.region_boxes.to(self.device),
                              enc.region_mask.to(self.device))
-        return torch.sigmoid(out.itm_logits.float()).cpu().numpy()
+        return out.itm_logits.float().cpu().numpy()
 
     def recommend(self, item_id: str, k: int = 5) -> list[Hit]:
         """The ``k`` items nearest to ``item_id`` by the cross-modal item vector."""
