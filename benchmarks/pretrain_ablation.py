@@ -60,12 +60,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--preset", default="mini")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--finetune-steps", type=int, default=400, help="Retrieval finetuning after each "
+    parser.add_argument("--finetune-steps", type=int, default=300, help="Retrieval finetuning after each "
                         "pretraining (0: zero-shot only)")
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
+    parser.add_argument("--itc", type=float, default=1.0, help="Image-text contrastive weight in every variant "
+                        "(0: the paper's three tasks; from scratch they stall, see the README)")
     parser.add_argument("--eval-items", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="Keep the runs in this folder (default: a temporary one).")
@@ -102,7 +104,7 @@ def main() -> None:
                                 save_every=10**9, workers=args.workers)
             t0 = time.perf_counter()
             _, model_dir = pretrain(store_path, Path(tmp) / name.split()[0], model_config=config, train=train,
-                                    masking=masking)
+                                    masking=masking, itc_weight=args.itc)
             seconds = time.perf_counter() - t0
             model = InterBertForPretraining.from_pretrained(model_dir)
             with open_store(store_path) as store:

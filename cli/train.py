@@ -53,6 +53,10 @@ def pretrain_command(
                                              "(plain masked-object modeling).")] = "iou",
     hard_negatives: Annotated[float, typer.Option("--hard-negatives", min=0.0, max=1.0, help="Share of unmatched "
                                                   "ITM pairs with a mined hard negative (0: random only).")] = 0.2,
+    itc: Annotated[float, typer.Option("--itc", min=0.0, help="Weight of an image-text contrastive loss "
+                                       "(beyond the paper; ALBEF's align-before-fuse). 0: the paper's three "
+                                       "tasks only. Helps a model trained from scratch, e.g. without --init-from."
+                                       )] = 0.0,
     split: Annotated[str | None, typer.Option("--split", help="Store split to train on. Default: train if the "
                                               "store has it, else every item.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers per process.")] = 2,
@@ -104,7 +108,7 @@ def pretrain_command(
                 training_progress("pretraining", max_steps, info.is_main and not json_out) as on_step:
             result, model_dir = pretrain(store, out, model_config=model_config, train=train, masking=masking,
                                          init_from=init_from, vocab=vocab, split=split, resume=resume, info=info,
-                                         on_step=on_step)
+                                         itc_weight=itc, on_step=on_step)
     finally:
         teardown()
     if not info.is_main:

@@ -237,9 +237,10 @@ class PretrainingData(ItemPositions):
         words = item.words if caption == ordinal else self.store[caption].words
         input_ids, msm_labels = self._text(words, rng, labelled=matched)
         features, boxes, region_labels = self._regions(item, rng, labelled=matched)
+        own_ids, _ = self.title_tokens(item.words)  # the image's own caption, unmasked (for ITC)
         return {"input_ids": input_ids, "msm_labels": msm_labels, "region_features": features,
                 "region_boxes": boxes, "mrm_labels": region_labels, "itm_label": int(matched),
-                "ordinal": ordinal, "caption": caption, "negative": negative_kind}
+                "ordinal": ordinal, "caption": caption, "negative": negative_kind, "own_input_ids": self.wrap(own_ids)}
 
     def _text(self, words: list[str], rng: np.random.Generator, labelled: bool) -> tuple[np.ndarray, np.ndarray]:
         # Every pair is masked the same way, matched or not: were only matched pairs masked,
@@ -281,6 +282,9 @@ def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> 
     R = max(len(e["region_boxes"]) for e in examples)
     D = examples[0]["region_features"].shape[1]
     input_ids = np.full((B, T), pad_id, dtype=np.int64)
+    T_own = max(len(e["own_input_ids"]) for e in examples)
+    own = np.full((B, T_own), pad_id, dtype=np.int64)
+    own_mask = np.zeros((B, T_own), dtype=bool)
     msm = np.full((B, T), IGNORE, dtype=np.int64)
     attention = np.zeros((B, T), dtype=bool)
     features = np.zeros((B, R, D), dtype=np.float16)
@@ -290,6 +294,7 @@ def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> 
     for i, e in enumerate(examples):
         t, r = len(e["input_ids"]), len(e["region_boxes"])
         input_ids[i, :t], msm[i, :t], attention[i, :t] = e["input_ids"], e["msm_labels"], True
+        own[i, : len(e["own_input_ids"])], own_mask[i, : len(e["own_input_ids"])] = e["own_input_ids"], True
         features[i, :r], boxes[i, :r], region_mask[i, :r], mrm[i, :r] = (
             e["region_features"], e["region_boxes"], True, e["mrm_labels"])
     return {
@@ -299,4 +304,5 @@ def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> 
         "mrm_labels": torch.from_numpy(mrm),
         "itm_labels": torch.tensor([e["itm_label"] for e in examples], dtype=torch.long),
         "ordinals": torch.tensor([e["ordinal"] for e in examples], dtype=torch.long),
+        "itc_input_ids": torch.from_numpy(own), "itc_attention_mask": torch.from_numpy(own_mask),
     }

@@ -13,7 +13,7 @@ from taomm import __version__
 from taomm.cli.app import app
 
 COMMANDS = ("init", "config", "demo-catalog", "inspect", "pretrain", "finetune-retrieval",
-            "evaluate-retrieval")
+            "evaluate-retrieval", "export-embeddings", "search", "recommend", "serve")
 
 
 @pytest.fixture

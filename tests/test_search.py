@@ -151,6 +151,7 @@ def test_cli_in_a_workspace(catalog, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert_one_line_error(runner.invoke(app, ["recommend", "nope"]), 1, "unknown item id")
     assert_one_line_error(runner.invoke(app, ["search", "加微信领红包"]), 1, "spam")
     assert_one_line_error(runner.invoke(app, ["search", "   "]), 1, "empty")
+    assert_one_line_error(runner.invoke(app, ["serve", "--index", str(tmp_path / "none")]), 1, "export-embeddings")
 
 
 # --- integrity ---------------------------------------------------------------------------

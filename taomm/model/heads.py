@@ -88,6 +88,7 @@ class InterBertPretrainingOutput:
     msm_logits  (B, T, V) without msm_labels; (M, V) for the M labelled tokens with them
     mrm_logits  (B, R, C) without mrm_labels; (M, C) for the M labelled regions with them
     itm_logits  (B,)
+    text_vectors, image_vectors (B, E), logit_scale (): with itc_input_ids only
     """
 
     loss: torch.Tensor | None
@@ -98,10 +99,41 @@ class InterBertPretrainingOutput:
     mrm_logits: torch.Tensor | None
     itm_logits: torch.Tensor | None
     backbone: InterBertOutput
+    text_vectors: torch.Tensor | None = None
+    image_vectors: torch.Tensor | None = None
+    logit_scale: torch.Tensor | None = None
 
 
-class InterBertForPretraining(InterBertPreTrainedModel):
-    """Backbone + MSM, MRM and ITM heads; L = w_msm MSM + w_mrm MRM + w_itm ITM."""
+class ContrastiveHeads:
+    """Single-modal vectors: text alone and image alone through the backbone, projected and
+    normalised, with a learnable temperature (``logit_scale``). Expects ``self.interbert``,
+    ``self.text_proj``, ``self.image_proj`` and ``self.logit_scale``."""
+
+    def _init_contrastive(self, config: InterBertConfig) -> None:
+        self.text_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
+        self.image_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
+
+    def _init_temperature(self) -> None:
+        # CLIP's initial temperature 0.07, learned in log space (set after init_weights)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Text alone -> (B, E) unit vector."""
+        out = self.interbert(input_ids, attention_mask)
+        return F.normalize(self.text_proj(out.text_cls), dim=-1)
+
+    def encode_image(self, region_features, region_boxes, region_mask=None) -> torch.Tensor:
+        """Image alone -> (B, E) unit vector."""
+        out = self.interbert(region_features=region_features, region_boxes=region_boxes, region_mask=region_mask)
+        return F.normalize(self.image_proj(out.image_cls), dim=-1)
+
+
+class InterBertForPretraining(ContrastiveHeads, InterBertPreTrainedModel):
+    """Backbone + MSM, MRM and ITM heads; L = w_msm MSM + w_mrm MRM + w_itm ITM.
+
+    Beyond the paper, it also carries the contrastive heads of the retrieval model (text-alone
+    and image-alone vectors): pretraining can align them (``itc_input_ids``, ALBEF's
+    "align before fuse"), and retrieval finetuning starts from them."""
 
     tied_keys = ("msm_head.decoder.weight",)
 
@@ -111,8 +143,10 @@ class InterBertForPretraining(InterBertPreTrainedModel):
         self.msm_head = InterBertMSMHead(config)
         self.mrm_head = InterBertMRMHead(config)
         self.itm_head = InterBertITMHead(config)
+        self._init_contrastive(config)
         self.loss_weights = loss_weights
         self.init_weights()
+        self._init_temperature()
 
     def tie_weights(self) -> None:
         self.msm_head.decoder.weight = self.interbert.embeddings.word_embeddings.weight
@@ -128,12 +162,15 @@ class InterBertForPretraining(InterBertPreTrainedModel):
         mrm_labels: torch.Tensor | None = None,
         itm_labels: torch.Tensor | None = None,
         reduction: str = "mean",
+        itc_input_ids: torch.Tensor | None = None,
+        itc_attention_mask: torch.Tensor | None = None,
     ) -> InterBertPretrainingOutput:
         """msm_labels (B, T) token ids or -100; mrm_labels (B, R) classes or -100;
         itm_labels (B,) 1 for a matched pair, 0 otherwise. ``reduction="sum"`` gives each
         loss summed over its labelled positions (the trainer divides by counts gathered
         over every micro-batch and rank, so the loss of a step does not depend on how the
-        batch is split)."""
+        batch is split). With ``itc_input_ids`` (each image's own caption), the output also
+        holds the text-alone and image-alone vectors for an image-text contrastive loss."""
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', not {reduction!r}")
         out = self.interbert(input_ids, attention_mask, region_features, region_boxes, region_mask)
@@ -157,8 +194,13 @@ class InterBertForPretraining(InterBertPreTrainedModel):
                                                                 reduction=reduction)
         weights = dict(zip(("msm", "mrm", "itm"), self.loss_weights, strict=True))
         loss = sum(weights[k] * v for k, v in losses.items()) if losses else None
-        return InterBertPretrainingOutput(loss, losses.get("msm"), losses.get("mrm"), losses.get("itm"),
-                                          msm_logits, mrm_logits, itm_logits, out)
+        result = InterBertPretrainingOutput(loss, losses.get("msm"), losses.get("mrm"), losses.get("itm"),
+                                            msm_logits, mrm_logits, itm_logits, out)
+        if itc_input_ids is not None:
+            result.text_vectors = self.encode_text(itc_input_ids, itc_attention_mask)
+            result.image_vectors = self.encode_image(region_features, region_boxes, region_mask)
+            result.logit_scale = self.logit_scale
+        return result
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -176,7 +218,7 @@ class InterBertRetrievalOutput:
     backbone: InterBertOutput
 
 
-class InterBertForRetrieval(InterBertPreTrainedModel):
+class InterBertForRetrieval(ContrastiveHeads, InterBertPreTrainedModel):
     """Backbone + ITM head for pair scores, single-modal contrastive vectors (text alone,
     image alone; normalised, learnable temperature) and the cross-modal item vector."""
 
@@ -184,26 +226,14 @@ class InterBertForRetrieval(InterBertPreTrainedModel):
         super().__init__(config)
         self.interbert = InterBertModel(config)
         self.itm_head = InterBertITMHead(config)
-        self.text_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
-        self.image_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
+        self._init_contrastive(config)
         self.item_head = InterBertItemHead(config)
         self.init_weights()
-        # CLIP's initial temperature 0.07, learned in log space
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self._init_temperature()
 
     def forward(self, input_ids, attention_mask, region_features, region_boxes, region_mask=None) -> InterBertRetrievalOutput:
         out = self.interbert(input_ids, attention_mask, region_features, region_boxes, region_mask)
         return InterBertRetrievalOutput(self.itm_head(out.image_cls, out.text_cls), out)
-
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Text alone -> (B, E) unit vector."""
-        out = self.interbert(input_ids, attention_mask)
-        return F.normalize(self.text_proj(out.text_cls), dim=-1)
-
-    def encode_image(self, region_features, region_boxes, region_mask=None) -> torch.Tensor:
-        """Image alone -> (B, E) unit vector."""
-        out = self.interbert(region_features=region_features, region_boxes=region_boxes, region_mask=region_mask)
-        return F.normalize(self.image_proj(out.image_cls), dim=-1)
 
     def encode_item(self, input_ids, attention_mask, region_features, region_boxes, region_mask=None) -> torch.Tensor:
         """Image and title together -> (B, item_embedding_size) unit vector (recommendation)."""

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -40,11 +39,11 @@ from taomm.model.pretrained import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train.distributed import DistInfo, setup
 from taomm.train.flops import layer_macs
-from taomm.train.pretrain import MODEL_DIR, RUN_OPTIONS, training_ordinals
+from taomm.train.losses import contrastive_sums
+from taomm.train.pretrain import MAX_LOGIT_SCALE, MODEL_DIR, RUN_OPTIONS, training_ordinals
 from taomm.train.trainer import TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-MAX_LOGIT_SCALE = 100.0  # CLIP's cap on the learned temperature
 
 
 def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
@@ -76,16 +75,6 @@ class RetrievalTraining(nn.Module):
                 self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
-def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All ranks' rows (this rank's keep their gradient path) and this rank's offset."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x, 0
-    from torch.distributed.nn.functional import all_gather
-
-    parts = all_gather(x)
-    return torch.cat(parts, 0), dist.get_rank() * x.shape[0]
-
-
 @dataclass
 class RetrievalTask:
     dataset: RetrievalData
@@ -105,17 +94,12 @@ class RetrievalTask:
                                             batch["region_boxes"], batch["region_mask"])
         target = torch.zeros(choices.shape[0], dtype=torch.long, device=choices.device)
         match = F.cross_entropy(choices.float(), target, reduction="sum")
-        text, image = text.float(), image.float()
-        all_text, offset = gather_with_grad(text)
-        all_image, _ = gather_with_grad(image)
-        rows = torch.arange(text.shape[0], device=text.device) + offset
-        t2i = F.cross_entropy(scale * text @ all_image.T, rows, reduction="sum")
-        i2t = F.cross_entropy(scale * image @ all_text.T, rows, reduction="sum")
+        contrastive, all_text, all_image, rows = contrastive_sums(text, image, scale)
         fixed = scale.detach()
         item = item.float()
         to_text = F.cross_entropy(fixed * item @ all_text.detach().T, rows, reduction="sum")
         to_image = F.cross_entropy(fixed * item @ all_image.detach().T, rows, reduction="sum")
-        return torch.stack([match, (t2i + i2t) / 2, (to_text + to_image) / 2])
+        return torch.stack([match, contrastive, (to_text + to_image) / 2])
 
     def flops(self, batch: dict[str, torch.Tensor]) -> float:
         cfg = self.config

@@ -25,40 +25,61 @@ from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.model.pretrained import VOCAB_NAME
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train.distributed import DistInfo, setup
-from taomm.train.flops import pretraining_step_flops
+from taomm.train.flops import layer_macs, pretraining_step_flops
+from taomm.train.losses import contrastive_sums
 from taomm.train.trainer import TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 RUN_CONFIG, RUN_OPTIONS, MODEL_DIR = "config.json", "run.json", "model"
+MAX_LOGIT_SCALE = 100.0  # CLIP's cap on the learned temperature
 
 
 @dataclass
 class PretrainTask:
-    """MSM, MRM and ITM over a PretrainingData, for the trainer."""
+    """MSM, MRM and ITM over a PretrainingData, for the trainer; with ``itc_weight`` > 0 also
+    an image-text contrastive loss between the text-alone vector of each image's own caption
+    and the image-alone vector (beyond the paper: ALBEF's "align before fuse", which keeps a
+    model trained from scratch out of the ITM plateau)."""
 
     dataset: PretrainingData
     config: InterBertConfig
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    loss_names: tuple[str, ...] = ("msm", "mrm", "itm")
+    loss_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    itc_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.loss_names: tuple[str, ...] = ("msm", "mrm", "itm", "itc") if self.itc_weight else ("msm", "mrm", "itm")
+        if self.itc_weight:
+            self.loss_weights = (*tuple(self.loss_weights)[:3], self.itc_weight)
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_pretraining(examples, pad_id=self.dataset.tokenizer.pad_id)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([(batch["msm_labels"] != IGNORE).sum(), (batch["mrm_labels"] != IGNORE).sum(),
-                            torch.tensor(batch["itm_labels"].shape[0], device=batch["itm_labels"].device)]).float()
+        pairs = torch.tensor(batch["itm_labels"].shape[0], device=batch["itm_labels"].device)
+        counts = [(batch["msm_labels"] != IGNORE).sum(), (batch["mrm_labels"] != IGNORE).sum(), pairs]
+        return torch.stack(counts + [pairs] * (len(self.loss_names) - 3)).float()
 
     def loss_sums(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        itc = {"itc_input_ids": batch["itc_input_ids"], "itc_attention_mask": batch["itc_attention_mask"]} \
+            if self.itc_weight else {}
         out = model(batch["input_ids"], batch["attention_mask"], batch["region_features"], batch["region_boxes"],
                     batch["region_mask"], msm_labels=batch["msm_labels"], mrm_labels=batch["mrm_labels"],
-                    itm_labels=batch["itm_labels"], reduction="sum")
-        return torch.stack([out.msm_loss, out.mrm_loss, out.itm_loss])
+                    itm_labels=batch["itm_labels"], reduction="sum", **itc)
+        sums = [out.msm_loss, out.mrm_loss, out.itm_loss]
+        if self.itc_weight:
+            scale = out.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+            sums.append(contrastive_sums(out.text_vectors, out.image_vectors, scale)[0])
+        return torch.stack(sums)
 
     def flops(self, batch: dict[str, torch.Tensor]) -> float:
         b, t = batch["input_ids"].shape
-        return pretraining_step_flops(self.config, b, t, batch["region_boxes"].shape[1],
-                                      int((batch["msm_labels"] != IGNORE).sum()),
-                                      int((batch["mrm_labels"] != IGNORE).sum()))
+        r = batch["region_boxes"].shape[1]
+        flops = pretraining_step_flops(self.config, b, t, r, int((batch["msm_labels"] != IGNORE).sum()),
+                                       int((batch["mrm_labels"] != IGNORE).sum()))
+        if self.itc_weight:  # the text-alone and image-alone passes
+            cfg, layers = self.config, self.config.num_interaction_layers + self.config.num_extractor_layers
+            flops += 2 * 3 * b * (layer_macs(cfg, layers, batch["itc_input_ids"].shape[1]) + layer_macs(cfg, layers, r + 1))
+        return flops
 
 
 def resolve_vocab(vocab: str | os.PathLike[str] | None, init_from: str | None, store_meta: Any) -> Path:
@@ -93,7 +114,8 @@ def training_ordinals(store: Any, split: str | None) -> np.ndarray:
 def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *, model_config: InterBertConfig,
              train: TrainConfig, masking: MaskingOptions | None = None, init_from: str | None = None,
              vocab: str | os.PathLike[str] | None = None, split: str | None = None, resume: bool = False,
-             loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), device: str | None = None,
+             loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), itc_weight: float = 0.0,
+             device: str | None = None,
              info: DistInfo | None = None,
              on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
     """Pretrain (or resume) into ``run``; returns the trainer's result and the saved model
@@ -120,7 +142,9 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
         config = model.config
     else:
         model = InterBertForPretraining(config, loss_weights=loss_weights)
-    model.loss_weights = loss_weights
+    if not itc_weight:  # unused heads: frozen, so that DDP does not wait for their gradients
+        for p in (*model.text_proj.parameters(), *model.image_proj.parameters(), model.logit_scale):
+            p.requires_grad_(False)
     masking = MaskingOptions(**{**asdict(masking), "max_regions": min(masking.max_regions, config.max_regions),
                                 "max_text_tokens": min(masking.max_text_tokens, config.max_position_embeddings)})
     data = PretrainingData(store, tokenizer, training_ordinals(store, split), seed=train.seed, options=masking)
@@ -129,9 +153,10 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
         config.to_json_file(saved)
         options = {"store": str(Path(store_path).resolve()), "vocab": str(vocab_file.resolve()),
                    "init_from": init_from, "split": split, "items": len(data), "world_size": info.world_size,
-                   "train": asdict(train), "masking": asdict(masking), "loss_weights": list(loss_weights)}
+                   "train": asdict(train), "masking": asdict(masking), "loss_weights": list(loss_weights),
+                   "itc_weight": itc_weight}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    task = PretrainTask(data, config, loss_weights)
+    task = PretrainTask(data, config, loss_weights, itc_weight)
     result = Trainer(train, info).fit(model, task, run, resume=resume, on_step=on_step)
     out = None
     if not result.stopped and info.is_main:
