@@ -59,6 +59,17 @@ def test_loss_goes_down(store: Path, tmp_path: Path) -> None:
     assert list((tmp_path / "run" / "tensorboard").iterdir())
 
 
+def test_contrastive_task(store: Path, tmp_path: Path) -> None:
+    """--itc adds an image-text contrastive loss on each image's own caption; it trains."""
+    pretrain(store, tmp_path / "run", model_config=TINY, itc_weight=1.0,
+             train=train_config(max_steps=40, log_every=10, save_every=100, lr=3e-3))
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["itc"] < rows[0]["itc"] - 0.1
+    assert rows[0]["loss"] == pytest.approx(rows[0]["msm"] + rows[0]["mrm"] + rows[0]["itm"] + rows[0]["itc"], rel=1e-4)
+    model = InterBertForPretraining.from_pretrained(tmp_path / "run" / "model")
+    assert "text_proj.weight" not in model.load_report.missing
+
+
 class Crash(Exception):
     pass
 
@@ -200,7 +211,7 @@ def test_torchrun_matches_single_process(store: Path, tmp_path: Path) -> None:
     config = tmp_path / "tiny.json"  # no dropout: the ranks' dropout draws differ from one process's
     config.write_text(json.dumps({"preset": "tiny", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
     args = ["pretrain", "--store", str(store), "--config", str(config), "--max-steps", "4", "--batch-size", "8",
-            "--log-every", "1", "--workers", "1", "--fp32", "--lr", "1e-3", "--json"]
+            "--log-every", "1", "--workers", "1", "--fp32", "--lr", "1e-3", "--itc", "0.5", "--json"]
     single = subprocess.run([sys.executable, "-m", "taomm", *args, "--out", str(tmp_path / "one")],
                             env=child_env(), capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
@@ -212,5 +223,5 @@ def test_torchrun_matches_single_process(store: Path, tmp_path: Path) -> None:
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(a) == len(b) == 4
     for x, y in zip(a, b, strict=True):
-        for key in ("loss", "msm", "mrm", "itm"):
+        for key in ("loss", "msm", "mrm", "itm", "itc"):  # itc: negatives gathered from the other rank
             assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-5), (x["step"], key)
