@@ -36,7 +36,7 @@ def export_embeddings_command(
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", min=4, help="HNSW links per node.")] = 32,
     ef_search: Annotated[int, typer.Option("--ef-search", min=1, help="HNSW search depth.")] = 128,
     nlist: Annotated[int | None, typer.Option("--nlist", min=1, help="IVF lists (default 4 sqrt(N)).")] = None,
-    nprobe: Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists searched per query.")] = 128,
+    nprobe: Annotated[int, typer.Option("--nprobe", min=1, help="IVF lists searched per query.")] = 256,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Items manifest, for image paths. Default: "
                                                   "the workspace's.", dir_okay=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
