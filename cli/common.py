@@ -57,6 +57,8 @@ WorkspaceOpt = Annotated[
     typer.Option("--workspace", "-w", envvar=ENV_VAR, show_envvar=True, file_okay=False,
                  help="Workspace folder (holding taomm.toml). Default: the current folder or a parent."),
 ]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
+                                               file_okay=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (logs go to stderr).")]
 
 

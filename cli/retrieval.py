@@ -10,6 +10,7 @@ import typer
 
 from taomm.cli.common import (
     JsonOpt,
+    StoreOpt,
     WorkspaceOpt,
     log_to_stderr,
     print_json,
@@ -17,7 +18,7 @@ from taomm.cli.common import (
     stderr_console,
     training_progress,
 )
-from taomm.cli.train import PRETRAIN_DIR
+from taomm.cli.train import PRETRAIN_DIR, run_summary
 from taomm.errors import TaommError
 from taomm.workspace import find_workspace
 
@@ -38,8 +39,7 @@ def _store_and_runs(store: Path | None, workspace: Path | None) -> tuple[Path, P
 def finetune_retrieval_command(
     init: Annotated[Path | None, typer.Option("--init", help="Pretraining run or model folder. Default: the "
                                               "workspace's runs/pretrain.")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
-                                               file_okay=False)] = None,
+    store: StoreOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder. Default: the workspace's runs/retrieval.",
                                              file_okay=False)] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps.")] = 1000,
@@ -96,10 +96,7 @@ def finetune_retrieval_command(
         teardown()
     if not info.is_main:
         return
-    summary = {"run": str(Path(out).resolve()), "model": str(model_dir.resolve()) if model_dir else None,
-               "start_step": result.start_step, "step": result.step, "skipped_steps": result.skipped,
-               "stopped": result.stopped, "seconds": round(result.seconds, 1),
-               "samples_per_s": round(result.samples_per_s, 2), "last": result.last_metrics}
+    summary = run_summary(out, model_dir, result, info.world_size)
     if json_out:
         print_json(summary)
     elif result.stopped:
@@ -112,8 +109,7 @@ def finetune_retrieval_command(
 def evaluate_retrieval_command(
     model: Annotated[Path | None, typer.Option("--model", help="Model or run folder. Default: the workspace's "
                                                "runs/retrieval (with --zero-shot: runs/pretrain).")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
-                                               file_okay=False)] = None,
+    store: StoreOpt = None,
     split: Annotated[str, typer.Option("--split", help="Store split whose items are evaluated.")] = "test",
     zero_shot: Annotated[bool, typer.Option("--zero-shot", help="The pretrained model without finetuning "
                                             "(exhaustive ITM, the paper's zero-shot column).")] = False,

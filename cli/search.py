@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
+from taomm.cli.common import (
+    JsonOpt,
+    StoreOpt,
+    WorkspaceOpt,
+    print_json,
+    progress_bar,
+    stderr_console,
+)
 from taomm.errors import TaommError
 from taomm.workspace import Workspace, find_workspace
 
@@ -26,8 +33,7 @@ def _index_path(index: Path | None, ws: Workspace | None) -> Path:
 def export_embeddings_command(
     model: Annotated[Path | None, typer.Option("--model", help="Retrieval model or run folder. Default: the "
                                                "workspace's runs/retrieval.")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
-                                               file_okay=False)] = None,
+    store: StoreOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Index folder. Default: the workspace's index.",
                                              file_okay=False)] = None,
     index_type: Annotated[str, typer.Option("--index-type", help="auto (exact up to 100k items, IVF-PQ with "

@@ -11,6 +11,7 @@ import typer
 
 from taomm.cli.common import (
     JsonOpt,
+    StoreOpt,
     WorkspaceOpt,
     log_to_stderr,
     print_json,
@@ -29,8 +30,7 @@ def pretrain_command(
                                                "of config keys. Default: the workspace's preset.")] = None,
     init_from: Annotated[str | None, typer.Option("--init-from", help="BERT folder or hub name for the interaction "
                                                   "module (its vocab.txt is used). Default: the workspace's.")] = None,
-    store: Annotated[Path | None, typer.Option("--store", help="Feature store. Default: the workspace's.",
-                                               file_okay=False)] = None,
+    store: StoreOpt = None,
     vocab: Annotated[Path | None, typer.Option("--vocab", help="vocab.txt. Default: --init-from's, else the "
                                                "store's (taomm build-vocab).", dir_okay=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder. Default: the workspace's runs/pretrain.",
@@ -113,11 +113,7 @@ def pretrain_command(
         teardown()
     if not info.is_main:
         return
-    summary = {"run": str(Path(out).resolve()), "model": str(model_dir.resolve()) if model_dir else None,
-               "start_step": result.start_step, "step": result.step, "skipped_steps": result.skipped,
-               "stopped": result.stopped, "seconds": round(result.seconds, 1),
-               "samples_per_s": round(result.samples_per_s, 2), "world_size": info.world_size,
-               "last": result.last_metrics}
+    summary = run_summary(out, model_dir, result, info.world_size)
     if json_out:
         print_json(summary)
     elif result.stopped:
@@ -128,6 +124,14 @@ def pretrain_command(
         loss = f", loss {last['loss']}" if "loss" in last else ""
         console.print(f"pretrained to step {result.step} in {summary['seconds']} s "
                       f"({summary['samples_per_s']} samples/s{loss}); model saved to {summary['model']}")
+
+
+def run_summary(out: Path, model_dir: Path | None, result, world_size: int) -> dict:
+    """What a training command reports at the end (--json)."""
+    return {"run": str(Path(out).resolve()), "model": str(model_dir.resolve()) if model_dir else None,
+            "start_step": result.start_step, "step": result.step, "skipped_steps": result.skipped,
+            "stopped": result.stopped, "seconds": round(result.seconds, 1),
+            "samples_per_s": round(result.samples_per_s, 2), "world_size": world_size, "last": result.last_metrics}
 
 
 def _check_language(store: Path, lang: str) -> None:
