@@ -9,6 +9,7 @@ import typer
 from taomm import __version__
 from taomm.cli import catalog as catalog
 from taomm.cli import detector as detector
+from taomm.cli import glue as glue
 from taomm.cli import mining as mining
 from taomm.cli import model as model
 from taomm.cli import prepare as prepare
@@ -17,6 +18,7 @@ from taomm.cli import search as search
 from taomm.cli import store as store
 from taomm.cli import text as text
 from taomm.cli import train as train
+from taomm.cli import vcr as vcr
 from taomm.cli import workspace as workspace
 from taomm.cli.common import TaommGroup
 
@@ -57,6 +59,8 @@ prepare.register(app)
 text.register(app)
 train.register(app)
 retrieval.register(app)
+vcr.register(app)
+glue.register(app)
 search.register(app)
 
 

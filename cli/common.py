@@ -24,7 +24,7 @@ from rich.progress import (
 from typer.core import TyperGroup
 
 from taomm.errors import TaommError
-from taomm.workspace import ENV_VAR, require_workspace
+from taomm.workspace import ENV_VAR, find_workspace, require_workspace
 
 
 def stderr_console() -> Console:
@@ -67,6 +67,20 @@ def workspace_path(explicit_path: Path | None, workspace: Path | None, name: str
     if explicit_path is not None:
         return explicit_path
     return require_workspace(workspace, needed_for=flag).path(name)
+
+
+def run_paths(workspace: Path | None, init: Path | None, out: Path | None, init_name: str,
+              out_name: str) -> tuple[Path, Path]:
+    """A finetuning command's ``--init`` and ``--out``, by default the workspace's
+    ``runs/<init_name>`` and ``runs/<out_name>``."""
+    if init is None or out is None:
+        ws = find_workspace(workspace)
+        if ws is None:
+            missing = "--init RUN_OR_MODEL" if init is None else "--out RUN"
+            raise TaommError(f"no {missing.split()[0]} and no workspace: pass {missing}")
+        init = init or ws.path("runs") / init_name
+        out = out or ws.path("runs") / out_name
+    return init, out
 
 
 def print_json(data: Any) -> None:

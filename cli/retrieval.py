@@ -15,6 +15,7 @@ from taomm.cli.common import (
     log_to_stderr,
     print_json,
     progress_bar,
+    run_paths,
     stderr_console,
     training_progress,
 )
@@ -73,15 +74,8 @@ def finetune_retrieval_command(
     from taomm.train.distributed import setup, teardown
     from taomm.train.finetune import finetune_retrieval
 
-    store, runs = _store_and_runs(store, workspace)
-    if init is None:
-        if runs is None:
-            raise TaommError("no --init and no workspace: pass --init RUN_OR_MODEL")
-        init = runs / PRETRAIN_DIR
-    if out is None:
-        if runs is None:
-            raise TaommError("no --out and no workspace: pass --out RUN")
-        out = runs / RETRIEVAL_DIR
+    store, _ = _store_and_runs(store, workspace)
+    init, out = run_paths(workspace, init, out, PRETRAIN_DIR, RETRIEVAL_DIR)
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
@@ -139,7 +133,7 @@ def evaluate_retrieval_command(
     from taomm.datasets.sharded import open_store
     from taomm.model import InterBertForPretraining, InterBertForRetrieval
     from taomm.model.pretrained import VOCAB_NAME
-    from taomm.retrieval import evaluate
+    from taomm.retrieval import caption_images, evaluate
     from taomm.text.tokenizer import TitleTokenizer
     from taomm.train.finetune import resolve_model_dir
 
@@ -167,7 +161,8 @@ def evaluate_retrieval_command(
     with open_store(store) as fs:
         ordinals = np.sort(fs.split(split))[:items]
         n = len(ordinals)
-        total = n * n if mode == "exhaustive" else 2 * n * min(k, n)
+        m = len(caption_images([fs[int(o)].item_id for o in ordinals])[0])  # images: captions may share one
+        total = n * m if mode == "exhaustive" else n * min(k, m) + m * min(k, n)
         with progress_bar(f"scoring ({mode})", total) as advance:
             main = evaluate(net, fs, tokenizer, ordinals, mode, k=k, batch_size=batch_size, bf16=bf16,
                             on_progress=advance)

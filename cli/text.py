@@ -53,25 +53,30 @@ def clean_titles_command(
     field: Annotated[str, typer.Option("--field", help="The title's key in JSONL input.")] = "title",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes; 0: the CPU count, at most 4.")] = 0,
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, help="Truncate kept titles to this many characters.")] = MAX_TITLE_CHARS,
+    lang: Annotated[str, typer.Option("--lang", help="zh: product titles; en: English captions (no Chinese "
+                                      "requirement, no spam filter, whitespace words).")] = "zh",
 ) -> None:
     """Clean product titles: normalise, drop non-Chinese and spam, segment, truncate.
 
     Without --json each line is the verdict (ok, empty, no_chinese or spam:<category>), a
     tab and the cleaned title's words separated by spaces. Counts per reason go to stderr.
     """
-    from taomm.text.clean import clean_titles
+    from taomm.text.clean import clean_titles, make_cleaner
 
+    if lang not in ("zh", "en"):
+        raise TaommError(f"--lang must be zh or en, not {lang!r}")
     workers = workers or min(4, os.cpu_count() or 1)
     counts: Counter[str] = Counter()
     start = time.perf_counter()
     titles = _read_titles(_open_lines(source), field, "stdin" if source == "-" else source)
     out = sys.stdout
-    for result in clean_titles(titles, workers=workers, max_chars=max_chars):
+    results = clean_titles(titles, workers=workers, max_chars=max_chars) if lang == "zh" else map(make_cleaner(lang), titles)
+    for result in results:
         counts[result.reason or "kept"] += 1
         if json_out:
             out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
         else:
-            words = " ".join(w for w in result.words if not w.isspace())
+            words = " ".join(w.strip() for w in result.words if not w.isspace())
             out.write(f"{result.reason or 'ok'}\t{words}\n")
     total = sum(counts.values())
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "kept") or "none"

@@ -20,7 +20,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from taomm.datasets.images import ImageError, load_image
 from taomm.datasets.manifest import ManifestEntry, Rejected, iter_json_objects, read_manifest
 from taomm.datasets.store import Item, StoreWriter, is_store
 from taomm.errors import TaommError
-from taomm.text.clean import TitleCleaner
+from taomm.text.clean import make_cleaner
 
 SPLITS = ("train", "val", "test")
 
@@ -108,7 +108,7 @@ def _as_is(sample):
 
 
 def prepare_store(
-    manifest: str | os.PathLike[str],
+    manifest: str | os.PathLike[str] | Iterable[ManifestEntry | Rejected],
     store: str | os.PathLike[str],
     extract: Callable[[torch.Tensor], dict[str, np.ndarray]],
     feature_dim: int,
@@ -121,21 +121,26 @@ def prepare_store(
     on_progress: Callable[[int], None] | None = None,
 ) -> PrepareReport:
     """Prepare ``manifest`` into ``store``. ``extract(image)`` maps a (3, H, W) uint8 image to
-    its regions: boxes (N, 4) pixels, features (N, D), labels (N,), scores (N,)."""
+    its regions: boxes (N, 4) pixels, features (N, D), labels (N,), scores (N,).
+
+    ``manifest`` is a manifest file or the entries of a dataset adapter
+    (:mod:`taomm.datasets.captions`); consecutive entries with the same image (the captions
+    of one photo) share one detection."""
     index, total = shard
     if not 0 <= index < total:
         raise TaommError(f"--shard must be I/N with 0 <= I < N, got {index}/{total}")
     store = Path(store)
     report = PrepareReport(shard=f"{index}/{total}")
     reject = _Quarantine()
-    cleaner = TitleCleaner()
+    cleaner = make_cleaner(language)
     start = time.perf_counter()
+    entries = read_manifest(Path(manifest)) if isinstance(manifest, str | os.PathLike) else manifest
 
     # 1. manifest and titles (cheap, in order); items already stored are only counted
     pending: list[_Pending] = []
     kept_ids: list[tuple[str, str | None]] = []
     done = _stored_ids(store)
-    for entry in read_manifest(Path(manifest)):
+    for entry in entries:
         if isinstance(entry, Rejected):
             # A line without a readable id belongs to shard 0, so it is counted once.
             if in_shard(entry.item_id, index, total) if entry.item_id else index == 0:
@@ -162,12 +167,14 @@ def prepare_store(
     loader = DataLoader(_Images(pending), batch_size=None, num_workers=workers, collate_fn=_as_is)
     with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
                      batch_size=batch_size) as writer:
+        last: tuple[Path | None, dict[str, np.ndarray] | None] = (None, None)
         for i, image, reason, detail in loader:
             item = pending[i]
             if image is None:
                 reject(item.entry.line, item.entry.item_id, reason, detail)
             else:
-                regions = extract(image)
+                regions = last[1] if last[0] == item.entry.image else extract(image)
+                last = (item.entry.image, regions)
                 writer.add(Item(item.entry.item_id, item.title, _word_ends(item.words), int(image.shape[2]),
                                 int(image.shape[1]), regions["boxes"], regions["features"], regions["labels"],
                                 regions["scores"]))
@@ -204,17 +211,22 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def detector_extractor(detector, max_regions: int = 16, min_score: float = 0.1, device: str = "cpu",
-                       bf16: bool = False) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
+                       bf16: bool = False, min_regions: int = 1) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
     """``extract`` for :func:`prepare_store` from a :class:`~taomm.detectors.detector.ProductDetector`."""
     detector = detector.to(device).eval()
 
     def extract(image: torch.Tensor) -> dict[str, np.ndarray]:
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            (regions,) = detector.extract([image.to(device).float().div(255)], max_regions, min_score)
+            (regions,) = detector.extract([image.to(device).float().div(255)], max_regions, min_score,
+                                          min_regions=min_regions)
         return {"boxes": regions["boxes"].float().cpu().numpy(), "features": regions["features"].float().cpu().numpy(),
                 "labels": regions["labels"].cpu().numpy(), "scores": regions["scores"].float().cpu().numpy()}
 
     return extract
+
+
+# image id -> the captions of that image: (item id, caption, split)
+Captions = dict[str, list[tuple[str, str, str | None]]]
 
 
 def prepare_from_features(
@@ -224,7 +236,8 @@ def prepare_from_features(
     taxonomy: str,
     classes: list[str],
     language: str = "zh",
-    captions: str | os.PathLike[str] | None = None,
+    captions: str | os.PathLike[str] | Captions | None = None,
+    rejected: Iterable[Rejected] = (),
     max_regions: int = 16,
     shard: tuple[int, int] = (0, 1),
     batch_size: int = 256,
@@ -234,19 +247,28 @@ def prepare_from_features(
     :mod:`taomm.detectors.foreign`) instead of running the detector.
 
     A KDD row carries its caption (item id ``product_id:query_id``); bottom-up rows take
-    theirs from ``captions`` (JSONL with ``item_id`` = the image id, ``title``, optional
-    ``split``). Rows keep their ``max_regions`` best-scoring regions; bad rows, titles and
-    duplicates are quarantined as in :func:`prepare_store`."""
+    theirs from ``captions``: a JSONL file (``item_id`` = the image id, ``title``, optional
+    ``split``) or, from a dataset adapter, every caption of each image (one item per
+    caption, sharing the row's regions; ``rejected``: the adapter's unusable captions, for
+    the quarantine). Rows keep their ``max_regions`` best-scoring
+    regions; bad rows, titles and duplicates are quarantined as in :func:`prepare_store`."""
     from taomm.detectors.foreign import ForeignFormatError, read_features
 
     index, total = shard
     store = Path(store)
     report = PrepareReport(shard=f"{index}/{total}")
     reject = _Quarantine()
-    titles = _read_captions(Path(captions)) if captions else {}
-    cleaner = TitleCleaner()
+    if captions is None or isinstance(captions, dict):
+        titles = captions or {}
+    else:
+        titles = _read_captions(Path(captions))
+    cleaner = make_cleaner(language)
     done, seen, kept_ids = _stored_ids(store), set(), []
     start = time.perf_counter()
+    for bad in rejected:
+        if in_shard(bad.item_id, index, total) if bad.item_id else index == 0:
+            report.inputs += 1
+            reject(bad.line, bad.item_id, bad.reason, bad.detail)
 
     with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
                      batch_size=batch_size) as writer:
@@ -258,33 +280,27 @@ def prepare_from_features(
                     report.inputs += 1
                     reject(record.line, None, "bad_feature_row", record.reason)
                 continue
-            item_id = f"{record.image_id}:{record.caption_id}" if record.caption_id else record.image_id
-            if not in_shard(item_id, index, total):
-                continue
-            report.inputs += 1
-            title, split = (record.caption, None) if record.caption is not None else titles.get(record.image_id, (None, None))
-            if item_id in seen:
-                reject(line, item_id, "duplicate_id", "the id appeared before")
-                continue
-            seen.add(item_id)
-            if item_id in done:
-                kept_ids.append((item_id, split))
-                continue
-            if title is None:
-                reject(line, item_id, "missing_title", "no caption for this image")
-                continue
-            cleaned = cleaner(title)
-            if not cleaned.kept:
-                reject(line, item_id, cleaned.reason or "empty", cleaned.title[:80])
-                continue
-            if record.num_regions == 0:
-                reject(line, item_id, "no_regions", "the row has no region")
-                continue
-            best = np.argsort(-record.scores, kind="stable")[:max_regions]
-            labels = np.where(record.labels[best] < len(classes), record.labels[best], -1)
-            writer.add(Item(item_id, cleaned.title, _word_ends(cleaned.words), record.width, record.height,
-                            record.boxes[best], record.features[best], labels, record.scores[best]))
-            kept_ids.append((item_id, split))
+            if record.caption is not None:
+                item_id = f"{record.image_id}:{record.caption_id}" if record.caption_id else record.image_id
+                pairs = [(item_id, record.caption, None)]
+            else:
+                pairs = titles.get(record.image_id) or [(record.image_id, None, None)]
+            for item_id, title, split in pairs:
+                if not in_shard(item_id, index, total):
+                    continue
+                report.inputs += 1
+                if item_id in seen:
+                    reject(line, item_id, "duplicate_id", "the id appeared before")
+                    continue
+                seen.add(item_id)
+                if item_id in done:
+                    kept_ids.append((item_id, split))
+                    continue
+                reason = _import_row(writer, cleaner, record, item_id, title, max_regions, len(classes))
+                if reason is None:
+                    kept_ids.append((item_id, split))
+                else:
+                    reject(line, item_id, *reason)
         writer.flush()
         report.written = writer.added
         for name in SPLITS:
@@ -295,11 +311,29 @@ def prepare_from_features(
     return reject.finish(store, report, len(kept_ids))
 
 
-def _read_captions(path: Path) -> dict[str, tuple[str, str | None]]:
-    """image id -> (caption, split) from a JSONL file with item_id, title and split."""
-    out: dict[str, tuple[str, str | None]] = {}
+def _import_row(writer: StoreWriter, cleaner: Callable, record, item_id: str, title: str | None, max_regions: int,
+                num_classes: int) -> tuple[str, str] | None:
+    """Write one imported item; the quarantine reason and detail when it cannot be."""
+    if title is None:
+        return "missing_title", "no caption for this image"
+    cleaned = cleaner(title)
+    if not cleaned.kept:
+        return cleaned.reason or "empty", cleaned.title[:80]
+    if record.num_regions == 0:
+        return "no_regions", "the row has no region"
+    best = np.argsort(-record.scores, kind="stable")[:max_regions]
+    labels = np.where(record.labels[best] < num_classes, record.labels[best], -1)
+    writer.add(Item(item_id, cleaned.title, _word_ends(cleaned.words), record.width, record.height,
+                    record.boxes[best], record.features[best], labels, record.scores[best]))
+    return None
+
+
+def _read_captions(path: Path) -> Captions:
+    """Captions from a JSONL file with item_id (= the image id), title and split."""
+    out: Captions = {}
     for row in iter_json_objects(path):
         if isinstance(row.get("title"), str) and "item_id" in row:
             split = row.get("split")
-            out[str(row["item_id"])] = (row["title"], split if split in SPLITS else None)
+            image_id = str(row["item_id"])
+            out[image_id] = [(image_id, row["title"], split if split in SPLITS else None)]
     return out

@@ -50,7 +50,7 @@ class MaskingOptions:
     match_p: float = 0.5  # ITM: share of matched pairs
     hard_negative_p: float = 0.2  # ITM: share of unmatched pairs with a mined hard negative
     max_text_tokens: int = 40  # [CLS] + title tokens + [SEP], the title truncated to fit
-    max_regions: int = 16
+    max_regions: int = 100  # regions per image kept (further capped by the model's max_regions: 16 zh)
 
     def __post_init__(self) -> None:
         if self.mask_mode not in MASK_MODES:

@@ -4,7 +4,8 @@ The paper's recipe: each caption (an item's title) with its own image and 3 othe
 a 4-way multiple choice over ITM scores. Negative images come partly from hard ones: with
 probability ``hard_p`` each is the image of one of the item's TF-IDF hard-negative captions
 (a similar title of another product), otherwise a random item's image. Images whose title
-equals the caption's are never negatives (they would be right answers). As in pretraining,
+equals the caption's, and other captions' of the same photo (``IMAGE#K`` ids), are never
+negatives (they would be right answers). As in pretraining,
 everything about position ``p`` is drawn from its own generator, so a resumed or
 distributed run reads the same global batches.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from taomm.datasets.pretraining import ItemPositions
+from taomm.datasets.store import image_key
 from taomm.errors import TaommError
 from taomm.text.tokenizer import TitleTokenizer
 
@@ -39,6 +41,7 @@ class RetrievalData(ItemPositions):
         ordinal = self.ordinal_at(position)
         item = self.store[ordinal]
         hard = [int(o) for o in self.pool_negatives(ordinal)]
+        photo = image_key(item.item_id)
         chosen: list[int] = []
         kinds: list[str] = []
         for _ in range(self.negatives):
@@ -49,7 +52,8 @@ class RetrievalData(ItemPositions):
                     pick, kind = candidates[int(rng.integers(0, len(candidates)))], "hard"
                 else:
                     pick, kind = self.random_other(ordinal, int(rng.integers(0, 1 << 62))), "random"
-                if pick not in chosen and self.store[pick].title != item.title:
+                other = self.store[pick]
+                if pick not in chosen and other.title != item.title and image_key(other.item_id) != photo:
                     break
                 if kind == "hard":
                     hard.remove(pick)

@@ -103,6 +103,14 @@ def word_ends_of(words: Sequence[str]) -> np.ndarray:
     return np.cumsum([len(w) for w in words], dtype=np.int64).astype(np.int32)
 
 
+def image_key(item_id: str) -> str:
+    """The photo of an item: ``IMAGE#K`` (the K-th caption of a photo, as the English dataset
+    adapters name items) shares the photo ``IMAGE`` with ``IMAGE#0`` ...; any other id is its
+    own photo. Retrieval evaluation, negatives and mining use it so that another caption of
+    the same photo is never counted as a wrong answer."""
+    return item_id.rsplit("#", 1)[0] if "#" in item_id else item_id
+
+
 def validate_item(item: Item, feature_dim: int, num_classes: int) -> Item:
     """Check ``item`` against the data contract; return it with canonical dtypes."""
     where = f"item {item.item_id!r}"

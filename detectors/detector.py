@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign, nms
 
 from taomm.errors import TaommError
@@ -102,10 +103,12 @@ class ProductDetector(nn.Module):
 
     @torch.no_grad()
     def extract(self, images: list[torch.Tensor], max_regions: int = 16, min_score: float = 0.1,
-                nms_iou: float = 0.3) -> list[dict[str, torch.Tensor]]:
+                nms_iou: float = 0.3, min_regions: int = 1) -> list[dict[str, torch.Tensor]]:
         """Regions per image: class-agnostic NMS over each proposal's best class, score >
-        ``min_score``, at most ``max_regions``, at least one (the whole image when nothing
-        passes). Returns boxes (N, 4) pixels of the input image, features (N, D), labels
+        ``min_score``, at most ``max_regions``; with fewer than ``min_regions`` above the
+        score, the best-scoring others after NMS fill up to it (the bottom-up-attention
+        convention of 10-100 regions for ``en``); at least one (the whole image when no
+        proposal is left). Returns boxes (N, 4) pixels of the input image, features (N, D), labels
         (N,) taxonomy ids, scores (N,)."""
         rcnn = self.rcnn
         sizes = [img.shape[-2:] for img in images]
@@ -126,9 +129,13 @@ class ProductDetector(nn.Module):
             h, w = batch.image_sizes[i]
             best[:, 0::2] = best[:, 0::2].clamp(0, w)
             best[:, 1::2] = best[:, 1::2].clamp(0, h)
-            valid = (score > min_score) & (best[:, 2] - best[:, 0] >= 1) & (best[:, 3] - best[:, 1] >= 1)
+            valid = (best[:, 2] - best[:, 0] >= 1) & (best[:, 3] - best[:, 1] >= 1)
+            if min_regions <= 1:
+                valid &= score > min_score
             keep = valid.nonzero().squeeze(1)
-            keep = keep[nms(best[keep], score[keep], nms_iou)][:max_regions]
+            keep = keep[nms(best[keep], score[keep], nms_iou)]  # by decreasing score
+            confident = int((score[keep] > min_score).sum())
+            keep = keep[: min(max_regions, max(confident, min_regions))]
             scale = torch.tensor([sizes[i][1] / w, sizes[i][0] / h] * 2, device=best.device)
             if len(keep):
                 region = {"boxes": best[keep] * scale, "features": vec[keep], "labels": label[keep], "scores": score[keep]}
@@ -137,6 +144,23 @@ class ProductDetector(nn.Module):
             region["boxes"][:, 0::2] = region["boxes"][:, 0::2].clamp(0, sizes[i][1])
             region["boxes"][:, 1::2] = region["boxes"][:, 1::2].clamp(0, sizes[i][0])
             out.append(region)
+        return out
+
+    @torch.no_grad()
+    def features_at(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Box-head features (N, D) of given regions, e.g. annotated boxes (VCR).
+
+        images: (3, H, W) float in [0, 1]; boxes: (N, 4) pixels of that image. Each image
+        goes through the backbone alone (no padding shared with the other images), so its
+        features do not depend on what else is in the call."""
+        rcnn, heads = self.rcnn, self.rcnn.roi_heads
+        out = []
+        for image, regions in zip(images, boxes, strict=True):
+            batch, _ = rcnn.transform([image])
+            features = rcnn.backbone(batch.tensors)
+            # the transform resized the image: boxes follow into its coordinates
+            scaled = resize_boxes(regions.to(batch.tensors), list(image.shape[-2:]), list(batch.image_sizes[0]))
+            out.append(heads.box_head(heads.box_roi_pool(features, [scaled], batch.image_sizes)))
         return out
 
     def _whole_image(self, features, index, resized, original) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from taomm.datasets.pretraining import normalized_boxes
+from taomm.datasets.store import image_key
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -136,40 +137,66 @@ def rerank_matrix(similarity: np.ndarray, k: int, score: Callable[[np.ndarray, n
 MODES = ("exhaustive", "rerank", "contrastive", "random")
 
 
+def caption_images(item_ids: Sequence[str]) -> tuple[np.ndarray, list[list[int]]]:
+    """Group captions by image: (the first caption row of each image, per caption row the
+    list holding its image's column)."""
+    columns: dict[str, int] = {}
+    first, relevant = [], []
+    for row, item_id in enumerate(item_ids):
+        key = image_key(item_id)
+        if key not in columns:
+            columns[key] = len(first)
+            first.append(row)
+        relevant.append([columns[key]])
+    return np.asarray(first, dtype=np.int64), relevant
+
+
+def _subset(enc: Encoded, rows: np.ndarray) -> Encoded:
+    index = torch.from_numpy(rows)
+    return Encoded(*(getattr(enc, f)[index] for f in ("input_ids", "attention_mask", "region_features",
+                                                         "region_boxes", "region_mask")))
+
+
 def evaluate(model: torch.nn.Module, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], mode: str,
              k: int = 16, batch_size: int = 256, bf16: bool = True, seed: int = 0,
              on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Text -> image R@1/5/10 (and image -> text) over the items ``ordinals``: each title is
-    a query, its own image the relevant answer. Modes: ``exhaustive`` (ITM on every pair),
-    ``rerank`` (the top ``k`` images by contrastive vectors, reranked by ITM), ``contrastive``
-    (the vectors alone), ``random`` (a random ranking, the floor)."""
+    a query, its own image the relevant answer (captions of one photo, ``IMAGE#K``, share a
+    single gallery image, as in Flickr30K's 5 captions per image). Modes: ``exhaustive`` (ITM
+    on every pair), ``rerank`` (the top ``k`` images by contrastive vectors, reranked by ITM),
+    ``contrastive`` (the vectors alone), ``random`` (a random ranking, the floor)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     t0 = time.perf_counter()
     cfg = model.config
-    enc = encode_items(store, ordinals, tokenizer, max_tokens=min(40, cfg.max_position_embeddings),
-                       max_regions=cfg.max_regions)
-    n = len(ordinals)
+    texts = encode_items(store, ordinals, tokenizer, max_tokens=min(40, cfg.max_position_embeddings),
+                         max_regions=cfg.max_regions)
+    first, relevant = caption_images([store[int(o)].item_id for o in ordinals])
+    images = texts if len(first) == len(ordinals) else _subset(texts, first)
+    by_image: list[list[int]] = [[] for _ in first]
+    for row, (col,) in enumerate(relevant):
+        by_image[col].append(row)
+    n, m = len(ordinals), len(first)
     pairs, i2t_pairs = 0, 0
     if mode == "random":
-        scores = np.random.default_rng(seed).random((n, n))
+        scores = np.random.default_rng(seed).random((n, m))
         i2t = scores.T
     elif mode == "exhaustive":
-        scores = exhaustive_scores(model, enc, enc, batch_size, bf16, on_progress)
-        i2t, pairs = scores.T, n * n
+        scores = exhaustive_scores(model, texts, images, batch_size, bf16, on_progress)
+        i2t, pairs = scores.T, n * m
     else:
-        text, image = contrastive_vectors(model, enc, enc, batch_size, bf16)
+        text, image = contrastive_vectors(model, texts, images, batch_size, bf16)
         scores, i2t = text @ image.T, image @ text.T
         if mode == "rerank":
             def itm(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-                return itm_scores(model, enc, enc, rows, cols, batch_size, bf16, on_progress)
+                return itm_scores(model, texts, images, rows, cols, batch_size, bf16, on_progress)
 
             scores, pairs = rerank_matrix(scores, k, itm)
             i2t, i2t_pairs = rerank_matrix(i2t, k, lambda rows, cols: itm(cols, rows))
-    result: dict[str, Any] = {**recall_at_k(scores), "mode": mode, "pairs_scored": pairs,
-                              "seconds": round(time.perf_counter() - t0, 3), "items": n}
+    result: dict[str, Any] = {**recall_at_k(scores, relevant), "mode": mode, "pairs_scored": pairs,
+                              "seconds": round(time.perf_counter() - t0, 3), "items": n, "images": m}
     if mode == "rerank":
         result["k"] = k
         result["image_to_text_pairs_scored"] = i2t_pairs
-    result["image_to_text"] = recall_at_k(i2t)
+    result["image_to_text"] = recall_at_k(i2t, by_image)
     return result

@@ -90,15 +90,9 @@ class InterBertPreTrainedModel(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike[str], **config_overrides: Any):
         """Load a folder written by ``save_pretrained``; ``model.load_report`` lists missing and
         unexpected keys (also logged)."""
-        folder = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise TaommError(f"{folder} is not an InterBERT checkpoint (no {name})")
-        config = InterBertConfig.from_json_file(folder / CONFIG_NAME)
-        for key, value in config_overrides.items():
-            setattr(config, key, value)
+        config, state = read_checkpoint(directory, **config_overrides)
         model = cls(config)
-        model.load_state(load_file(str(folder / WEIGHTS_NAME)))
+        model.load_state(state)
         return model
 
     def load_state(self, state: dict[str, torch.Tensor]) -> LoadReport:
@@ -164,6 +158,19 @@ class InterBertPreTrainedModel(nn.Module):
                     raise TaommError(f"{source}: {src} has shape {tuple(bert_state[src].shape)}, "
                                      f"{dst} expects {tuple(own[dst].shape)}")
                 own[dst].copy_(bert_state[src])
+
+
+def read_checkpoint(directory: str | os.PathLike[str], **config_overrides: Any
+                    ) -> tuple[InterBertConfig, dict[str, torch.Tensor]]:
+    """The config (with overrides) and the weights of a folder written by ``save_pretrained``."""
+    folder = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise TaommError(f"{folder} is not an InterBERT checkpoint (no {name})")
+    config = InterBertConfig.from_json_file(folder / CONFIG_NAME)
+    for key, value in config_overrides.items():
+        setattr(config, key, value)
+    return config, load_file(str(folder / WEIGHTS_NAME))
 
 
 def bert_key_map(num_layers: int) -> list[tuple[str, str]]:

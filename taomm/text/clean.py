@@ -84,6 +84,15 @@ class TitleCleaner:
         return CleanTitle(raw, text, tuple(words), True, None)
 
 
+def make_cleaner(language: str = "zh"):
+    """The title pipeline of a language: ``TitleCleaner`` (zh) or ``CaptionCleaner`` (en)."""
+    if language == "en":
+        from taomm.text.english import CaptionCleaner
+
+        return CaptionCleaner()
+    return TitleCleaner()
+
+
 _worker_cleaner: TitleCleaner | None = None
 
 

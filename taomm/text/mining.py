@@ -2,7 +2,7 @@
 
 Definition (DESIGN.md section 7, exact, no approximation):
 
-- Tokens: a caption's words, lower-cased; empty and whitespace-only words are dropped.
+- Tokens: a caption's words, stripped and lower-cased; empty and whitespace-only words are dropped.
 - TF-IDF as scikit-learn's ``TfidfVectorizer`` defaults: raw counts, smooth idf
   ``ln((1 + n) / (1 + df)) + 1``, rows l2-normalised (float64).
 - Similarity: cosine (a dot product of rows), rounded to float32 before it is compared,
@@ -43,8 +43,9 @@ import scipy.sparse as sp
 
 
 def tokens(words: Sequence[str]) -> list[str]:
-    """The mining tokens of a caption: its words lower-cased, blank words dropped."""
-    return [w.lower() for w in words if w and not w.isspace()]
+    """The mining tokens of a caption: its words stripped (English words carry their leading
+    space) and lower-cased, blank words dropped."""
+    return [w.strip().lower() for w in words if w and not w.isspace()]
 
 
 def tfidf_matrix(docs: Sequence[Sequence[str]]) -> sp.csr_matrix:

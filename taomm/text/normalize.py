@@ -49,14 +49,15 @@ def has_chinese(text: str) -> bool:
     return _CJK.search(text) is not None
 
 
-def normalize_title(text: str) -> str:
-    """The normalised form of a raw title (see the module docstring)."""
+def normalize_title(text: str, simplify: bool = True) -> str:
+    """The normalised form of a raw title (see the module docstring); ``simplify=False``
+    skips the traditional -> simplified conversion (English captions)."""
     for _ in range(3):  # NFKC and t2s can each expose work for the other; stop at a fixed point
         out = _strip_markup(text)
         out = unicodedata.normalize("NFKC", out)
         out = _drop_invisible(out)
         out = " ".join(out.split())
-        if not out.isascii():
+        if simplify and not out.isascii():
             out = _t2s().convert(out)
         if out == text:
             break

@@ -91,6 +91,10 @@ class TrainTask(Protocol):
     def flops(self, batch: dict[str, torch.Tensor]) -> float:
         """Matmul FLOPs of a training step (forward + backward) on this batch."""
 
+    # Optional: ``after_step(model)`` runs after each optimizer step (on the unwrapped model,
+    # e.g. to update a moving average of the weights); ``extra_state()`` returns tensors saved
+    # with each checkpoint and ``load_extra_state(state)`` takes them back on resume.
+
 
 @dataclass
 class TrainResult:
@@ -165,6 +169,8 @@ class Trainer:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start, skipped = int(state["step"]), int(state["skipped"])
+            if "task_state" in state and hasattr(task, "load_extra_state"):
+                task.load_extra_state(state["task_state"])
             if info.is_main:
                 log.info("resuming from %s (step %d)", latest[1], start)
         elif latest is not None:
@@ -245,6 +251,8 @@ class Trainer:
                     bad_in_row = 0
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if hasattr(task, "after_step"):
+                        task.after_step(model)
                 with warnings.catch_warnings():  # a skipped first step has no optimizer.step() before
                     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                     scheduler.step()
@@ -277,7 +285,7 @@ class Trainer:
                 if on_step is not None and info.is_main:
                     on_step(step, last)
                 if step % cfg.save_every == 0 or step == cfg.max_steps or self._stop:
-                    self._save(run, step, model, optimizer, scheduler, skipped)
+                    self._save(run, step, model, optimizer, scheduler, skipped, task)
                 if self._stop and step < cfg.max_steps:
                     stopped = True
                     if info.is_main:
@@ -296,10 +304,12 @@ class Trainer:
                            (step - start) * cfg.batch_size / max(seconds, 1e-9), last)
 
     def _save(self, run: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: Any, skipped: int) -> None:
+              scheduler: Any, skipped: int, task: TrainTask) -> None:
         state = {"step": step, "skipped": skipped, "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "config": _plain(asdict(self.config)),
                  "world_size": self.info.world_size}
+        if hasattr(task, "extra_state"):
+            state["task_state"] = task.extra_state()
         save_checkpoint(run, step, model, state, _get_rng(), self.info, self.config.keep_last)
 
 
