@@ -251,3 +251,18 @@ def test_prepare_english_datasets_from_the_cli(tmp_path: Path, monkeypatch: pyte
     assert bad.exit_code == 1 and "needs SOURCE" in bad.output
     bad = runner.invoke(app, ["prepare", str(source), "--format", "tsv", "--out", "x"])
     assert bad.exit_code == 1 and "--format must be one of" in bad.output
+
+
+def test_retrieval_evaluation_counts_each_photo_once(tmp_path: Path) -> None:
+    from taomm.model import InterBertConfig, InterBertForRetrieval
+    from taomm.retrieval import evaluate
+
+    store = FeatureStore(build_english_store(tmp_path / "store"))  # 24 captions, 2 per photo
+    tokenizer = TitleTokenizer(minilm_vocab())
+    torch.manual_seed(0)
+    model = InterBertForRetrieval(InterBertConfig.from_preset("tiny", "en", vocab_size=len(tokenizer),
+                                                              region_feature_dim=16)).eval()
+    exhaustive = evaluate(model, store, tokenizer, np.arange(24), "exhaustive", bf16=False)
+    assert (exhaustive["items"], exhaustive["images"], exhaustive["pairs_scored"]) == (24, 12, 24 * 12)
+    rerank = evaluate(model, store, tokenizer, np.arange(24), "rerank", k=12, bf16=False)
+    assert rerank["R@1"] == exhaustive["R@1"] and rerank["R@10"] == exhaustive["R@10"]  # K = all photos
