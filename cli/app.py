@@ -8,6 +8,7 @@ import typer
 
 from taomm import __version__
 from taomm.cli import catalog as catalog
+from taomm.cli import demo as demo
 from taomm.cli import detector as detector
 from taomm.cli import glue as glue
 from taomm.cli import mining as mining
@@ -49,6 +50,7 @@ def _root(
     """Chinese e-commerce multimodal learning with InterBERT."""
 
 
+demo.register(app)
 workspace.register(app)
 catalog.register(app)
 detector.register(app)

@@ -105,13 +105,16 @@ def search_command(
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Results to show.")] = 10,
     rerank: Annotated[int, typer.Option("--rerank", min=1, help="Candidates reranked by ITM.")] = 16,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Vector search only.")] = False,
+    target: Annotated[str, typer.Option("--target", help="item: the listings' vectors (photo + title); image: "
+                                        "the photos alone.")] = "item",
     device: Annotated[str, typer.Option("--device")] = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Text-to-image search: clean the query like a title, encode it, recall candidates from
-    the image vectors with faiss and rerank the top ones with image-text matching."""
-    hits = _engine(index, workspace, device).search(query, k=k, rerank=0 if no_rerank else rerank)
+    the item vectors (or the image vectors) with faiss and rerank the top ones with
+    image-text matching."""
+    hits = _engine(index, workspace, device).search(query, k=k, rerank=0 if no_rerank else rerank, target=target)
     if json_out:
         print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
         return

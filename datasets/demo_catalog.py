@@ -12,7 +12,7 @@ Output folder::
     items.jsonl        item_id, title, image (relative path), split, attributes, title_noise
     images/*.jpg       one drawing per item
     annotations.json   COCO detection boxes (category_id = taobao33 id), each with the
-                       box's colour and pattern under "attributes"
+                       box's colour, pattern, product and style under "attributes"
     queries.jsonl      held-out queries over the test split: query, relevant item ids,
                        and the attribute constraints they were built from
 
@@ -231,11 +231,21 @@ def render_item(seed: int, index: int, attrs: dict[str, Any], size: int) -> tupl
         tight = draw_object(canvas, obj["product_key"], obj.get("style"), tuple(int(c) for c in rgb),
                             obj["pattern"], box, rng)
         if tight is not None:
-            out.append({"box": tight, "category_id": obj["category_id"],
-                        "attributes": {"colour": obj["colour"], "pattern": obj["pattern"]}})
+            out.append({"box": tight, "category_id": obj["category_id"], "attributes": box_attributes(obj)})
     buf = io.BytesIO()
     canvas.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue(), out
+
+
+def box_attributes(obj: dict[str, Any]) -> dict[str, str]:
+    """What a box's annotation carries for the detector's attribute head: colour, pattern,
+    the product within its coarse class (连衣裙 vs 半身裙, both "skirt & dress") and its
+    visible style (荷叶边 ...) when it has one: what titles and queries name and the 33
+    classes alone do not separate."""
+    out = {"colour": obj["colour"], "pattern": obj["pattern"], "product": obj["product"]}
+    if obj.get("style"):
+        out["style"] = obj["style"]
+    return out
 
 
 def _render_job(job: tuple[int, int, dict[str, Any], int]) -> tuple[bytes, list[dict[str, Any]]]:
@@ -358,7 +368,8 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
         "images": coco_images,
         "annotations": coco_annotations,
         "categories": [{"id": i, "name": name, "supercategory": "product"} for i, name in enumerate(taxonomy.classes)],
-        "attribute_vocab": {"colour": [c.name for c in vocab.COLOURS], "pattern": [p.name for p in vocab.PATTERNS]},
+        "attribute_vocab": {"colour": [c.name for c in vocab.COLOURS], "pattern": [p.name for p in vocab.PATTERNS],
+                            "product": [p.name for p in vocab.PRODUCTS], "style": list(vocab.STYLES)},
     }
     (out / "annotations.json").write_text(json.dumps(coco, ensure_ascii=False), "utf-8")
     queries = build_queries(records, max_queries)

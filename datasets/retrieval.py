@@ -8,6 +8,12 @@ equals the caption's, and other captions' of the same photo (``IMAGE#K`` ids), a
 negatives (they would be right answers). As in pretraining,
 everything about position ``p`` is drawn from its own generator, so a resumed or
 distributed run reads the same global batches.
+
+Beyond the paper, each example also carries a *query*: with probability ``query_p`` a
+random subset of the caption's words (each kept with probability ``query_keep``, at least
+one), else the caption itself. Shoppers type a few attribute words ("波点荷叶边裙"), not a
+seller's 30-character title; the contrastive losses train on these queries so the text
+encoder sees short queries too.
 """
 
 from __future__ import annotations
@@ -28,13 +34,17 @@ class RetrievalData(ItemPositions):
     stream = 2
 
     def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
-                 negatives: int = 3, hard_p: float = 0.5, max_text_tokens: int = 40, max_regions: int = 16) -> None:
+                 negatives: int = 3, hard_p: float = 0.5, max_text_tokens: int = 40, max_regions: int = 16,
+                 query_p: float = 0.5, query_keep: float = 0.5) -> None:
         super().__init__(store, tokenizer, ordinals, seed, max_text_tokens, max_regions)
         if negatives < 1 or negatives >= len(self.ordinals):
             raise TaommError(f"need 1 <= negatives < {len(self.ordinals)} items, not {negatives}")
         if not 0.0 <= hard_p <= 1.0:
             raise TaommError(f"hard-negative share must be within [0, 1], not {hard_p}")
+        if not (0.0 <= query_p <= 1.0 and 0.0 < query_keep <= 1.0):
+            raise TaommError(f"query share and keep probability must be within [0, 1], not {query_p}, {query_keep}")
         self.negatives, self.hard_p = negatives, hard_p
+        self.query_p, self.query_keep = query_p, query_keep
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         rng = self.rng(position)
@@ -60,15 +70,32 @@ class RetrievalData(ItemPositions):
             chosen.append(pick)
             kinds.append(kind)
         ids, _ = self.title_tokens(item.words)
+        query = query_words(item.words, rng, self.query_keep) if rng.random() < self.query_p else item.words
+        query_ids, _ = self.title_tokens(query)
         images = [self.regions(self.store[o]) for o in (ordinal, *chosen)]
-        return {"input_ids": self.wrap(ids), "images": images, "ordinal": ordinal, "negatives": chosen,
-                "kinds": kinds}
+        return {"input_ids": self.wrap(ids), "query_ids": self.wrap(query_ids), "images": images, "ordinal": ordinal,
+                "negatives": chosen, "kinds": kinds}
+
+
+def query_words(words: Sequence[str], rng: np.random.Generator, keep: float = 0.5) -> list[str]:
+    """A query-like subset of a caption's words (in order): each word kept with probability
+    ``keep``, blanks dropped, at least one word."""
+    real = [w for w in words if w.strip()]
+    if not real:
+        return list(words)
+    kept = rng.random(len(real)) < keep
+    if not kept.any():
+        kept[rng.integers(len(real))] = True
+    return [w for w, k in zip(real, kept, strict=True) if k]
 
 
 def collate_retrieval(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Captions (B, T) and their candidate images (B, C, R, ...), the right one first."""
+    """Captions (B, T), their queries (B, Q) and their candidate images (B, C, R, ...), the
+    right one first."""
     B, C = len(examples), len(examples[0]["images"])
     T = max(len(e["input_ids"]) for e in examples)
+    Q = max(len(e["query_ids"]) for e in examples)
+    query_ids = np.full((B, Q), pad_id, dtype=np.int64)
     R = max(1, max(len(boxes) for e in examples for _, boxes in e["images"]))
     D = examples[0]["images"][0][0].shape[1]
     input_ids = np.full((B, T), pad_id, dtype=np.int64)
@@ -77,9 +104,11 @@ def collate_retrieval(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> di
     region_mask = np.zeros((B, C, R), dtype=bool)
     for i, e in enumerate(examples):
         input_ids[i, : len(e["input_ids"])] = e["input_ids"]
+        query_ids[i, : len(e["query_ids"])] = e["query_ids"]
         for j, (f, b) in enumerate(e["images"]):
             features[i, j, : len(b)], boxes[i, j, : len(b)], region_mask[i, j, : len(b)] = f, b, True
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(input_ids != pad_id),
             "region_features": torch.from_numpy(features), "region_boxes": torch.from_numpy(boxes),
-            "region_mask": torch.from_numpy(region_mask),
+            "region_mask": torch.from_numpy(region_mask), "query_ids": torch.from_numpy(query_ids),
+            "query_mask": torch.from_numpy(query_ids != pad_id),
             "ordinals": torch.tensor([e["ordinal"] for e in examples], dtype=torch.long)}

@@ -48,7 +48,7 @@ class DetectorConfig:
     rpn_pre_nms_top_n_train: int = 600
     rpn_post_nms_top_n_train: int = 300
     rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_test: int = 150
+    rpn_post_nms_top_n_test: int = 50  # 150 costs 2x the extraction time (measured); products are 1-3 a photo
     box_batch_size_per_image: int = 32  # 128 costs 1.8x the step time on CPU (measured)
     attributes: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"colour": [...], "pattern": [...]}
 
@@ -86,7 +86,8 @@ class ProductDetector(nn.Module):
 
     def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Training losses. images: (3, H, W) float in [0, 1]; targets: boxes (N, 4) pixels,
-        labels (N,) taxonomy ids, optionally attributes (N, A) multi-hot."""
+        labels (N,) taxonomy ids, optionally attributes (N, A): one-hot per attribute group
+        (all zero in a group the box does not have)."""
         rcnn = self.rcnn
         shifted = [{**t, "labels": t["labels"] + 1} for t in targets]  # background is 0 inside
         batch, shifted = rcnn.transform(images, shifted)
@@ -97,9 +98,25 @@ class ProductDetector(nn.Module):
         if self.attribute_head is not None and all("attributes" in t for t in targets):
             gt_boxes = [t["boxes"] for t in shifted]
             vectors = rcnn.roi_heads.box_head(rcnn.roi_heads.box_roi_pool(features, gt_boxes, batch.image_sizes))
-            wanted = torch.cat([t["attributes"] for t in targets]).to(vectors.dtype)
-            losses["loss_attributes"] = F.binary_cross_entropy_with_logits(self.attribute_head(vectors), wanted)
+            wanted = torch.cat([t["attributes"] for t in targets])
+            losses["loss_attributes"] = self.attribute_loss(self.attribute_head(vectors).float(), wanted)
         return losses
+
+    def attribute_loss(self, logits: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        """Each attribute group (colour, pattern ...) holds one value per box: a softmax
+        cross-entropy per group over the boxes that have it, averaged over the groups. (A
+        binary loss averaged over every attribute dimension gave a gradient too weak to keep
+        colour in the features: a linear probe read colour at 38% from them; summed over
+        groups instead of averaged, it swamped the detection losses: mAP@0.5 0.07. Measured.)"""
+        losses = []
+        start = 0
+        for values in self.config.attributes.values():
+            part, target = logits[:, start:start + len(values)], wanted[:, start:start + len(values)]
+            start += len(values)
+            has = target.sum(1) > 0
+            if has.any():
+                losses.append(F.cross_entropy(part[has], target[has].argmax(1)))
+        return torch.stack(losses).mean() if losses else logits.new_zeros(())
 
     @torch.no_grad()
     def extract(self, images: list[torch.Tensor], max_regions: int = 16, min_score: float = 0.1,

@@ -2,8 +2,9 @@
 
 - search: the query goes through the title pipeline (normalise, Chinese check, spam filter,
   segmentation) and the tokenizer, the text encoder gives its vector, faiss recalls
-  candidates among the image vectors, and ITM reranks the top K (the store supplies their
-  regions);
+  candidates among the item vectors (photo and title together: a listing is what a shopper
+  finds; ``target="image"`` searches the photos alone), and ITM reranks the top K (the store
+  supplies their regions);
 - recommend: the nearest items by the cross-modal item vector, the item itself excluded.
 """
 
@@ -125,17 +126,20 @@ class SearchEngine:
     # --- search and recommend ------------------------------------------------------------
 
     @torch.no_grad()
-    def search(self, query: str, k: int = 10, rerank: int = 16) -> list[Hit]:
+    def search(self, query: str, k: int = 10, rerank: int = 16, target: str = "item") -> list[Hit]:
         """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
-        search are reordered by ITM (0: vector search only). Scores: the ITM match logit
-        for reranked items, the cosine similarity of the vectors otherwise."""
+        search are reordered by ITM (0: vector search only). ``target``: the vectors searched,
+        ``image`` (the photo alone) or ``item`` (photo and title together). Scores: the ITM
+        match logit for reranked items, the cosine similarity of the vectors otherwise."""
+        if target not in ("image", "item"):
+            raise TaommError(f"search target must be image or item, not {target!r}")
         words = self.clean_query(query)
         ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
         input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
         mask = torch.ones_like(input_ids, dtype=torch.bool)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             vector = self.model.encode_text(input_ids, mask).float().cpu().numpy()
-        scores, rows = self.index.search("image", vector, max(k, rerank))
+        scores, rows = self.index.search(target, vector, max(k, rerank))
         scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
         if rerank > 0 and len(rows):
             top = rows[:rerank]

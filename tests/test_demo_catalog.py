@@ -86,7 +86,7 @@ def test_coco_annotations_are_valid(catalog: Path) -> None:
             x, y, w, h = ann["bbox"]
             assert x >= 0 and y >= 0 and w > 0 and h > 0
             assert x + w <= info["width"] and y + h <= info["height"]
-            assert set(ann["attributes"]) == {"colour", "pattern"}
+            assert {"colour", "pattern", "product"} <= set(ann["attributes"]) <= {"colour", "pattern", "product", "style"}
 
 
 def test_queries_point_at_matching_test_items(catalog: Path) -> None:

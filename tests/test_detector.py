@@ -74,8 +74,10 @@ def test_coco_dataset_and_splits(catalog: Path) -> None:
     data = CocoBoxes(catalog / "annotations.json", catalog / "images")
     image, target, image_id = data[0]
     assert image.shape == (3, 96, 96) and image.min() >= 0 and image.max() <= 1
-    assert target["boxes"].shape[1] == 4 and target["attributes"].shape[1] == 11 + 5
-    assert (target["attributes"].sum(1) == 2).all()  # one colour, one pattern
+    vocab = data.attribute_vocab
+    assert target["boxes"].shape[1] == 4 and target["attributes"].shape[1] == sum(len(v) for v in vocab.values())
+    assert len(vocab["colour"]) == 11 and len(vocab["pattern"]) == 5 and "荷叶边" in vocab["style"]
+    assert ((target["attributes"].sum(1) >= 3) & (target["attributes"].sum(1) <= 4)).all()  # + style when any
     train = image_ids_for_split(catalog / "annotations.json", catalog / "items.jsonl", "train")
     test = image_ids_for_split(catalog / "annotations.json", catalog / "items.jsonl", "test")
     assert train and test and not set(train) & set(test)
@@ -125,3 +127,18 @@ def test_cli_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 1 and "not a taomm detector" in result.stderr
     result = runner.invoke(app, ["prepare", "items.jsonl", "--out", "s", "--detector", "d", "--shard", "x"])
     assert result.exit_code == 1
+
+
+def test_attribute_loss_is_a_cross_entropy_per_group() -> None:
+    torch.manual_seed(0)
+    config = DetectorConfig(classes=CLASSES[:3], representation_size=16,
+                            attributes={"colour": ["红", "蓝", "白"], "style": ["荷叶边", "百褶"]})
+    detector = ProductDetector(config)
+    logits = torch.randn(3, 5)
+    wanted = torch.tensor([[1, 0, 0, 0, 1], [0, 0, 1, 0, 0], [0, 1, 0, 1, 0]], dtype=torch.float32)  # box 1: no style
+    import torch.nn.functional as F
+
+    expected = (F.cross_entropy(logits[:, :3], torch.tensor([0, 2, 1])) +
+                F.cross_entropy(logits[[0, 2], 3:], torch.tensor([1, 0]))) / 2
+    assert torch.allclose(detector.attribute_loss(logits, wanted), expected)
+    assert detector.attribute_loss(logits, torch.zeros(3, 5)) == 0  # no attribute at all: nothing to learn

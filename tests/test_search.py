@@ -114,6 +114,18 @@ def test_search_and_recommend(engine: SearchEngine, catalog) -> None:
     assert len(plain) == 5 and plain[0].score >= plain[-1].score
     assert {h.item_id for h in engine.search("红色波点半身裙", k=8, rerank=8)} == \
         {h.item_id for h in engine.search("红色波点半身裙", k=8, rerank=0)}  # rerank reorders the same 8
+    ids = engine.tokenizer.encode_words(engine.clean_query("红色波点半身裙")).ids
+    input_ids = torch.tensor([[engine.tokenizer.cls_id, *ids, engine.tokenizer.sep_id]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=engine.bf16):
+        query = engine.model.encode_text(input_ids, torch.ones_like(input_ids, dtype=torch.bool)).float().numpy()[0]
+    for target in ("image", "item"):  # vector search alone: the nearest vectors of that kind
+        hits = engine.search("红色波点半身裙", k=3, rerank=0, target=target)
+        brute = np.argsort(-(np.asarray(engine.index.vectors[target], dtype=np.float32) @ query))[:3]
+        assert [h.item_id for h in hits] == [engine.index.item_ids[i] for i in brute]
+    assert [h.item_id for h in engine.search("红色波点半身裙", k=5, rerank=0)] == \
+        [h.item_id for h in engine.search("红色波点半身裙", k=5, rerank=0, target="item")]  # the default
+    with pytest.raises(TaommError, match="target"):
+        engine.search("红色波点半身裙", target="title")
     similar = engine.recommend("p00003", k=5)
     assert len(similar) == 5 and "p00003" not in {h.item_id for h in similar}
     with pytest.raises(TaommError, match="unknown item id"):

@@ -1,0 +1,374 @@
+"""`taomm demo`: the whole pipeline on the generated demo catalog, stage by stage, resumable.
+
+Stages, in order (each a function of the :class:`Demo` below, calling the same library
+functions as the commands of the same names):
+
+catalog    generate the demo catalog (``taomm init --demo``)
+detector   train the product detector on the catalog's boxes (``taomm train-detector``)
+prepare    titles + images -> the feature store, bad titles quarantined (``taomm prepare``)
+negatives  TF-IDF hard negatives (``taomm mine-negatives``)
+vocab      a WordPiece vocabulary of the titles (``taomm build-vocab``)
+pretrain   MSM + MRM + ITM-hn (+ ITC) pretraining (``taomm pretrain``)
+finetune   retrieval finetuning (``taomm finetune-retrieval``)
+evaluate   text -> image R@1/5/10 on the test split: random, zero-shot, finetuned
+export     item vectors -> the faiss index (``taomm export-embeddings``)
+search     example searches and a recommendation; precision@5 over the held-out queries
+
+A finished stage is recorded in ``WORKDIR/demo.json`` with its summary and time; a rerun
+skips it (training stages also resume from their last checkpoint), so an interrupted demo
+continues where it stopped. The work folder is a workspace: afterwards ``taomm search
+"波点荷叶边裙"`` (and every other command) works there without paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taomm.errors import TaommError
+
+STATE_FILE = "demo.json"
+STAGES = ("catalog", "detector", "prepare", "negatives", "vocab", "pretrain", "finetune", "evaluate", "export",
+          "search")
+FLAGSHIP_QUERY = "波点荷叶边裙"
+
+# progress(label, total) -> a context manager yielding advance(n): the CLI passes rich bars
+Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of every stage. The defaults take about 15 minutes on 2 CPU cores (measured,
+    see the README); :meth:`quick` is a small version for tests (under 2 minutes)."""
+
+    items: int = 2000  # products in the catalog
+    seed: int = 0
+    image_size: int = 192  # catalog drawings, pixels
+    detector_steps: int = 250  # SGD steps of batch 8 at 128 px (about 0.9 s each on 2 cores)
+    detector_image_size: int = 128
+    preset: str = "mini"  # InterBERT size: H=256, 2 interaction + 1 + 1 extractor layers (CPU)
+    pretrain_steps: int = 150  # short: on 1.5k items longer pretraining memorises (README)
+    pretrain_lr: float = 3e-4  # at 1e-3 the image [CLS] collapses within 150 steps (measured)
+    finetune_steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3  # finetuning a small model from scratch, not the paper's BERT-initialised 4e-5
+    itc: float = 1.0  # contrastive pretraining task, without which a model from scratch stalls
+    rerank: int = 16  # ITM rerank of the vector search's top K
+    workers: int = 2
+
+    @classmethod
+    def quick(cls) -> DemoConfig:
+        return cls(items=240, detector_steps=30, detector_image_size=96, pretrain_steps=20, finetune_steps=40,
+                   batch_size=16)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StageRecord:
+    seconds: float
+    summary: dict[str, Any]
+
+
+class Demo:
+    """The demo's work folder: a workspace plus the record of finished stages."""
+
+    def __init__(self, workdir: str | os.PathLike[str], config: DemoConfig, progress: Progress,
+                 device: str | None = None) -> None:
+        self.root = Path(workdir).resolve()
+        self.config = config
+        self.progress = progress
+        self.device = device
+        self.state_path = self.root / STATE_FILE
+        self.records: dict[str, StageRecord] = {}
+        if not self.state_path.is_file() and (self.root / "taomm.toml").is_file():
+            raise TaommError(f"{self.root} is a workspace not made by taomm demo: choose another --workdir")
+        if self.state_path.is_file():
+            state = json.loads(self.state_path.read_text("utf-8"))
+            if state.get("config") != config.to_json():
+                changed = sorted(k for k, v in config.to_json().items() if state.get("config", {}).get(k) != v)
+                raise TaommError(f"{self.root} holds a demo made with other settings ({', '.join(changed)}): "
+                                 "use another --workdir, or --restart to start it again")
+            self.records = {k: StageRecord(**v) for k, v in state.get("stages", {}).items()}
+
+    # --- paths ---------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    # --- running -------------------------------------------------------------------------
+
+    def pending(self) -> list[str]:
+        return [s for s in STAGES if s not in self.records]
+
+    def run(self, stage: str) -> StageRecord:
+        """Run one stage (or return its record when it already ran)."""
+        if stage in self.records:
+            return self.records[stage]
+        start = time.perf_counter()
+        summary = getattr(self, f"_{stage}")()
+        record = StageRecord(round(time.perf_counter() - start, 1), summary)
+        self.records[stage] = record
+        self._save()
+        return record
+
+    def _save(self) -> None:
+        state = {"config": self.config.to_json(), "stages": {k: asdict(v) for k, v in self.records.items()}}
+        tmp = self.state_path.with_name(STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", "utf-8")
+        os.replace(tmp, self.state_path)
+
+    # --- stages --------------------------------------------------------------------------
+
+    def _catalog(self) -> dict[str, Any]:
+        from taomm.datasets.demo_catalog import generate_catalog
+        from taomm.workspace import ModelSettings, Sources, WorkspaceConfig, write_workspace
+
+        cfg = self.config
+        sources = Sources(manifest="catalog/items.jsonl", annotations="catalog/annotations.json",
+                          queries="catalog/queries.jsonl")
+        write_workspace(self.root, WorkspaceConfig(sources=sources, model=ModelSettings(preset=cfg.preset)),
+                        overwrite=True)
+        with self.progress("drawing products", cfg.items) as advance:
+            summary = generate_catalog(self.catalog, items=cfg.items, seed=cfg.seed, image_size=cfg.image_size,
+                                       workers=max(1, cfg.workers), overwrite=True, on_progress=advance)
+        return {"items": summary.items, "splits": summary.splits, "queries": summary.queries,
+                "bad_titles": summary.title_noise}
+
+    def _detector(self) -> dict[str, Any]:
+        from taomm.detectors.detector import ProductDetector
+        from taomm.detectors.training import evaluate_detector, image_ids_for_split, train_detector
+        from taomm.taxonomy import load_taxonomy
+
+        cfg = self.config
+        out = self.runs / "detector"
+        annotations, manifest = self.catalog / "annotations.json", self.catalog / "items.jsonl"
+        with self.progress("training the detector", cfg.detector_steps) as advance:
+            result = train_detector(annotations, self.catalog / "images", out, list(load_taxonomy("taobao33").classes),
+                                    max_steps=cfg.detector_steps, image_size=cfg.detector_image_size,
+                                    workers=cfg.workers, seed=cfg.seed, device=self._device(),
+                                    image_ids=image_ids_for_split(annotations, manifest, "train"),
+                                    on_step=lambda step, loss: advance(1))
+        test = image_ids_for_split(annotations, manifest, "test")
+        with self.progress("evaluating the detector", len(test)) as advance:
+            metrics = evaluate_detector(ProductDetector.load(out), annotations, self.catalog / "images",
+                                        image_ids=test, workers=cfg.workers, on_batch=advance)
+        return {"steps": result.steps, "final_loss": round(result.final_loss, 3),
+                "mAP": round(metrics["mAP"], 3), "mAP@0.5": round(metrics["mAP@0.5"], 3)}
+
+    def _prepare(self) -> dict[str, Any]:
+        from taomm.datasets.prepare import detector_extractor, prepare_store
+        from taomm.detectors.detector import ProductDetector
+
+        model = ProductDetector.load(self.runs / "detector")
+        device = self._device()
+        with self.progress("preparing items", self.config.items) as advance:
+            report = prepare_store(self.catalog / "items.jsonl", self.store,
+                                   detector_extractor(model, device=device, bf16=True),
+                                   feature_dim=model.config.representation_size, taxonomy="taobao33",
+                                   classes=model.config.classes, workers=self.config.workers,
+                                   on_progress=advance)
+        return {"inputs": report.inputs, "ok": report.ok, "quarantined": report.quarantined,
+                "reasons": report.reasons}
+
+    def _negatives(self) -> dict[str, Any]:
+        from taomm.datasets.store import FeatureStore, StoreWriter
+        from taomm.text.mining import mine_hard_negatives
+
+        with FeatureStore(self.store) as fs:
+            docs, meta = [item.words for item in fs], fs.meta
+        with self.progress("mining hard negatives", len(docs)) as advance:
+            indices, _ = mine_hard_negatives(docs, on_progress=advance)
+        with StoreWriter(self.store, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
+                         classes=meta.classes) as writer:
+            writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
+        return {"items": len(docs), "mean_negatives": round(float((indices >= 0).sum(1).mean()), 1)}
+
+    def _vocab(self) -> dict[str, Any]:
+        from taomm.datasets.store import FeatureStore, StoreWriter
+        from taomm.text.tokenizer import TitleTokenizer, train_vocab
+
+        with FeatureStore(self.store) as fs:
+            titles, meta = [item.title for item in fs], fs.meta
+        vocab = train_vocab(titles, self.store / "vocab.txt")
+        info = TitleTokenizer(vocab).info()
+        with StoreWriter(self.store, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
+                         classes=meta.classes) as writer:
+            writer.set_tokenizer({**info, "vocab_file": str(vocab)})
+        return {"vocab_size": info["vocab_size"]}
+
+    def _pretrain(self) -> dict[str, Any]:
+        from taomm.model import InterBertConfig
+        from taomm.train.pretrain import pretrain
+
+        cfg = self.config
+        run = self.runs / "pretrain"
+        with self.progress("pretraining", cfg.pretrain_steps) as advance:
+            result, _ = pretrain(self.store, run, model_config=InterBertConfig.from_preset(cfg.preset),
+                                 train=self._train_config(cfg.pretrain_steps, cfg.pretrain_lr), itc_weight=cfg.itc,
+                                 resume=_has_checkpoint(run), device=self._device(),
+                                 on_step=lambda step, metrics: advance(1))
+        return _training_summary(result)
+
+    def _finetune(self) -> dict[str, Any]:
+        from taomm.train.finetune import finetune_retrieval
+
+        cfg = self.config
+        run = self.runs / "retrieval"
+        with self.progress("finetuning retrieval", cfg.finetune_steps) as advance:
+            result, _ = finetune_retrieval(self.store, self.runs / "pretrain", run,
+                                           train=self._train_config(cfg.finetune_steps),
+                                           resume=_has_checkpoint(run), device=self._device(),
+                                           on_step=lambda step, metrics: advance(1))
+        return _training_summary(result)
+
+    def _evaluate(self) -> dict[str, Any]:
+        from taomm.datasets.sharded import open_store
+        from taomm.model import InterBertForPretraining, InterBertForRetrieval
+        from taomm.model.pretrained import VOCAB_NAME
+        from taomm.retrieval import evaluate
+        from taomm.text.tokenizer import TitleTokenizer
+
+        k = self.config.rerank
+        rows: dict[str, dict[str, Any]] = {}
+        with open_store(self.store) as store:
+            ordinals = np.sort(store.split("test"))
+            for name, cls, folder, mode in (("random", InterBertForRetrieval, "retrieval", "random"),
+                                             ("zero-shot (pretrained)", InterBertForPretraining, "pretrain", "rerank"),
+                                             ("finetuned", InterBertForRetrieval, "retrieval", "rerank")):
+                model_dir = self.runs / folder / "model"
+                model = cls.from_pretrained(model_dir).eval()
+                result = evaluate(model, store, TitleTokenizer(model_dir / VOCAB_NAME), ordinals, mode, k=k,
+                                  seed=self.config.seed)
+                rows[name] = {key: round(result[key], 3) for key in ("R@1", "R@5", "R@10")}
+        return {"items": len(ordinals), "rerank": k, "recall": rows}
+
+    def _export(self) -> dict[str, Any]:
+        from taomm.datasets.sharded import open_store
+        from taomm.index import export_index
+
+        with open_store(self.store) as fs:
+            total = len(fs)
+        with self.progress("exporting item vectors", total) as advance:
+            version = export_index(self.runs / "retrieval" / "model", self.store, self.index,
+                                   manifest=self.catalog / "items.jsonl", device=self._device(), on_progress=advance)
+        return {"items": total, "version": version.name}
+
+    def _search(self) -> dict[str, Any]:
+        from taomm.search import SearchEngine
+
+        engine = SearchEngine(self.index, device=self._device())
+        queries = [json.loads(line) for line in (self.catalog / "queries.jsonl").read_text("utf-8").splitlines()]
+        attributes = {row["item_id"]: row["attributes"] for row in _read_jsonl(self.catalog / "items.jsonl")}
+        quality = {"rerank": query_precision(engine, queries, attributes, k=5, rerank=self.config.rerank),
+                   "vectors": query_precision(engine, queries, attributes, k=5, rerank=0)}
+        examples = [FLAGSHIP_QUERY, *pick_examples(queries, 2)]
+        searches = {q: [h.to_json() for h in engine.search(q, k=5, rerank=self.config.rerank)] for q in examples}
+        item = engine.index.item_ids[0]
+        similar = [h.to_json() for h in engine.recommend(item, k=5)]
+        return {"precision": quality, "searches": searches, "recommend": {"item": item, "similar": similar}}
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _device(self) -> str:
+        if self.device:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _train_config(self, steps: int, lr: float | None = None):
+        from taomm.train import TrainConfig
+
+        cfg = self.config
+        return TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=lr or cfg.lr, save_every=max(50, steps // 4),
+                           keep_last=1, log_every=max(1, steps // 20), seed=cfg.seed, workers=min(cfg.workers, 1))
+
+
+def restart(workdir: str | os.PathLike[str]) -> None:
+    """Remove what a previous demo wrote in ``workdir`` (only the demo's own folders and files;
+    a folder without the demo's record is left alone)."""
+    root = Path(workdir)
+    if not (root / STATE_FILE).is_file():
+        if root.is_dir() and any(root.iterdir()):
+            raise TaommError(f"{root} holds no demo ({STATE_FILE} is missing): not removing anything; "
+                             "choose another --workdir")
+        return
+    for name in ("catalog", "store", "runs", "index"):
+        if (root / name).is_dir():
+            shutil.rmtree(root / name)
+    for name in (STATE_FILE, "taomm.toml"):
+        (root / name).unlink(missing_ok=True)
+
+
+def query_precision(engine: Any, queries: list[dict[str, Any]], attributes: dict[str, dict[str, Any]], k: int = 5,
+                    rerank: int = 16) -> dict[str, Any]:
+    """Precision@k of ``engine.search`` over held-out queries, against the whole index.
+
+    An item is relevant to a query when its attributes satisfy the query's constraints
+    (the catalog's ground truth; every indexed item counts, not only the test split). Two
+    figures: ``precision@k`` over the queries with at least ``k`` relevant items in the
+    index (where a perfect ranking scores 1), and ``precision@k_all`` over every query with
+    a relevant item, dividing by min(k, relevant) so a query with 2 relevant items found at
+    ranks 1-2 also scores 1."""
+    from taomm.datasets.demo_catalog import matches
+
+    indexed = [i for i in engine.index.item_ids if i in attributes]
+    full, capped = [], []
+    for query in queries:
+        relevant = {i for i in indexed if matches(attributes[i], query["constraints"])}
+        if not relevant:
+            continue
+        hits = sum(h.item_id in relevant for h in engine.search(query["query"], k=k, rerank=rerank))
+        capped.append(hits / min(k, len(relevant)))
+        if len(relevant) >= k:
+            full.append(hits / k)
+    return {f"precision@{k}": round(float(np.mean(full)), 3) if full else None, "queries": len(full),
+            f"precision@{k}_all": round(float(np.mean(capped)), 3) if capped else None, "queries_all": len(capped)}
+
+
+def pick_examples(queries: list[dict[str, Any]], count: int) -> list[str]:
+    """Queries with the most relevant test items, other than the flagship one."""
+    ranked = sorted(queries, key=lambda q: (-len(q["relevant"]), q["query"]))
+    return [q["query"] for q in ranked if q["query"] != FLAGSHIP_QUERY][:count]
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _has_checkpoint(run: Path) -> bool:
+    from taomm.train.checkpoint import latest_checkpoint
+
+    return run.is_dir() and latest_checkpoint(run) is not None
+
+
+def _training_summary(result: Any) -> dict[str, Any]:
+    return {"steps": result.step, "samples_per_s": round(result.samples_per_s, 1),
+            "last": {k: v for k, v in result.last_metrics.items() if k not in ("step", "lr")}}
