@@ -19,7 +19,7 @@ from taomm.cli.common import (
     stderr_console,
     workspace_path,
 )
-from taomm.datasets.store import FeatureStore, StoreWriter, image_key
+from taomm.datasets.store import FeatureStore
 
 
 def mine_negatives(
@@ -47,18 +47,16 @@ def mine_negatives(
         indices, sims = _mine(docs, top_k, max_sim, chunk_size)
         _write_jsonl(out, indices, sims)
     else:
+        from taomm.text.mining import mine_store_negatives
+
         path = workspace_path(store, workspace, "store", "--store PATH")
         with FeatureStore(path) as fs:
-            meta = fs.meta
-            docs = [item.words for item in fs]
-            photos: dict[str, int] = {}  # captions of one photo (IMAGE#K) are not each other's negatives
-            groups = [photos.setdefault(image_key(item_id), len(photos)) for item_id in fs.item_ids()]
-        indices, sims = _mine(docs, top_k, max_sim, chunk_size, groups)
-        with StoreWriter(path, language=meta.language, feature_dim=meta.feature_dim,
-                         taxonomy=meta.taxonomy, classes=meta.classes) as writer:
-            writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
+            total = len(fs)
+        with progress_bar("mining negatives", total) as advance:
+            indices = mine_store_negatives(path, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
+                                           on_progress=advance)
     found = (indices >= 0).sum(axis=1)
-    summary = {"items": len(docs), "mean_negatives": round(float(found.mean()) if len(docs) else 0.0, 3),
+    summary = {"items": len(indices), "mean_negatives": round(float(found.mean()) if len(indices) else 0.0, 3),
                "items_without_negatives": int((found == 0).sum()),
                "seconds": round(time.perf_counter() - t0, 3)}
     if json_out:
@@ -77,12 +75,11 @@ def _read_captions(path: Path) -> list[list[str]]:
     return [segment(line.rstrip("\r")) for line in lines]
 
 
-def _mine(docs: list[list[str]], top_k: int, max_sim: float, chunk_size: int,
-          groups: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _mine(docs: list[list[str]], top_k: int, max_sim: float, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
     from taomm.text.mining import mine_hard_negatives  # numba: imported only when mining
 
     with progress_bar("mining negatives", len(docs)) as advance:
-        return mine_hard_negatives(docs, groups, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
+        return mine_hard_negatives(docs, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
                                    on_progress=advance)
 
 

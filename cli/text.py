@@ -15,10 +15,9 @@ from typing import Annotated
 import typer
 
 from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, stderr_console, workspace_path
-from taomm.datasets.store import FeatureStore, StoreWriter
 from taomm.errors import TaommError
 from taomm.text import MAX_TITLE_CHARS
-from taomm.text.tokenizer import TitleTokenizer, train_vocab
+from taomm.text.tokenizer import build_store_vocab
 
 
 def _read_titles(lines: Iterator[str], field: str, origin: str) -> Iterator[str]:
@@ -98,21 +97,12 @@ def build_vocab_command(
     the vocabulary it was built with.
     """
     path = workspace_path(store, workspace, "store", "--store PATH")
-    with FeatureStore(path) as fs:
-        titles = [item.title for item in fs]
-        meta = fs.meta
-    if not titles:
-        raise TaommError(f"{path} holds no items to learn a vocabulary from")
-    vocab = train_vocab(titles, out or path / "vocab.txt", vocab_size=vocab_size, min_frequency=min_frequency)
-    info = TitleTokenizer(vocab).info()
-    with StoreWriter(path, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
-                     classes=meta.classes) as writer:
-        writer.set_tokenizer({**info, "vocab_file": str(vocab.resolve())})
-    summary = {"vocab": str(vocab.resolve()), "vocab_size": info["vocab_size"], "titles": len(titles)}
+    vocab, info, count = build_store_vocab(path, out, vocab_size=vocab_size, min_frequency=min_frequency)
+    summary = {"vocab": str(vocab.resolve()), "vocab_size": info["vocab_size"], "titles": count}
     if json_out:
         print_json(summary)
     else:
-        stderr_console().print(f"wrote {summary['vocab']}: {summary['vocab_size']} tokens from {len(titles)} titles")
+        stderr_console().print(f"wrote {summary['vocab']}: {summary['vocab_size']} tokens from {count} titles")
 
 
 def register(app: typer.Typer) -> None:

@@ -195,29 +195,16 @@ class Demo:
                 "reasons": report.reasons}
 
     def _negatives(self) -> dict[str, Any]:
-        from taomm.datasets.store import FeatureStore, StoreWriter
-        from taomm.text.mining import mine_hard_negatives
+        from taomm.text.mining import mine_store_negatives
 
-        with FeatureStore(self.store) as fs:
-            docs, meta = [item.words for item in fs], fs.meta
-        with self.progress("mining hard negatives", len(docs)) as advance:
-            indices, _ = mine_hard_negatives(docs, on_progress=advance)
-        with StoreWriter(self.store, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
-                         classes=meta.classes) as writer:
-            writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
-        return {"items": len(docs), "mean_negatives": round(float((indices >= 0).sum(1).mean()), 1)}
+        with self.progress("mining hard negatives", None) as advance:
+            indices = mine_store_negatives(self.store, on_progress=advance)
+        return {"items": len(indices), "mean_negatives": round(float((indices >= 0).sum(1).mean()), 1)}
 
     def _vocab(self) -> dict[str, Any]:
-        from taomm.datasets.store import FeatureStore, StoreWriter
-        from taomm.text.tokenizer import TitleTokenizer, train_vocab
+        from taomm.text.tokenizer import build_store_vocab
 
-        with FeatureStore(self.store) as fs:
-            titles, meta = [item.title for item in fs], fs.meta
-        vocab = train_vocab(titles, self.store / "vocab.txt")
-        info = TitleTokenizer(vocab).info()
-        with StoreWriter(self.store, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
-                         classes=meta.classes) as writer:
-            writer.set_tokenizer({**info, "vocab_file": str(vocab)})
+        _, info, _ = build_store_vocab(self.store)
         return {"vocab_size": info["vocab_size"]}
 
     def _pretrain(self) -> dict[str, Any]:

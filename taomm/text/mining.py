@@ -284,3 +284,23 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
         for m in range(count):
             out_idx[i, m] = best_j[m]
             out_sim[i, m] = best_s[m]
+
+
+def mine_store_negatives(path: str | os.PathLike[str], top_k: int = 30, max_sim: float = 0.5, chunk_size: int = 256,
+                         on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Mine the hard negatives of every item of the feature store at ``path`` and write them
+    into it; captions of one photo (``IMAGE#K``) are not each other's negatives. Returns the
+    ``(N, top_k)`` indices (-1 padded)."""
+    from taomm.datasets.store import FeatureStore, StoreWriter, image_key
+
+    with FeatureStore(path) as fs:
+        meta = fs.meta
+        docs = [item.words for item in fs]
+        photos: dict[str, int] = {}
+        groups = [photos.setdefault(image_key(item_id), len(photos)) for item_id in fs.item_ids()]
+    indices, _ = mine_hard_negatives(docs, groups, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
+                                     on_progress=on_progress)
+    with StoreWriter(path, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
+                     classes=meta.classes) as writer:
+        writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
+    return indices
