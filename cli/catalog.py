@@ -25,8 +25,8 @@ def build_catalog(out: Path, items: int, seed: int, image_size: int = 192, worke
 def describe(summary: CatalogSummary) -> str:
     splits = ", ".join(f"{k} {v}" for k, v in summary.splits.items())
     noise = ", ".join(f"{k} {v}" for k, v in sorted(summary.title_noise.items())) or "none"
-    return (f"wrote {summary.items} items ({splits}), {summary.annotations} boxes and {summary.queries} "
-            f"test queries to {summary.out}\nbad titles on purpose: {noise}")
+    return (f"wrote {summary.items} items ({splits}), {summary.annotations} boxes, {summary.queries} "
+            f"test queries and a search log of {summary.search_log} to {summary.out}\nbad titles on purpose: {noise}")
 
 
 def demo_catalog(
@@ -38,9 +38,11 @@ def demo_catalog(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a catalog already in OUT.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generate the demo catalog: product drawings, seller titles, COCO boxes and test queries.
+    """Generate the demo catalog: product drawings, seller titles, COCO boxes, test queries
+    and a search log of the training items.
 
-    Writes OUT/items.jsonl, OUT/images/*.jpg, OUT/annotations.json and OUT/queries.jsonl.
+    Writes OUT/items.jsonl, OUT/images/*.jpg, OUT/annotations.json, OUT/queries.jsonl and
+    OUT/search_log.jsonl.
     """
     summary = build_catalog(out, items, seed, image_size, workers, overwrite)
     if json_out:

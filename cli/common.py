@@ -69,6 +69,22 @@ def workspace_path(explicit_path: Path | None, workspace: Path | None, name: str
     return require_workspace(workspace, needed_for=flag).path(name)
 
 
+QueryLogOpt = Annotated[Path | None, typer.Option(
+    "--query-log", dir_okay=False, help="Query log: JSON lines {\"query\", \"item_id\"}, what shoppers searched and "
+    "chose. Default: the workspace's sources.query_log when the file exists.")]
+
+
+def query_log_path(explicit_path: Path | None, workspace: Path | None) -> Path | None:
+    """``--query-log``, else the workspace's ``sources.query_log`` if that file exists."""
+    if explicit_path is not None:
+        if not explicit_path.is_file():
+            raise TaommError(f"query log {explicit_path} does not exist")
+        return explicit_path
+    ws = find_workspace(workspace)
+    source = ws.source("query_log") if ws else None
+    return source if source is not None and source.is_file() else None
+
+
 def run_paths(workspace: Path | None, init: Path | None, out: Path | None, init_name: str,
               out_name: str) -> tuple[Path, Path]:
     """A finetuning command's ``--init`` and ``--out``, by default the workspace's

@@ -82,8 +82,8 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
         return f"R@1/5/10 on {s['items']} test items (table below)"
     if stage == "export":
         return f"{s['items']} items indexed ({s['version']})"
-    p, v = s["precision"]["rerank"], s["precision"]["vectors"]
-    return (f"precision@5 {p['precision@5']} with ITM rerank, {v['precision@5']} vector search alone, over "
+    p, r = s["precision"]["search"], s["precision"]["rerank"]
+    return (f"precision@5 {p['precision@5']} (taomm search), {r['precision@5']} with an ITM rerank, over "
             f"{p['queries']} held-out queries")
 
 
@@ -108,8 +108,9 @@ def _report(demo: Any, total: float) -> None:
         console.print(f"  {hit['rank']}. {hit['item_id']}  {hit['title']}  [dim]{hit['image']}[/dim]")
     console.print("\nprecision@5 of taomm search over the catalog's held-out queries (relevant: every indexed "
                   "item with the query's attributes):")
-    for label, key in (("with ITM rerank of the top 16 (the default)", "rerank"), ("vector search alone "
-                                                                                   "(--no-rerank)", "vectors")):
+    rerank = demo.config.rerank
+    for label, key in (("taomm search (listing vectors, the default)", "search"),
+                       (f"with an ITM rerank of the top {rerank} (--rerank {rerank})", "rerank")):
         p = search["precision"][key]
         console.print(f"  {label}: [bold]{p['precision@5']}[/bold] over the {p['queries']} queries with at least 5 "
                       f"relevant items; {p['precision@5_all']} over all {p['queries_all']} (capped at their count)")

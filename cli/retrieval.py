@@ -10,11 +10,13 @@ import typer
 
 from taomm.cli.common import (
     JsonOpt,
+    QueryLogOpt,
     StoreOpt,
     WorkspaceOpt,
     log_to_stderr,
     print_json,
     progress_bar,
+    query_log_path,
     run_paths,
     stderr_console,
     training_progress,
@@ -57,6 +59,9 @@ def finetune_retrieval_command(
     log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the latest checkpoint in --out.")] = False,
     split: Annotated[str | None, typer.Option("--split", help="Store split to train on (default: train).")] = None,
+    query_log: QueryLogOpt = None,
+    log_share: Annotated[float, typer.Option("--log-share", min=0.0, max=1.0, help="Share of the examples of a "
+                                             "logged item whose query comes from the log (0: ignore the log).")] = 0.5,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
@@ -67,6 +72,9 @@ def finetune_retrieval_command(
     """Finetune a pretrained InterBERT for text-to-image retrieval: 4-way matching over ITM
     scores (the paper's recipe) plus contrastive text/image vectors for vector search.
 
+    With a query log (--query-log, or the workspace's), the text side also trains on what
+    shoppers typed for the items they chose: words sellers never write (上衣 for a T恤).
+
     Same trainer as pretraining: checkpoints, --resume, SIGTERM, bf16, torchrun DDP
     (in-batch negatives of the contrastive loss are gathered across processes).
     """
@@ -76,6 +84,7 @@ def finetune_retrieval_command(
 
     store, _ = _store_and_runs(store, workspace)
     init, out = run_paths(workspace, init, out, PRETRAIN_DIR, RETRIEVAL_DIR)
+    query_log = query_log_path(query_log, workspace) if log_share > 0 else None
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
@@ -84,7 +93,8 @@ def finetune_retrieval_command(
         with log_to_stderr(logging.INFO if info.is_main else logging.WARNING), \
                 training_progress("finetuning", max_steps, info.is_main and not json_out) as on_step:
             result, model_dir = finetune_retrieval(store, init, out, train=train, negatives=negatives,
-                                                   hard_p=hard_negatives, split=split, resume=resume, info=info,
+                                                   hard_p=hard_negatives, split=split, query_log=query_log,
+                                                   log_p=log_share, resume=resume, info=info,
                                                    on_step=on_step)
     finally:
         teardown()

@@ -103,7 +103,9 @@ def search_command(
     query: Annotated[str, typer.Argument(help="What to look for, e.g. 波点荷叶边裙.")],
     index: IndexOpt = None,
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Results to show.")] = 10,
-    rerank: Annotated[int, typer.Option("--rerank", min=1, help="Candidates reranked by ITM.")] = 16,
+    rerank: Annotated[int | None, typer.Option("--rerank", min=1, help="Candidates reranked by ITM (photo "
+                                               "against query). Default: 16 with --target image, none for "
+                                               "listings (ITM does not see the title).")] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Vector search only.")] = False,
     target: Annotated[str, typer.Option("--target", help="item: the listings' vectors (photo + title); image: "
                                         "the photos alone.")] = "item",
@@ -111,9 +113,9 @@ def search_command(
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Text-to-image search: clean the query like a title, encode it, recall candidates from
-    the item vectors (or the image vectors) with faiss and rerank the top ones with
-    image-text matching."""
+    """Text-to-image search: clean the query like a title, encode it and find the nearest
+    listings (photo + title item vectors) with faiss; with --target image, the nearest photos,
+    the top ones reranked by image-text matching (--rerank K for listings too)."""
     hits = _engine(index, workspace, device).search(query, k=k, rerank=0 if no_rerank else rerank, target=target)
     if json_out:
         print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])

@@ -14,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, stderr_console, workspace_path
+from taomm.cli.common import (
+    JsonOpt,
+    QueryLogOpt,
+    WorkspaceOpt,
+    print_json,
+    query_log_path,
+    stderr_console,
+    workspace_path,
+)
 from taomm.errors import TaommError
 from taomm.text import MAX_TITLE_CHARS
 from taomm.text.tokenizer import build_store_vocab
@@ -88,21 +96,30 @@ def build_vocab_command(
     out: Annotated[Path | None, typer.Option("--out", help="vocab.txt to write. Default: STORE/vocab.txt.")] = None,
     vocab_size: Annotated[int, typer.Option("--vocab-size", min=16, help="Target vocabulary size.")] = 8000,
     min_frequency: Annotated[int, typer.Option("--min-frequency", min=1, help="Drop rarer pieces.")] = 2,
+    query_log: QueryLogOpt = None,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a BERT-compatible WordPiece vocab.txt on the store's titles.
 
     Each Chinese character is its own token (as in bert-base-chinese); the store records
-    the vocabulary it was built with.
+    the vocabulary it was built with. The queries of a query log (--query-log, or the
+    workspace's) are learned from too: shoppers type words sellers do not (上衣).
     """
+    from taomm.datasets.retrieval import iter_query_log
+
     path = workspace_path(store, workspace, "store", "--store PATH")
-    vocab, info, count = build_store_vocab(path, out, vocab_size=vocab_size, min_frequency=min_frequency)
-    summary = {"vocab": str(vocab.resolve()), "vocab_size": info["vocab_size"], "titles": count}
+    log = query_log_path(query_log, workspace)
+    queries = [entry[0] for entry in iter_query_log(log) if not isinstance(entry, str)] if log else []
+    vocab, info, count = build_store_vocab(path, out, vocab_size=vocab_size, min_frequency=min_frequency,
+                                           extra_texts=queries)
+    summary = {"vocab": str(vocab.resolve()), "vocab_size": info["vocab_size"], "titles": count,
+               "queries": len(queries)}
     if json_out:
         print_json(summary)
     else:
-        stderr_console().print(f"wrote {summary['vocab']}: {summary['vocab_size']} tokens from {count} titles")
+        also = f" and {len(queries)} logged queries" if queries else ""
+        stderr_console().print(f"wrote {summary['vocab']}: {summary['vocab_size']} tokens from {count} titles{also}")
 
 
 def register(app: typer.Typer) -> None:

@@ -40,7 +40,7 @@ def init(
     sources = Sources(manifest=manifest)
     if demo:
         sources = Sources(manifest=f"{CATALOG_DIR}/items.jsonl", annotations=f"{CATALOG_DIR}/annotations.json",
-                          queries=f"{CATALOG_DIR}/queries.jsonl")
+                          queries=f"{CATALOG_DIR}/queries.jsonl", query_log=f"{CATALOG_DIR}/search_log.jsonl")
     config = WorkspaceConfig(language=lang, sources=sources, model=ModelSettings(preset=preset))
     ws = write_workspace(directory, config, overwrite=force)
     summary = build_catalog(ws.root / CATALOG_DIR, items, seed, overwrite=force) if demo else None

@@ -15,6 +15,9 @@ Output folder::
                        box's colour, pattern, product and style under "attributes"
     queries.jsonl      held-out queries over the test split: query, relevant item ids,
                        and the attribute constraints they were built from
+    search_log.jsonl   what shoppers searched and chose among the training items (query,
+                       item_id): the same kinds of queries over the train split, none of
+                       whose texts is a held-out query's, for finetuning (a query log)
 
 Everything is drawn from ``numpy`` generators seeded by ``(seed, item index)``: the same
 seed gives byte-identical files, whatever the number of worker processes.
@@ -54,6 +57,7 @@ class CatalogSummary:
     images: int
     annotations: int
     queries: int
+    search_log: int
     splits: dict[str, int]
     title_noise: dict[str, int]
 
@@ -252,7 +256,7 @@ def _render_job(job: tuple[int, int, dict[str, Any], int]) -> tuple[bytes, list[
     return render_item(*job)
 
 
-def _query_constraints(attrs: dict[str, Any]) -> list[dict[str, str]]:
+def query_constraints(attrs: dict[str, Any]) -> list[dict[str, str]]:
     """The queries a shopper might type that this item answers."""
     product = vocab.PRODUCT_BY_KEY[attrs["product_key"]]
     noun = {"generic": product.generic} if product.generic else {"product": product.name}
@@ -267,7 +271,8 @@ def _query_constraints(attrs: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
-def _query_text(c: dict[str, str]) -> str:
+def query_text(c: dict[str, str]) -> str:
+    """What a shopper types for ``c``: its words in a fixed order (波点 荷叶边 裙)."""
     return "".join(c[k] for k in ("colour", "pattern", "style", "generic", "product") if k in c)
 
 
@@ -292,14 +297,49 @@ def build_queries(items: list[dict[str, Any]], max_queries: int) -> list[dict[st
     test = [it for it in items if it["split"] == "test"]
     seen: dict[str, dict[str, str]] = {}
     for it in test:
-        for c in _query_constraints(it["attributes"]):
-            seen.setdefault(_query_text(c), c)
+        for c in query_constraints(it["attributes"]):
+            seen.setdefault(query_text(c), c)
     queries = []
     for text, constraints in seen.items():
         relevant = [it["item_id"] for it in test if matches(it["attributes"], constraints)]
         queries.append({"query": text, "relevant": relevant, "constraints": constraints})
     queries.sort(key=lambda q: (-len(q["relevant"]), q["query"]))
     return sorted(queries[:max_queries], key=lambda q: q["query"])
+
+
+def logged_constraints(attrs: dict[str, Any]) -> list[dict[str, str]]:
+    """What shoppers searched before choosing this item: the kinds of the held-out queries
+    and the same attributes with the product's own name or a colour (荷叶边连衣裙, 红色裙,
+    波点荷叶边半身裙), one per distinct text."""
+    product = vocab.PRODUCT_BY_KEY[attrs["product_key"]]
+    out = query_constraints(attrs)
+    colour, pattern, style = attrs["colour"], attrs["pattern"], attrs["style"]
+    plain = pattern == "纯色"
+    if product.generic:
+        out.append({"colour": colour, "generic": product.generic})
+        if not plain:
+            out.append({"pattern": pattern, "product": product.name})
+    if style:
+        out.append({"style": style, "product": product.name})
+        out.append({"colour": colour, "style": style, "product": product.name})
+        if not plain:
+            out.append({"pattern": pattern, "style": style, "product": product.name})
+    return list({query_text(c): c for c in out}.values())
+
+
+def build_search_log(items: list[dict[str, Any]], held_out: set[str]) -> list[dict[str, str]]:
+    """(query, item_id) for every query a training item was chosen for (``logged_constraints``),
+    in item order, except the queries whose text is held out: finetuning may learn from it
+    without ever seeing an evaluation query (it must compose 红色 and T恤 from other searches)."""
+    log = []
+    for it in items:
+        if it["split"] != "train":
+            continue
+        for constraints in logged_constraints(it["attributes"]):
+            text = query_text(constraints)
+            if text not in held_out:
+                log.append({"query": text, "item_id": it["item_id"]})
+    return log
 
 
 def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int = 0, image_size: int = 192,
@@ -376,10 +416,14 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
     with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
         for q in queries:
             f.write(json.dumps(q, ensure_ascii=False) + "\n")
+    search_log = build_search_log(records, {q["query"] for q in queries})
+    with open(out / "search_log.jsonl", "w", encoding="utf-8") as f:
+        for row in search_log:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     noise_counts: dict[str, int] = {}
     for rec in records:
         if rec["title_noise"]:
             noise_counts[rec["title_noise"]] = noise_counts.get(rec["title_noise"], 0) + 1
     return CatalogSummary(out.resolve(), items, len(coco_images), len(coco_annotations), len(queries),
-                          {name: int((split_of == name).sum()) for name, _ in SPLITS}, noise_counts)
+                          len(search_log), {name: int((split_of == name).sum()) for name, _ in SPLITS}, noise_counts)

@@ -14,11 +14,21 @@ random subset of the caption's words (each kept with probability ``query_keep``,
 one), else the caption itself. Shoppers type a few attribute words ("波点荷叶边裙"), not a
 seller's 30-character title; the contrastive losses train on these queries so the text
 encoder sees short queries too.
+
+A *query log* (``read_query_log``: what shoppers typed and the item they chose, one
+``{"query", "item_id"}`` per line) adds the words sellers never write: generic nouns (上衣
+for T恤 and 衬衫), the canonical name of a colour a title gave as a synonym, an attribute the
+title left out but the photo shows. With probability ``log_p`` an item's query is one of its
+logged queries instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +45,8 @@ class RetrievalData(ItemPositions):
 
     def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
                  negatives: int = 3, hard_p: float = 0.5, max_text_tokens: int = 40, max_regions: int = 16,
-                 query_p: float = 0.5, query_keep: float = 0.5) -> None:
+                 query_p: float = 0.5, query_keep: float = 0.5,
+                 query_log: Mapping[int, Sequence[Sequence[str]]] | None = None, log_p: float = 0.5) -> None:
         super().__init__(store, tokenizer, ordinals, seed, max_text_tokens, max_regions)
         if negatives < 1 or negatives >= len(self.ordinals):
             raise TaommError(f"need 1 <= negatives < {len(self.ordinals)} items, not {negatives}")
@@ -44,7 +55,11 @@ class RetrievalData(ItemPositions):
         if not (0.0 <= query_p <= 1.0 and 0.0 < query_keep <= 1.0):
             raise TaommError(f"query share and keep probability must be within [0, 1], not {query_p}, {query_keep}")
         self.negatives, self.hard_p = negatives, hard_p
+        if not 0.0 <= log_p <= 1.0:
+            raise TaommError(f"query-log share must be within [0, 1], not {log_p}")
         self.query_p, self.query_keep = query_p, query_keep
+        self.query_log = {int(k): [list(q) for q in v] for k, v in (query_log or {}).items() if v}
+        self.log_p = log_p
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         rng = self.rng(position)
@@ -71,6 +86,9 @@ class RetrievalData(ItemPositions):
             kinds.append(kind)
         ids, _ = self.title_tokens(item.words)
         query = query_words(item.words, rng, self.query_keep) if rng.random() < self.query_p else item.words
+        logged = self.query_log.get(ordinal)
+        if logged and rng.random() < self.log_p:  # drawn after the others: without a log, the same examples
+            query = logged[int(rng.integers(len(logged)))]
         query_ids, _ = self.title_tokens(query)
         images = [self.regions(self.store[o]) for o in (ordinal, *chosen)]
         return {"input_ids": self.wrap(ids), "query_ids": self.wrap(query_ids), "images": images, "ordinal": ordinal,
@@ -87,6 +105,73 @@ def query_words(words: Sequence[str], rng: np.random.Generator, keep: float = 0.
     if not kept.any():
         kept[rng.integers(len(real))] = True
     return [w for w, k in zip(real, kept, strict=True) if k]
+
+
+@dataclass
+class QueryLog:
+    """Logged queries by store ordinal (cleaned words), and what was skipped, with why."""
+
+    queries: dict[int, list[list[str]]] = field(default_factory=dict)
+    lines: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(v) for v in self.queries.values())
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def iter_query_log(path: str | os.PathLike[str]) -> Iterator[tuple[str, str] | str]:
+    """The lines of a query log (JSON lines ``{"query": str, "item_id": str}``, one per
+    chosen item): ``(query, item_id)``, or the reason a line is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaommError(f"query log {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                yield "bad_json"
+                continue
+            if isinstance(row, dict) and isinstance(row.get("query"), str) and isinstance(row.get("item_id"), str):
+                yield row["query"], row["item_id"]
+            else:
+                yield "not_query_item"
+
+
+def read_query_log(path: str | os.PathLike[str], store: Any, language: str = "zh") -> QueryLog:
+    """Read a query log (``iter_query_log``) against ``store``: each query cleaned with the
+    store language's title pipeline, repeats of a (query, item) pair kept once. Unusable
+    lines, items not in the store and queries with no word are skipped and counted, never
+    fatal."""
+    from taomm.text.clean import make_cleaner
+
+    cleaner = make_cleaner(language)
+    log = QueryLog()
+    seen: set[tuple[int, tuple[str, ...]]] = set()
+    for entry in iter_query_log(path):
+        log.lines += 1
+        if isinstance(entry, str):
+            log.skip(entry)
+            continue
+        query, item_id = entry
+        if item_id not in store:
+            log.skip("unknown_item")
+            continue
+        words = tuple(w for w in cleaner(query).words if w.strip())
+        if not words:
+            log.skip("empty_query")
+            continue
+        key = (store.ordinal(item_id), words)
+        if key not in seen:
+            seen.add(key)
+            log.queries.setdefault(key[0], []).append(list(words))
+    return log
 
 
 def collate_retrieval(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:

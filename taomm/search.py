@@ -4,7 +4,9 @@
   segmentation) and the tokenizer, the text encoder gives its vector, faiss recalls
   candidates among the item vectors (photo and title together: a listing is what a shopper
   finds; ``target="image"`` searches the photos alone), and ITM reranks the top K (the store
-  supplies their regions);
+  supplies their regions). ITM judges a query against a photo, not a title: it reranks photo
+  searches by default and listing searches only when asked (``DEFAULT_RERANK``; on the demo
+  catalog it lowers the listings' precision@5, README);
 - recommend: the nearest items by the cross-modal item vector, the item itself excluded.
 """
 
@@ -23,6 +25,9 @@ from taomm.errors import TaommError
 from taomm.index import ItemIndex, open_index, sha256_file
 
 MAX_QUERY_CHARS = 64
+# Candidates ITM reranks when a search does not say, by target: photos yes; listings no, as
+# the item vector has seen the title that ITM does not.
+DEFAULT_RERANK = {"image": 16, "item": 0}
 
 
 class QueryError(TaommError):
@@ -126,13 +131,16 @@ class SearchEngine:
     # --- search and recommend ------------------------------------------------------------
 
     @torch.no_grad()
-    def search(self, query: str, k: int = 10, rerank: int = 16, target: str = "item") -> list[Hit]:
+    def search(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item") -> list[Hit]:
         """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
-        search are reordered by ITM (0: vector search only). ``target``: the vectors searched,
-        ``image`` (the photo alone) or ``item`` (photo and title together). Scores: the ITM
-        match logit for reranked items, the cosine similarity of the vectors otherwise."""
+        search are reordered by ITM (0: vector search only; None: ``DEFAULT_RERANK`` of the
+        target). ``target``: the vectors searched, ``image`` (the photo alone) or ``item``
+        (photo and title together). Scores: the ITM match logit for reranked items, the
+        cosine similarity of the vectors otherwise."""
         if target not in ("image", "item"):
             raise TaommError(f"search target must be image or item, not {target!r}")
+        if rerank is None:
+            rerank = DEFAULT_RERANK[target]
         words = self.clean_query(query)
         ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
         input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)

@@ -3,8 +3,8 @@
 Endpoints:
 - ``GET /`` the web page: a search box, a grid of result thumbnails with title and score;
   clicking an item shows its similar items;
-- ``GET /api/search?q=QUERY&k=10&rerank=16`` -> ``{"query", "results": [{item_id, title,
-  score, image_url}]}``;
+- ``GET /api/search?q=QUERY&k=10[&rerank=K]`` (listings; ITM rerank of K only when asked) ->
+  ``{"query", "results": [{item_id, title, score, image_url}]}``;
 - ``GET /api/recommend?item_id=ID&k=5`` -> ``{"item_id", "results": [...]}``;
 - ``GET /images/{item_id}`` the item's image (only files under the index's image root);
 - ``GET /health`` -> ``{"status": "ok", "items", "version"}``.
@@ -40,7 +40,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+def _int_param(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -83,7 +83,7 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
             return _error(422, f"the query is longer than {max_query_chars} characters")
         try:
             k = _int_param(request, "k", 10, 1, MAX_K)
-            rerank = _int_param(request, "rerank", 16, 0, MAX_RERANK)
+            rerank = _int_param(request, "rerank", None, 0, MAX_RERANK)
         except ValueError as exc:
             return _error(422, str(exc))
         try:

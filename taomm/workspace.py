@@ -34,6 +34,7 @@ class Sources:
     manifest: str | None = None  # items.jsonl: item_id, title, image (path relative to the file)
     annotations: str | None = None  # COCO detection boxes, to train the product detector
     queries: str | None = None  # held-out queries with relevant item ids, for evaluation
+    query_log: str | None = None  # what shoppers searched and chose (query, item_id), for finetuning
 
 
 @dataclass

@@ -72,3 +72,21 @@ def test_build_vocab(runner: CliRunner, tmp_path: Path) -> None:
     with FeatureStore(tmp_path / "store") as store:
         assert store.meta.tokenizer["vocab_size"] == doc["vocab_size"]
         assert store.meta.tokenizer["vocab_file"] == str(vocab)
+
+
+def test_build_vocab_learns_the_query_log_too(runner: CliRunner, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["init", "."]).exit_code == 0
+    build_store(tmp_path / "store", 40)
+    with FeatureStore(tmp_path / "store") as store:
+        assert not any("鑫" in item.title for item in store)
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps({"query": q, "item_id": "item00001"}, ensure_ascii=False)
+                                                + "\n" for q in ("鑫鑫上衣", "鑫上衣")) + "not json\n", "utf-8")
+    plain = runner.invoke(app, ["build-vocab", "--min-frequency", "1", "--out", "plain.txt", "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["queries"] == 0
+    assert "鑫" not in (tmp_path / "plain.txt").read_text("utf-8").split()
+    logged = runner.invoke(app, ["build-vocab", "--min-frequency", "1", "--query-log", "log.jsonl", "--json"])
+    assert logged.exit_code == 0, logged.output
+    assert json.loads(logged.stdout)["queries"] == 2  # the bad line is left out
+    assert "鑫" in (tmp_path / "store" / "vocab.txt").read_text("utf-8").split()
+    missing = runner.invoke(app, ["build-vocab", "--query-log", "nope.jsonl"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output

@@ -51,8 +51,12 @@ def test_quick_demo_runs_every_stage(quick_demo: tuple[Path, dict]) -> None:
     assert len(search["searches"]["波点荷叶边裙"]) == 5 and len(search["recommend"]["similar"]) == 5
     for hit in search["searches"]["波点荷叶边裙"]:
         assert Path(hit["image"]).is_file() and hit["image"].startswith(str(workdir))
+    assert set(search["precision"]) == {"search", "rerank"}
     for precision in search["precision"].values():
         assert precision["queries_all"] > 0 and 0.0 <= precision["precision@5_all"] <= 1.0
+    options = json.loads((workdir / "runs" / "retrieval" / "run.json").read_text())
+    assert options["negatives"] == 1 and options["query_log"]["pairs"] > 0
+    assert set(options["query_log"]["skipped"]) <= {"unknown_item"}  # items whose title was quarantined
 
 
 def test_rerun_resumes_and_the_workdir_is_a_workspace(quick_demo: tuple[Path, dict],

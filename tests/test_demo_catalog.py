@@ -14,8 +14,10 @@ from taomm.datasets import demo_vocab as vocab
 from taomm.datasets.demo_catalog import (
     TITLE_NOISE,
     generate_catalog,
+    logged_constraints,
     make_title,
     matches,
+    query_text,
     sample_attributes,
 )
 from taomm.errors import TaommError
@@ -99,6 +101,22 @@ def test_queries_point_at_matching_test_items(catalog: Path) -> None:
         assert set(q["relevant"]) <= test_ids
         want = {i for i in test_ids if matches(items[i]["attributes"], q["constraints"])}
         assert set(q["relevant"]) == want
+
+
+def test_search_log_holds_training_items_and_no_held_out_query(catalog: Path) -> None:
+    items = {it["item_id"]: it for it in read_jsonl(catalog / "items.jsonl")}
+    held_out = {q["query"] for q in read_jsonl(catalog / "queries.jsonl")}
+    log = read_jsonl(catalog / "search_log.jsonl")
+    assert log and set(log[0]) == {"query", "item_id"}
+    texts = {row["query"] for row in log}
+    assert not texts & held_out
+    generic = {"上衣", "裙", "裤", "包", "鞋", "帽", "箱", "外套"}
+    for row in log:
+        item = items[row["item_id"]]
+        assert item["split"] == "train"
+        assert any(matches(item["attributes"], c) and query_text(c) == row["query"]
+                   for c in logged_constraints(item["attributes"]))
+    assert any(row["query"].endswith(tuple(generic)) for row in log)  # nouns no title writes
 
 
 def test_bad_titles_of_every_kind() -> None:

@@ -16,8 +16,13 @@ from test_cli import assert_one_line_error
 from typer.testing import CliRunner
 
 from taomm.cli.app import app
-from taomm.datasets.retrieval import RetrievalData, collate_retrieval
+from taomm.datasets.retrieval import (
+    RetrievalData,
+    collate_retrieval,
+    read_query_log,
+)
 from taomm.datasets.store import FeatureStore
+from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForRetrieval
 from taomm.retrieval import evaluate, rerank_matrix
 from taomm.text.tokenizer import TitleTokenizer
@@ -63,6 +68,75 @@ def test_examples(pretrained) -> None:
         batch = collate_retrieval([data[p] for p in range(4)], pad_id=tok.pad_id)
         assert batch["region_features"].shape[:2] == (4, 4) and batch["input_ids"].shape[0] == 4
         assert data[7]["negatives"] == RetrievalData(store, tok, pool, negatives=3, hard_p=0.5)[7]["negatives"]
+
+
+def write_log(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    "utf-8")
+    return path
+
+
+def test_query_log_is_read_cleaned_and_checked(pretrained, tmp_path: Path) -> None:
+    store_path, _ = pretrained
+    with FeatureStore(store_path) as store:
+        ids = list(store.item_ids())
+        log = write_log(tmp_path / "log.jsonl", [
+            {"query": "红色连衣裙", "item_id": ids[0]},
+            {"query": " 紅色連衣裙 ", "item_id": ids[0]},  # traditional + spaces: the same query once cleaned
+            {"query": "条纹上衣", "item_id": ids[0]},
+            {"query": "波点裙", "item_id": ids[5]},
+            {"query": "波点裙", "item_id": "no-such-item"},
+            {"query": "   ", "item_id": ids[1]},
+            {"query": 3, "item_id": ids[1]},
+            "not json", "", "[1, 2]",
+        ])
+        read = read_query_log(log, store)
+    assert read.lines == 9 and read.pairs == 3
+    assert read.skipped == {"unknown_item": 1, "empty_query": 1, "not_query_item": 2, "bad_json": 1}
+    assert ["".join(q) for q in read.queries[0]] == ["红色连衣裙", "条纹上衣"] and "".join(read.queries[5][0]) == "波点裙"
+    with pytest.raises(TaommError, match="does not exist"):
+        read_query_log(tmp_path / "missing.jsonl", store)
+
+
+def test_examples_draw_logged_queries(pretrained) -> None:
+    store_path, _ = pretrained
+    with FeatureStore(store_path) as store:
+        tok = TitleTokenizer(store_path / "vocab.txt")
+        pool = store.split("train")
+        plain = RetrievalData(store, tok, pool)
+        logged = {int(pool[0]): [["条纹", "上衣"], ["红色"]]}
+        wrapped = {"".join(q): [tok.cls_id, *tok.encode_words(q).ids, tok.sep_id] for q in logged[int(pool[0])]}
+        for share, low, high in ((0.0, 0, 0), (0.5, 0.3, 0.7), (1.0, 1, 1)):
+            data = RetrievalData(store, tok, pool, query_log=logged, log_p=share)
+            picks = []
+            for p in range(len(pool) * 40):
+                e = data[p]
+                if e["ordinal"] != int(pool[0]):  # items without a log: as without any log
+                    if p < 200:
+                        assert np.array_equal(e["query_ids"], plain[p]["query_ids"])
+                    continue
+                ids = e["query_ids"].tolist()
+                picks.append(next((text for text, want in wrapped.items() if ids == want), None))
+            assert len(picks) == 40
+            share_logged = sum(t is not None for t in picks) / len(picks)
+            assert low <= share_logged <= high
+            if share == 1.0:
+                assert set(picks) == {"条纹上衣", "红色"}
+        with pytest.raises(TaommError, match="query-log share"):
+            RetrievalData(store, tok, pool, query_log=logged, log_p=1.5)
+
+
+def test_finetune_with_a_query_log(pretrained, tmp_path: Path) -> None:
+    store, pre = pretrained
+    with FeatureStore(store) as fs:
+        rows = [{"query": fs[int(o)].title[:4], "item_id": fs[int(o)].item_id} for o in fs.split("train")]
+    log = write_log(tmp_path / "log.jsonl", [*rows, {"query": "x", "item_id": "nope"}])
+    finetune_retrieval(store, pre, tmp_path / "ft", train=train_config(max_steps=4), query_log=log, log_p=0.5)
+    options = json.loads((tmp_path / "ft" / "run.json").read_text())["query_log"]
+    assert options["pairs"] == len(rows) and options["skipped"] == {"unknown_item": 1} and options["log_p"] == 0.5
+    empty = write_log(tmp_path / "empty.jsonl", [{"query": "x", "item_id": "nope"}])
+    with pytest.raises(TaommError, match="no usable"):
+        finetune_retrieval(store, pre, tmp_path / "ft2", train=train_config(max_steps=4), query_log=empty)
 
 
 def test_rerank_matrix_with_k_equal_n_is_exhaustive() -> None:
@@ -148,6 +222,17 @@ def test_cli_in_a_workspace(pretrained, tmp_path: Path, monkeypatch: pytest.Monk
     tuned = runner.invoke(app, ["finetune-retrieval", "--max-steps", "4", "--batch-size", "4", "--workers", "0",
                                 "--json"])
     assert tuned.exit_code == 0, tuned.output
+    assert json.loads((ws / "runs" / "retrieval" / "run.json").read_text())["query_log"] is None
+    assert_one_line_error(runner.invoke(app, ["finetune-retrieval", "--query-log", "missing.jsonl"]), 1,
+                          "does not exist")
+    with FeatureStore(store) as fs:
+        write_log(ws / "log.jsonl", [{"query": fs[0].title[:3], "item_id": fs[0].item_id}])
+    toml = (ws / "taomm.toml").read_text().replace("[sources]", '[sources]\nquery_log = "log.jsonl"')
+    (ws / "taomm.toml").write_text(toml)
+    logged = runner.invoke(app, ["finetune-retrieval", "--max-steps", "2", "--batch-size", "4", "--workers", "0",
+                                 "--out", "runs/logged", "--json"])
+    assert logged.exit_code == 0, logged.output
+    assert json.loads((ws / "runs" / "logged" / "run.json").read_text())["query_log"]["pairs"] == 1
     assert (ws / "runs" / "retrieval" / "model" / "model.safetensors").is_file()
     result = runner.invoke(app, ["evaluate-retrieval", "--json"])
     assert result.exit_code == 0, result.output

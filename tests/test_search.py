@@ -26,7 +26,7 @@ from taomm.datasets.store import FeatureStore
 from taomm.errors import TaommError
 from taomm.index import IndexParams, build_faiss, configure_search, export_index, open_index
 from taomm.model import InterBertConfig, InterBertForRetrieval
-from taomm.search import QueryError, SearchEngine
+from taomm.search import DEFAULT_RERANK, QueryError, SearchEngine
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -124,6 +124,10 @@ def test_search_and_recommend(engine: SearchEngine, catalog) -> None:
         assert [h.item_id for h in hits] == [engine.index.item_ids[i] for i in brute]
     assert [h.item_id for h in engine.search("红色波点半身裙", k=5, rerank=0)] == \
         [h.item_id for h in engine.search("红色波点半身裙", k=5, rerank=0, target="item")]  # the default
+    for target, rerank in DEFAULT_RERANK.items():  # without --rerank: ITM for photos, not for listings
+        assert [(h.item_id, h.score) for h in engine.search("红色波点半身裙", k=5, target=target)] == \
+            [(h.item_id, h.score) for h in engine.search("红色波点半身裙", k=5, rerank=rerank, target=target)]
+    assert DEFAULT_RERANK == {"image": 16, "item": 0}
     with pytest.raises(TaommError, match="target"):
         engine.search("红色波点半身裙", target="title")
     similar = engine.recommend("p00003", k=5)

@@ -5,11 +5,11 @@ Two losses per batch of B captions:
   and 3 negative images (hard ones from TF-IDF, see ``taomm.datasets.retrieval``),
   cross-entropy with the right image as the answer;
 - ``contrastive``: beyond the paper, symmetric InfoNCE between the text-alone vectors of
-  the captions' queries (the caption, or a few of its words: see
+  the captions' queries (the caption, a few of its words or a logged query: see
   ``taomm.datasets.retrieval``) and the image-alone vectors (``encode_text`` /
   ``encode_image``), every other query/image of the global batch a negative (gathered
-  across DDP ranks inside the loss), so search can recall candidates from a vector index and
-  rerank them with ITM;
+  across DDP ranks inside the loss), so search can recall candidates from a vector index
+  and rerank them with ITM;
 - ``item``: the cross-modal item vector (image + full title) of each item is what its
   query's text vector must find among the global batch's items (search over listings), and
   it points towards its own image vector (held fixed for this loss) rather than the
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taomm.datasets.retrieval import RetrievalData, collate_retrieval
+from taomm.datasets.retrieval import RetrievalData, collate_retrieval, read_query_log
 from taomm.datasets.sharded import open_store
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForRetrieval
@@ -121,9 +121,11 @@ class RetrievalTask:
 
 def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLike[str], run: str | os.PathLike[str], *,
                        train: TrainConfig, negatives: int = 3, hard_p: float = 0.5, split: str | None = None,
-                       resume: bool = False, device: str | None = None, info: DistInfo | None = None,
+                       query_log: str | os.PathLike[str] | None = None, log_p: float = 0.5, resume: bool = False, device: str | None = None, info: DistInfo | None = None,
                        on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
-    """Finetune the model in ``init`` (a pretraining run or model folder) for retrieval."""
+    """Finetune the model in ``init`` (a pretraining run or model folder) for retrieval;
+    with ``query_log`` (see ``taomm.datasets.retrieval.read_query_log``), an item's query is
+    one of its logged queries with probability ``log_p``."""
     run = Path(run)
     info = info or setup(device)
     init_dir = resolve_model_dir(init)
@@ -150,14 +152,23 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     if store.meta.feature_dim != model.config.region_feature_dim:
         raise TaommError(f"the store's features are {store.meta.feature_dim}-d, the model expects "
                          f"{model.config.region_feature_dim}")
+    log_info = None
+    logged: dict[int, list[list[str]]] = {}
+    if query_log is not None:
+        read = read_query_log(query_log, store, store.meta.language)
+        logged = read.queries
+        log_info = {"path": str(Path(query_log).resolve()), "lines": read.lines, "pairs": read.pairs,
+                    "items": len(logged), "skipped": read.skipped, "log_p": log_p}
+        if not logged:
+            raise TaommError(f"query log {query_log}: no usable (query, item) pair ({read.skipped or 'empty file'})")
     data = RetrievalData(store, tokenizer, training_ordinals(store, split), seed=train.seed, negatives=negatives,
                          hard_p=hard_p, max_text_tokens=min(40, model.config.max_position_embeddings),
-                         max_regions=model.config.max_regions)
+                         max_regions=model.config.max_regions, query_log=logged, log_p=log_p)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         options = {"store": str(Path(store_path).resolve()), "init": str(init_dir.resolve()), "split": split,
-                   "items": len(data), "negatives": negatives, "hard_p": hard_p, "world_size": info.world_size,
-                   "train": asdict(train)}
+                   "items": len(data), "negatives": negatives, "hard_p": hard_p, "query_log": log_info,
+                   "world_size": info.world_size, "train": asdict(train)}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
     task = RetrievalTask(data, model.config)
     result = Trainer(train, info).fit(RetrievalTraining(model), task, run, resume=resume, on_step=on_step)
