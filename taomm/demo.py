@@ -7,9 +7,9 @@ catalog    generate the demo catalog (``taomm init --demo``)
 detector   train the product detector on the catalog's boxes (``taomm train-detector``)
 prepare    titles + images -> the feature store, bad titles quarantined (``taomm prepare``)
 negatives  TF-IDF hard negatives (``taomm mine-negatives``)
-vocab      a WordPiece vocabulary of the titles (``taomm build-vocab``)
+vocab      a WordPiece vocabulary of the titles and logged queries (``taomm build-vocab``)
 pretrain   MSM + MRM + ITM-hn (+ ITC) pretraining (``taomm pretrain``)
-finetune   retrieval finetuning (``taomm finetune-retrieval``)
+finetune   retrieval finetuning with the catalog's search log (``taomm finetune-retrieval``)
 evaluate   text -> image R@1/5/10 on the test split: random, zero-shot, finetuned
 export     item vectors -> the faiss index (``taomm export-embeddings``)
 search     example searches and a recommendation; precision@5 over the held-out queries
