@@ -106,11 +106,11 @@ def build_vocab_command(
     the vocabulary it was built with. The queries of a query log (--query-log, or the
     workspace's) are learned from too: shoppers type words sellers do not (上衣).
     """
-    from taomm.datasets.retrieval import iter_query_log
+    from taomm.datasets.retrieval import logged_queries
 
     path = workspace_path(store, workspace, "store", "--store PATH")
     log = query_log_path(query_log, workspace)
-    queries = [entry[0] for entry in iter_query_log(log) if not isinstance(entry, str)] if log else []
+    queries = logged_queries(log) if log else []
     vocab, info, count = build_store_vocab(path, out, vocab_size=vocab_size, min_frequency=min_frequency,
                                            extra_texts=queries)
     summary = {"vocab": str(vocab.resolve()), "vocab_size": info["vocab_size"], "titles": count,

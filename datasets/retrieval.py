@@ -144,6 +144,11 @@ def iter_query_log(path: str | os.PathLike[str]) -> Iterator[tuple[str, str] | s
                 yield "not_query_item"
 
 
+def logged_queries(path: str | os.PathLike[str]) -> list[str]:
+    """The query texts of a query log's usable lines (for a vocabulary)."""
+    return [entry[0] for entry in iter_query_log(path) if not isinstance(entry, str)]
+
+
 def read_query_log(path: str | os.PathLike[str], store: Any, language: str = "zh") -> QueryLog:
     """Read a query log (``iter_query_log``) against ``store``: each query cleaned with the
     store language's title pipeline, repeats of a (query, item) pair kept once. Unusable
@@ -154,6 +159,7 @@ def read_query_log(path: str | os.PathLike[str], store: Any, language: str = "zh
     cleaner = make_cleaner(language)
     log = QueryLog()
     seen: set[tuple[int, tuple[str, ...]]] = set()
+    cleaned: dict[str, tuple[str, ...]] = {}  # a log repeats its queries: clean each text once
     for entry in iter_query_log(path):
         log.lines += 1
         if isinstance(entry, str):
@@ -163,7 +169,9 @@ def read_query_log(path: str | os.PathLike[str], store: Any, language: str = "zh
         if item_id not in store:
             log.skip("unknown_item")
             continue
-        words = tuple(w for w in cleaner(query).words if w.strip())
+        words = cleaned.get(query)
+        if words is None:
+            words = cleaned[query] = tuple(w for w in cleaner(query).words if w.strip())
         if not words:
             log.skip("empty_query")
             continue

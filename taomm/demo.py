@@ -208,11 +208,10 @@ class Demo:
         return {"items": len(indices), "mean_negatives": round(float((indices >= 0).sum(1).mean()), 1)}
 
     def _vocab(self) -> dict[str, Any]:
-        from taomm.datasets.retrieval import iter_query_log
+        from taomm.datasets.retrieval import logged_queries
         from taomm.text.tokenizer import build_store_vocab
 
-        queries = [entry[0] for entry in iter_query_log(self.query_log) if not isinstance(entry, str)]
-        _, info, _ = build_store_vocab(self.store, extra_texts=queries)
+        _, info, _ = build_store_vocab(self.store, extra_texts=logged_queries(self.query_log))
         return {"vocab_size": info["vocab_size"]}
 
     def _pretrain(self) -> dict[str, Any]:
