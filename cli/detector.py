@@ -55,7 +55,15 @@ def train_detector_command(
     image_size: Annotated[int, typer.Option("--image-size", min=32, help="Short side images are resized to "
                                             "(long side at most twice that); kept for extraction.")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Peak SGD learning rate (after warm-up).")] = 0.02,
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (about 4x faster on this kind of CPU).")] = True,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="Start from pretrained weights: coco (torchvision's Faster R-CNN ResNet-50-FPN, needs "
+        "--backbone resnet50), imagenet (the backbone's ImageNet weights), or a local file in torchvision's layout "
+        "(.pth state dict or .safetensors). Frozen BatchNorm then; the 2048-d box head and the predictor are new. "
+        "Default: from scratch.")] = None,
+    attribute_weight: Annotated[float, typer.Option("--attribute-weight", min=0.0, help="Weight of the attribute "
+                                                    "loss against the detection losses.")] = 1.0,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast where the hardware has bf16 (about 2.5x "
+                                       "faster there; elsewhere fp32 is used).")] = True,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers.")] = 2,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
     lang: Annotated[str, typer.Option("--lang", help="Taxonomy: zh (taobao33).")] = "zh",
@@ -63,7 +71,8 @@ def train_detector_command(
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train the product detector from scratch on COCO-format boxes (no weights can be downloaded)."""
+    """Train the product detector on COCO-format boxes: from scratch (the demo), or finetuned
+    from torchvision's pretrained weights with --weights (real catalogs)."""
     import torch
 
     from taomm.detectors.training import train_detector
@@ -81,13 +90,22 @@ def train_detector_command(
     with progress_bar("training detector", max_steps if epochs is None else None) as advance:
         result = train_detector(annotations, images, out, classes, backbone=backbone, max_steps=max_steps,
                                 epochs=epochs, batch_size=batch_size, lr=lr, bf16=bf16, workers=workers,
-                                device=device, image_ids=ids, image_size=image_size, on_step=lambda step, loss: advance(1))
+                                device=device, image_ids=ids, image_size=image_size, weights=weights,
+                                attribute_weight=attribute_weight, on_step=lambda step, loss: advance(1))
     summary = {"detector": str(Path(out).resolve()), "steps": result.steps, "seconds": round(result.seconds, 1),
                "first_loss": round(result.losses[0], 4), "final_loss": round(result.final_loss, 4),
                "images": len(ids) if ids is not None else None}
+    if result.pretrained is not None:
+        summary["weights"] = {"from": weights, "layout": result.pretrained["layout"],
+                              "loaded": result.pretrained["loaded"], "new": result.pretrained["new"],
+                              "initialised": len(result.pretrained["initialised"])}
     if json_out:
         print_json(summary)
     else:
+        if "weights" in summary:
+            w = summary["weights"]
+            stderr_console().print(f"started from {weights} ({w['layout']} layout): {w['loaded']} tensors loaded, "
+                                   f"{len(w['new'])} replaced by new layers, {w['initialised']} initialised")
         stderr_console().print(f"trained {summary['steps']} steps in {summary['seconds']} s, loss "
                                f"{summary['first_loss']} -> {summary['final_loss']}; saved to {summary['detector']}")
 
@@ -98,31 +116,68 @@ def evaluate_detector_command(
     annotations: AnnotationsOpt = None,
     images: ImagesOpt = None,
     split: SplitOpt = None,
+    probe_split: Annotated[str | None, typer.Option(
+        "--probe-split", help="Split the attribute probe is fitted on (default in a workspace: train). Without "
+        "splits the probe fits on half of the evaluated images and scores the other half.")] = None,
+    probe_images: Annotated[int, typer.Option("--probe-images", min=0, help="At most this many images to fit the "
+                                              "probe on (0: no probe).")] = 600,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 2,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """COCO mAP (IoU 0.5:0.95) and mAP@0.5 of the detector, with pycocotools."""
+    """COCO mAP (IoU 0.5:0.95) and mAP@0.5 of the detector (pycocotools), and what its region
+    features carry: a linear probe per attribute group of the annotations (colour, pattern,
+    style, product ...) beside the majority-class baseline."""
+    import torch
+
     from taomm.detectors.detector import ProductDetector
-    from taomm.detectors.training import evaluate_detector
+    from taomm.detectors.probe import probe_detector
+    from taomm.detectors.training import CocoBoxes, evaluate_detector, image_ids_for_split
 
     annotations, images, ids, ws = _resolve(annotations, images, workspace, split, "test")
     if detector is None:
         if ws is None:
             raise TaommError("no --detector and no workspace: pass --detector DIR")
         detector = ws.path("runs") / DETECTOR_DIR
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = ProductDetector.load(detector)
     with progress_bar("evaluating detector", len(ids) if ids is not None else None) as advance:
-        metrics = evaluate_detector(model, annotations, images, image_ids=ids, workers=workers, on_batch=advance)
+        metrics = evaluate_detector(model.to(device), annotations, images, image_ids=ids, workers=workers,
+                                    on_batch=advance)
+    if probe_images and CocoBoxes(annotations, images).attribute_vocab:
+        manifest = ws.source("manifest") if ws else None
+        probe_split = probe_split or ("train" if manifest and ids is not None else None)
+        if probe_split:
+            if manifest is None:
+                raise TaommError("--probe-split needs a workspace manifest with splits")
+            fit_ids = image_ids_for_split(annotations, manifest, probe_split)[:probe_images]
+            score_ids = ids if ids is not None else [im["id"] for im in CocoBoxes(annotations, images).images
+                                                     if im["id"] not in set(fit_ids)]
+        else:  # no splits: fit on every other evaluated image, score on the rest
+            every = ids if ids is not None else [im["id"] for im in CocoBoxes(annotations, images).images]
+            fit_ids, score_ids = every[0::2][:probe_images], every[1::2]
+        with progress_bar("probing region features", len(fit_ids) + len(score_ids or [])) as advance:
+            probe = probe_detector(model, annotations, images, fit_ids, score_ids, device=device, bf16=True,
+                                   on_image=advance)
+        metrics["probe"] = {"fit": probe_split or "half", **probe}
     if json_out:
         print_json(metrics)
-    else:
-        typer.echo(f"mAP {metrics['mAP']:.3f}   mAP@0.5 {metrics['mAP@0.5']:.3f}   "
-                   f"({metrics['images']} images, {metrics['detections']} detections)")
+        return
+    typer.echo(f"mAP {metrics['mAP']:.3f}   mAP@0.5 {metrics['mAP@0.5']:.3f}   "
+               f"({metrics['images']} images, {metrics['detections']} detections)")
+    probe = metrics.get("probe")
+    if probe and probe["groups"]:
+        typer.echo(f"linear probe on the region features (fit on {probe['fit']}: {probe['boxes']['train']} boxes, "
+                   f"scored on {probe['boxes']['test']}; mean IoU of the matched regions {probe['mean_iou']}):")
+        typer.echo(f"  {'group':<10} {'probe':>6} {'majority':>9} {'boxes':>6}")
+        for group, row in probe["groups"].items():
+            typer.echo(f"  {group:<10} {row['accuracy']:>6.3f} {row['majority']:>9.3f} {row['test']:>6}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train-detector", epilog="Examples:  taomm train-detector   |   taomm train-detector --annotations "
-                "catalog/annotations.json --images catalog/images --out detector --max-steps 150")(train_detector_command)
+                "catalog/annotations.json --images catalog/images --out detector --max-steps 150   |   taomm train-detector "
+                "--backbone resnet50 --weights coco --image-size 600 --epochs 12")(train_detector_command)
     app.command("evaluate-detector", epilog="Examples:  taomm evaluate-detector   |   taomm evaluate-detector "
                 "--detector detector --annotations val.json --images val/")(evaluate_detector_command)

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from taomm.datasets.images import ImageError, load_image
 from taomm.datasets.manifest import ManifestEntry, Rejected, iter_json_objects, read_manifest
 from taomm.datasets.store import Item, StoreWriter, is_store
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.text.clean import make_cleaner
 
@@ -216,7 +217,7 @@ def detector_extractor(detector, max_regions: int = 16, min_score: float = 0.1, 
     detector = detector.to(device).eval()
 
     def extract(image: torch.Tensor) -> dict[str, np.ndarray]:
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             (regions,) = detector.extract([image.to(device).float().div(255)], max_regions, min_score,
                                           min_regions=min_regions)
         return {"boxes": regions["boxes"].float().cpu().numpy(), "features": regions["features"].float().cpu().numpy(),

@@ -43,6 +43,7 @@ from taomm.datasets.images import ImageError, load_image, resolve_image_path
 from taomm.datasets.prepare import PrepareReport, _Quarantine, _stored_ids
 from taomm.datasets.pretraining import normalized_boxes
 from taomm.datasets.store import Item, StoreWriter
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.text.tokenizer import TitleTokenizer
 
@@ -363,7 +364,7 @@ def box_feature_extractor(detector: Any, device: str = "cpu", bf16: bool = False
     detector = detector.to(device).eval()
 
     def extract(image: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             (features,) = detector.features_at([image.to(device).float().div(255)],
                                                [torch.as_tensor(boxes, dtype=torch.float32, device=device)])
         return features.float().cpu().numpy()

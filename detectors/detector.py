@@ -6,8 +6,10 @@ background 0 is handled here (``label + 1`` inside the model).
 
 The box head is a two-layer MLP of width ``representation_size`` (2048, as the paper's
 features); its output for a region is that region's feature. An optional attribute head
-(multi-label colour and pattern, on the same 2048-d vector) is trained on the ground-truth
-boxes alongside the detection losses, so that the features keep what a title describes.
+(one softmax per attribute group: colour, pattern, product, style ..., on the same 2048-d
+vector) is trained on the sampled foreground RoIs alongside the detection losses, as
+bottom-up-attention trains its attributes, so that the features keep what a title
+describes. :func:`load_pretrained` starts it from torchvision's COCO or ImageNet weights.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +27,10 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.transform import resize_boxes
-from torchvision.ops import MultiScaleRoIAlign, nms
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign, nms
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from taomm.errors import TaommError
 
@@ -51,6 +56,15 @@ class DetectorConfig:
     rpn_post_nms_top_n_test: int = 50  # 150 costs 2x the extraction time (measured); products are 1-3 a photo
     box_batch_size_per_image: int = 32  # 128 costs 1.8x the step time on CPU (measured)
     attributes: dict[str, list[str]] = field(default_factory=dict)  # e.g. {"colour": [...], "pattern": [...]}
+    # From scratch: trainable BatchNorm in every stage. From pretrained weights (--weights):
+    # torchvision's usual FrozenBatchNorm2d ("frozen") and the last 3 stages trained.
+    norm: str = "batch"
+    # Width of the feature pyramid, the RPN head and the RoI features (torchvision: 256). With
+    # a ResNet-18 at 128 px the pyramid and RPN convs cost 4x the ResNet itself (measured
+    # FLOPs of a train step: 86 of 153 GFLOP); 128 halves the step (see the README).
+    fpn_channels: int = 256
+    trainable_layers: int = 5
+    weights: str | None = None  # what training started from: coco, imagenet, a file; None = scratch
 
     @property
     def num_attributes(self) -> int:
@@ -65,10 +79,17 @@ class ProductDetector(nn.Module):
         if config.backbone not in BACKBONES:
             raise TaommError(f"unknown detector backbone {config.backbone!r} (choose from {', '.join(BACKBONES)})")
         self.config = config
+        if config.norm not in ("batch", "frozen"):
+            raise TaommError(f"unknown detector norm {config.norm!r} (batch or frozen)")
         # From scratch, trainable BatchNorm: frozen BN (torchvision's default for pretrained
         # backbones) diverges without pretrained statistics.
-        backbone = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, norm_layer=nn.BatchNorm2d,
-                                       trainable_layers=5)
+        norm = FrozenBatchNorm2d if config.norm == "frozen" else nn.BatchNorm2d
+        backbone = resnet_fpn_backbone(backbone_name=config.backbone, weights=None, norm_layer=norm,
+                                       trainable_layers=config.trainable_layers)
+        if config.fpn_channels != backbone.out_channels:  # a narrower pyramid than torchvision's 256
+            widths = [block[0].in_channels for block in backbone.fpn.inner_blocks]
+            backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
+            backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
         head = TwoMLPHead(backbone.out_channels * 7 * 7, config.representation_size)
         self.rcnn = FasterRCNN(
@@ -84,21 +105,37 @@ class ProductDetector(nn.Module):
         self.attribute_head = nn.Linear(config.representation_size, config.num_attributes) \
             if config.num_attributes else None
 
-    def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+               attribute_rois: str = "sampled") -> dict[str, torch.Tensor]:
         """Training losses. images: (3, H, W) float in [0, 1]; targets: boxes (N, 4) pixels,
         labels (N,) taxonomy ids, optionally attributes (N, A): one-hot per attribute group
-        (all zero in a group the box does not have)."""
-        rcnn = self.rcnn
+        (all zero in a group the box does not have).
+
+        The attribute loss is taken on the same 2048-d vectors as the class loss: every
+        sampled foreground RoI (IoU >= 0.5 with an annotated box) learns that box's
+        attributes (``attribute_rois="sampled"``, as bottom-up-attention trains them), so
+        the features keep pattern and colour on the imprecise boxes extraction returns;
+        ``"gt"`` takes the annotated boxes alone (one extra box-head pass)."""
+        rcnn, heads = self.rcnn, self.rcnn.roi_heads
         shifted = [{**t, "labels": t["labels"] + 1} for t in targets]  # background is 0 inside
         batch, shifted = rcnn.transform(images, shifted)
         features = rcnn.backbone(batch.tensors)
         proposals, rpn_losses = rcnn.rpn(batch, features, shifted)
-        _, det_losses = rcnn.roi_heads(features, proposals, batch.image_sizes, shifted)
-        losses = {**rpn_losses, **det_losses}
+        proposals, matched, labels, regression_targets = heads.select_training_samples(proposals, shifted)
+        vectors = heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes))
+        class_logits, box_regression = heads.box_predictor(vectors)
+        loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
+        losses = {**rpn_losses, "loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
         if self.attribute_head is not None and all("attributes" in t for t in targets):
-            gt_boxes = [t["boxes"] for t in shifted]
-            vectors = rcnn.roi_heads.box_head(rcnn.roi_heads.box_roi_pool(features, gt_boxes, batch.image_sizes))
-            wanted = torch.cat([t["attributes"] for t in targets])
+            if attribute_rois == "gt":
+                gt_boxes = [t["boxes"] for t in shifted]
+                vectors = heads.box_head(heads.box_roi_pool(features, gt_boxes, batch.image_sizes))
+                wanted = torch.cat([t["attributes"] for t in targets])
+            else:
+                foreground = torch.cat(labels) > 0
+                vectors = vectors[foreground]
+                wanted = torch.cat([t["attributes"][m.clamp(min=0)] for t, m in zip(targets, matched, strict=True)])
+                wanted = wanted[foreground]
             losses["loss_attributes"] = self.attribute_loss(self.attribute_head(vectors).float(), wanted)
         return losses
 
@@ -220,3 +257,91 @@ class ProductDetector(nn.Module):
         if missing or unexpected:
             raise TaommError(f"{folder}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model
+
+
+# --- pretrained weights (torchvision's layouts) ------------------------------------------
+
+PRETRAINED = ("coco", "imagenet")
+# Layers of a torchvision checkpoint that taomm replaces: the COCO box head (1024-d, ours is
+# the 2048-d region feature) and 91-class predictor, the ImageNet classifier.
+_NEW_LAYERS = ("roi_heads.box_head.", "roi_heads.box_predictor.", "fc.")
+
+
+def pretrained_state(weights: str, backbone: str) -> dict[str, torch.Tensor]:
+    """The state dict behind ``--weights``: ``coco`` (torchvision's Faster R-CNN ResNet-50-FPN,
+    COCO), ``imagenet`` (torchvision's ImageNet weights of the backbone), both through
+    torchvision's weights API (downloaded once into the torch hub cache, hash-checked), or a
+    local file in either layout (``.safetensors``, or a ``torch.save``d state dict read with
+    ``weights_only=True``; a ``{"model": state}`` checkpoint too)."""
+    if weights in PRETRAINED:
+        import torchvision
+
+        if weights == "coco":
+            if backbone != "resnet50":
+                raise TaommError("--weights coco is torchvision's Faster R-CNN ResNet-50-FPN: use --backbone resnet50 "
+                                 "(or --weights imagenet for another backbone)")
+            entry = torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+        else:
+            entry = torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
+        try:
+            return torch.hub.load_state_dict_from_url(entry.url, progress=True, check_hash=True, weights_only=True)
+        except OSError as exc:  # URLError included: no network
+            raise TaommError(f"cannot fetch torchvision's {weights} weights ({exc}); on a machine without network "
+                             f"download {entry.url} elsewhere and pass --weights PATH") from None
+    path = Path(weights)
+    if not path.is_file():
+        raise TaommError(f"--weights {weights}: not coco, imagenet or a file")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt file, or one that needs pickle beyond tensors
+        raise TaommError(f"cannot read weights {path}: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TaommError(f"{path} holds no state dict of tensors")
+    return state
+
+
+def load_pretrained(model: ProductDetector, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Load a torchvision state dict into ``model``, accounting for every key.
+
+    Two layouts: a detection model's (``backbone.body.*``, ``backbone.fpn.*``, ``rpn.*``,
+    ``roi_heads.*``, as ``fasterrcnn_resnet50_fpn``) or a classification backbone's
+    (``conv1.*``, ``layer1.*`` ... ``fc.*``, as ``resnet50``). The replaced layers (box head,
+    predictor, classifier) are listed as ``new``; a key the model cannot take, or a shape
+    that differs, is an error. Returns counts and the lists."""
+    own = model.state_dict()
+    if any(k.startswith("backbone.body.") for k in state):
+        layout, prefix = "detection", "rcnn."
+    elif "conv1.weight" in state and any(k.startswith("layer1.") for k in state):
+        layout, prefix = "backbone", "rcnn.backbone.body."
+    else:
+        raise TaommError("weights are in neither of torchvision's layouts (a Faster R-CNN's backbone.body.* keys, "
+                         f"or a ResNet's conv1/layer1 keys); first keys: {list(state)[:3]}")
+    mapped, new, dropped, unknown, shapes = {}, [], [], [], []
+    for key, value in state.items():
+        if key.startswith(_NEW_LAYERS):
+            new.append(key)
+            continue
+        target = prefix + key
+        if target not in own:
+            # frozen BatchNorm keeps no batch counter
+            (dropped if key.endswith("num_batches_tracked") else unknown).append(key)
+        elif own[target].shape != value.shape:
+            shapes.append(f"{key} {tuple(value.shape)} vs {tuple(own[target].shape)}")
+        else:
+            mapped[target] = value
+    # what the layout must cover in full: a backbone file the ResNet, a detection file the FPN and RPN too
+    covered = ("rcnn.backbone.body.",) if layout == "backbone" else ("rcnn.backbone.", "rcnn.rpn.")
+    missing = [k for k in own if k.startswith(covered) and k not in mapped and not k.endswith("num_batches_tracked")]
+    if unknown or shapes or missing:
+        what = (f"unknown keys {unknown[:3]}" if unknown else f"other shapes {shapes[:3]}" if shapes
+                else f"{len(missing)} tensors missing, e.g. {missing[:2]}")
+        raise TaommError(f"weights do not fit a {model.config.backbone} detector: {what} "
+                         "(is --backbone the weights' backbone?)")
+    model.load_state_dict(mapped, strict=False)
+    return {"layout": layout, "loaded": len(mapped), "new": new, "dropped": dropped,
+            "initialised": sorted(k for k in own if k not in mapped)}

@@ -4,9 +4,10 @@ COCO ``category_id`` is the taxonomy id (0..C-1), as in the demo catalog. An ann
 carry ``attributes`` (e.g. ``{"colour": "红色", "pattern": "波点"}``) with the file's
 ``attribute_vocab``; the detector's attribute head learns them.
 
-No pretrained weights can be downloaded: the detector trains from scratch (trainable
-BatchNorm, linear warm-up, gradient clipping, bf16 autocast on CPU), as measured in
-DESIGN.md section 5.
+The demo's detector trains from scratch (trainable BatchNorm, linear warm-up, gradient
+clipping, bf16 autocast where the hardware has it), as measured in DESIGN.md section 5. A
+real catalog starts from torchvision's pretrained weights (``weights="coco"``, ``"imagenet"``
+or a local file in torchvision's layout) with frozen BatchNorm, as torchvision finetunes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from taomm.datasets.images import ImageError, load_image, resolve_image_path
 from taomm.datasets.manifest import iter_json_objects
-from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.detector import (
+    DetectorConfig,
+    ProductDetector,
+    load_pretrained,
+    pretrained_state,
+)
+from taomm.device import autocast
 from taomm.errors import TaommError
 
 
@@ -102,20 +109,26 @@ class TrainResult:
     seconds: float
     final_loss: float
     losses: list[float]
+    pretrained: dict[str, Any] | None = None  # what --weights loaded (load_pretrained's report)
 
 
 def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str],
                    classes: list[str], backbone: str = "resnet18", max_steps: int = 300, epochs: int | None = None,
                    batch_size: int = 8, lr: float = 0.02, warmup: int = 50, bf16: bool = True, workers: int = 2,
                    seed: int = 0, device: str = "cpu", image_ids: list[int] | None = None,
-                   image_size: int | None = None,
+                   image_size: int | None = None, attribute_weight: float = 1.0,
+                   attribute_rois: str = "sampled", weights: str | None = None, fpn_channels: int = 256,
                    on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train a detector from scratch and save it to ``out`` (detector.json + detector.safetensors).
 
     Runs ``max_steps`` SGD steps (or ``epochs`` passes when given), linear warm-up then
     cosine decay, gradient clipping at 5, bf16 autocast when ``bf16``. ``image_size`` sets
     the short side images are resized to, the long side at most twice that (default: the
-    detector config's 128..256)."""
+    detector config's 128..256). ``weights`` starts from torchvision's pretrained weights
+    (``coco``, ``imagenet`` or a file in torchvision's layout, see
+    :func:`~taomm.detectors.detector.pretrained_state`) with frozen BatchNorm and the last three
+    backbone stages trained, as torchvision does; the box head and predictor are new layers.
+    ``attribute_weight`` scales the attribute loss against the detection losses."""
     torch.manual_seed(seed)
     data = CocoBoxes(annotations, images, image_ids)
     if not len(data):
@@ -124,8 +137,11 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     if unknown:
         raise TaommError(f"category ids {unknown[:5]} are outside the taxonomy of {len(classes)} classes")
     sizes = {} if image_size is None else {"min_size": image_size, "max_size": 2 * image_size}
+    start_from = {} if weights is None else {"norm": "frozen", "trainable_layers": 3, "weights": str(weights)}
     model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
-                                           **sizes)).to(device).train()
+                                           fpn_channels=fpn_channels, **sizes, **start_from))
+    pretrained = None if weights is None else load_pretrained(model, pretrained_state(str(weights), backbone))
+    model = model.to(device).train()
     if epochs is not None:
         max_steps = epochs * math.ceil(len(data) / batch_size)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -142,8 +158,10 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
             group["lr"] = lr * scale
         imgs = [i.to(device) for i in imgs]
         targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            loss_parts = model.losses(imgs, targets)
+        with autocast(device, bf16):
+            loss_parts = model.losses(imgs, targets, attribute_rois=attribute_rois)
+        if "loss_attributes" in loss_parts:
+            loss_parts["loss_attributes"] = attribute_weight * loss_parts["loss_attributes"]
         loss = sum(loss_parts.values())
         if not torch.isfinite(loss):
             raise TaommError(f"detector training diverged at step {step} (loss {loss.item()}); lower --lr")
@@ -155,7 +173,8 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
         if on_step is not None:
             on_step(step, losses[-1])
     model.eval().save(out)
-    return TrainResult(len(losses), time.perf_counter() - start, losses[-1] if losses else math.nan, losses)
+    return TrainResult(len(losses), time.perf_counter() - start, losses[-1] if losses else math.nan, losses,
+                       pretrained)
 
 
 def evaluate_detector(detector: ProductDetector, annotations: str | os.PathLike[str], images: str | os.PathLike[str],

@@ -291,13 +291,14 @@ def export_vectors(model: Any, store: Any, tokenizer: Any, ordinals: np.ndarray,
     """Image-alone vectors and cross-modal item vectors of the store's items -> (N, E) float32."""
     import torch
 
+    from taomm.device import autocast
     from taomm.retrieval import encode_items
 
     cfg = model.config
     device = next(model.parameters()).device
     model.eval()
     out: dict[str, list[np.ndarray]] = {"image": [], "item": []}
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), autocast(device, bf16):
         for start in range(0, len(ordinals), batch_size):
             enc = encode_items(store, ordinals[start:start + batch_size], tokenizer,
                                max_tokens=min(40, cfg.max_position_embeddings), max_regions=cfg.max_regions)

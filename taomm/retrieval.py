@@ -18,6 +18,7 @@ import torch
 
 from taomm.datasets.pretraining import normalized_boxes
 from taomm.datasets.store import image_key
+from taomm.device import autocast
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -65,7 +66,7 @@ def itm_scores(model: torch.nn.Module, texts: Encoded, images: Encoded, caption_
     for start in range(0, len(caption_idx), batch_size):
         c = torch.as_tensor(caption_idx[start:start + batch_size])
         i = torch.as_tensor(image_idx[start:start + batch_size])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             h = model.interbert(texts.input_ids[c].to(device), texts.attention_mask[c].to(device),
                                 images.region_features[i].to(device), images.region_boxes[i].to(device),
                                 images.region_mask[i].to(device))
@@ -107,7 +108,7 @@ def contrastive_vectors(model: torch.nn.Module, texts: Encoded, images: Encoded,
     model.eval()
     device = next(model.parameters()).device
     t_out, i_out = [], []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(device, bf16):
         for s in range(0, texts.input_ids.shape[0], batch_size):
             t_out.append(model.encode_text(texts.input_ids[s:s + batch_size].to(device),
                                            texts.attention_mask[s:s + batch_size].to(device)).float().cpu())

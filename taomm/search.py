@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.index import ItemIndex, open_index, sha256_file
 
@@ -141,12 +142,7 @@ class SearchEngine:
             raise TaommError(f"search target must be image or item, not {target!r}")
         if rerank is None:
             rerank = DEFAULT_RERANK[target]
-        words = self.clean_query(query)
-        ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
-        input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
-        mask = torch.ones_like(input_ids, dtype=torch.bool)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            vector = self.model.encode_text(input_ids, mask).float().cpu().numpy()
+        input_ids, vector = self.encode_query(query)
         scores, rows = self.index.search(target, vector, max(k, rerank))
         scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
         if rerank > 0 and len(rows):
@@ -159,6 +155,16 @@ class SearchEngine:
             ranked = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
         return [self._hit(i + 1, row, score) for i, (row, score) in enumerate(ranked[:k])]
 
+    def encode_query(self, query: str) -> tuple[torch.Tensor, np.ndarray]:
+        """A query's token ids (1, T) and its text vector (1, E), as search uses them."""
+        words = self.clean_query(query)
+        ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
+        input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            vector = self.model.encode_text(input_ids, mask).float().cpu().numpy()
+        return input_ids, vector
+
     def _itm(self, input_ids: torch.Tensor, rows: np.ndarray) -> np.ndarray:
         from taomm.retrieval import encode_items
 
@@ -167,7 +173,7 @@ class SearchEngine:
         cfg = self.model.config
         enc = encode_items(store, ordinals, self.tokenizer, max_regions=cfg.max_regions)
         n = len(ordinals)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with autocast(self.device, self.bf16):
             out = self.model(input_ids.expand(n, -1), torch.ones_like(input_ids, dtype=torch.bool).expand(n, -1),
                              enc.region_features.to(self.device), enc.region_boxes.to(self.device),
                              enc.region_mask.to(self.device))

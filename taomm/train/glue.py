@@ -33,6 +33,7 @@ from taomm.datasets.glue import (
     read_split,
     task_dir,
 )
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForSequenceClassification
 from taomm.model.pretrained import VOCAB_NAME
@@ -165,7 +166,7 @@ def predict(model: InterBertForSequenceClassification, input_ids: list[np.ndarra
     out = []
     for start in range(0, len(input_ids), batch_size):
         batch = collate_glue([{"input_ids": x, "label": 0} for x in input_ids[start: start + batch_size]], pad_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits.float()
         out.append(logits[:, 0] if model.is_regression else logits.argmax(-1))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)

@@ -20,6 +20,7 @@ import torch
 
 from taomm.datasets.pretraining import IGNORE, MaskingOptions, PretrainingData, collate_pretraining
 from taomm.datasets.sharded import open_store
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.model.pretrained import VOCAB_NAME
@@ -179,7 +180,7 @@ def evaluate_pretraining(model: InterBertForPretraining, store: Any, tokenizer: 
     for start in range(0, len(data), batch_size):
         batch = task.collate([data[p] for p in range(start, min(start + batch_size, len(data)))])
         batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             out = model(batch["input_ids"], batch["attention_mask"], batch["region_features"], batch["region_boxes"],
                         batch["region_mask"], msm_labels=batch["msm_labels"], mrm_labels=batch["mrm_labels"])
         for j, (logits, labels) in enumerate(((out.msm_logits, batch["msm_labels"]),

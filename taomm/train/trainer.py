@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from taomm.train.distributed import DistInfo, all_reduce_sum
@@ -221,7 +222,7 @@ class Trainer:
                 for j, batch in enumerate(micro):
                     sync = not info.distributed or j == len(micro) - 1
                     with contextlib.nullcontext() if sync else ddp.no_sync():
-                        with torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                        with autocast(info.device, cfg.bf16):
                             parts = task.loss_sums(ddp, batch, step).float()
                         loss = (weights * parts / denom).sum() * info.world_size
                         loss.backward()

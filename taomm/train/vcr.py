@@ -41,6 +41,7 @@ from taomm.datasets.vcr import (
     collate_vcr,
     load_split,
 )
+from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig
 from taomm.model.pretrained import VOCAB_NAME
@@ -175,7 +176,7 @@ def evaluate_vcr(model: InterBertForMultipleChoice, examples: VcrExamples, batch
     indices = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             out = training(batch)
         for name, value in out.items():
             logits[name].append(value.float().cpu().numpy())
