@@ -70,7 +70,10 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
         return f"{s['steps']} steps, loss {s['final_loss']}, test mAP {s['mAP']} (mAP@0.5 {s['mAP@0.5']})"
     if stage == "prepare":
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())) or "none"
-        return f"{s['inputs']} items: {s['ok']} in the store, {s['quarantined']} quarantined ({reasons})"
+        probe = ", ".join(f"{g} {row['accuracy']:.2f} (majority {row['majority']:.2f})"
+                          for g, row in s.get("probe", {}).items())
+        return (f"{s['inputs']} items: {s['ok']} in the store, {s['quarantined']} quarantined ({reasons})"
+                + (f"; linear probe on the stored region features: {probe}" if probe else ""))
     if stage == "negatives":
         return f"{s['mean_negatives']} hard negatives per item"
     if stage == "vocab":
@@ -114,10 +117,25 @@ def _report(demo: Any, total: float) -> None:
         p = search["precision"][key]
         console.print(f"  {label}: [bold]{p['precision@5']}[/bold] over the {p['queries']} queries with at least 5 "
                       f"relevant items; {p['precision@5_all']} over all {p['queries_all']} (capped at their count)")
+    by_kind = search.get("by_kind")
+    if by_kind:
+        kinds = [k for k in next(iter(by_kind.values())) if k != "all"]
+        table = Table(title="what the photo adds: precision@5 per attribute kind of the held-out queries, "
+                            "by how the item vectors are built (exact search)")
+        for column in ("item vectors", *kinds, "all"):
+            table.add_column(column, justify="left" if column == "item vectors" else "right")
+        for variant, row in by_kind.items():
+            table.add_row(variant, *(_cell(row[k]) for k in (*kinds, "all")))
+        console.print(table)
     stages = sum(rec.seconds for rec in demo.records.values())
     console.print(f"demo finished: {stages:.0f} s of stages in all ({total:.0f} s this run); images are under "
                   f"{demo.catalog / 'images'}.\n"
                   f"Next: cd {demo.root} && taomm search \"波点荷叶边裙\"   (or taomm serve)")
+
+
+def _cell(row: dict[str, Any]) -> str:
+    value = row.get("precision@5")
+    return "-" if value is None else f"{value:.3f} ({row['queries']})"
 
 
 def register(app: typer.Typer) -> None:

@@ -55,6 +55,7 @@ class DemoConfig:
     image_size: int = 192  # catalog drawings, pixels
     detector_steps: int = 250  # SGD steps of batch 8 at 128 px (about 0.9 s each on 2 cores)
     detector_image_size: int = 128
+    detector_fpn_channels: int = 128  # half the step of torchvision's 256 (train-detector's default from scratch)
     preset: str = "mini"  # InterBERT size: H=256, 2 interaction + 1 + 1 extractor layers (CPU)
     pretrain_steps: int = 150  # short: on 1.5k items longer pretraining memorises (README)
     pretrain_lr: float = 3e-4  # at 1e-3 the image [CLS] collapses within 150 steps (measured)
@@ -175,6 +176,7 @@ class Demo:
         with self.progress("training the detector", cfg.detector_steps) as advance:
             result = train_detector(annotations, self.catalog / "images", out, list(load_taxonomy("taobao33").classes),
                                     max_steps=cfg.detector_steps, image_size=cfg.detector_image_size,
+                                    fpn_channels=cfg.detector_fpn_channels,
                                     workers=cfg.workers, seed=cfg.seed, device=self._device(),
                                     image_ids=image_ids_for_split(annotations, manifest, "train"),
                                     on_step=lambda step, loss: advance(1))
@@ -198,7 +200,22 @@ class Demo:
                                    classes=model.config.classes, workers=self.config.workers,
                                    on_progress=advance)
         return {"inputs": report.inputs, "ok": report.ok, "quarantined": report.quarantined,
-                "reasons": report.reasons}
+                "reasons": report.reasons, "probe": self._probe()}
+
+    def _probe(self) -> dict[str, Any]:
+        """What the stored region features carry: a linear probe per attribute group, fitted on
+        the train items' regions and scored on the test items' (``taomm evaluate-detector``
+        reports the same from fresh extraction)."""
+        from taomm.datasets.sharded import open_store
+        from taomm.detectors.probe import probe_attributes, store_samples
+        from taomm.detectors.training import CocoBoxes, image_ids_for_split
+
+        annotations, manifest = self.catalog / "annotations.json", self.catalog / "items.jsonl"
+        parts = [CocoBoxes(annotations, self.catalog / "images", image_ids_for_split(annotations, manifest, split))
+                 for split in ("train", "test")]
+        with open_store(self.store) as store:
+            train, test = (store_samples(store, data) for data in parts)
+        return probe_attributes(train, test, parts[0].attribute_vocab)
 
     def _negatives(self) -> dict[str, Any]:
         from taomm.text.mining import mine_store_negatives
@@ -284,7 +301,9 @@ class Demo:
         searches = {q: [h.to_json() for h in engine.search(q, k=5)] for q in examples}
         item = engine.index.item_ids[0]
         similar = [h.to_json() for h in engine.recommend(item, k=5)]
-        return {"precision": quality, "searches": searches, "recommend": {"item": item, "similar": similar}}
+        by_kind = precision_by_kind(engine, queries, attributes, k=5)
+        return {"precision": quality, "by_kind": by_kind, "searches": searches,
+                "recommend": {"item": item, "similar": similar}}
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -344,6 +363,60 @@ def query_precision(engine: Any, queries: list[dict[str, Any]], attributes: dict
             full.append(hits / k)
     return {f"precision@{k}": round(float(np.mean(full)), 3) if full else None, "queries": len(full),
             f"precision@{k}_all": round(float(np.mean(capped)), 3) if capped else None, "queries_all": len(capped)}
+
+
+# Attribute kinds of a query's constraints: a query counts under each kind it names.
+KINDS = {"colour": ("colour",), "pattern": ("pattern",), "style": ("style",), "product": ("product", "generic")}
+VARIANTS = ("title", "photo", "photo + title")
+
+
+def precision_by_kind(engine: Any, queries: list[dict[str, Any]], attributes: dict[str, dict[str, Any]], k: int = 5,
+                      batch_size: int = 128) -> dict[str, dict[str, Any]]:
+    """What the photo adds: precision@k of the held-out queries per attribute kind (colour,
+    pattern, style, product) for item vectors built three ways by the engine's model:
+
+    - ``title``: the title alone through the text encoder (the query's own tower);
+    - ``photo``: the photo's regions alone (the image vector, photo search's);
+    - ``photo + title``: the cross-modal item vector (what listing search uses).
+
+    Each query is encoded as search encodes it and ranks every indexed item exactly
+    (cosine); only queries with at least ``k`` relevant indexed items count, as in
+    :func:`query_precision`. Returns ``{variant: {kind: {"precision@k", "queries"}}}`` plus
+    an ``all`` kind over every counted query."""
+    import torch
+
+    from taomm.datasets.demo_catalog import matches
+    from taomm.device import autocast
+    from taomm.retrieval import encode_items
+
+    model, store, cfg = engine.model, engine.store, engine.model.config
+    ids = [i for i in engine.index.item_ids if i in attributes]
+    ordinals = [store.ordinal(i) for i in ids]
+    parts: dict[str, list[np.ndarray]] = {v: [] for v in VARIANTS}
+    with torch.no_grad(), autocast(engine.device, engine.bf16):
+        for start in range(0, len(ordinals), batch_size):
+            enc = encode_items(store, ordinals[start:start + batch_size], engine.tokenizer,
+                               max_tokens=min(40, cfg.max_position_embeddings), max_regions=cfg.max_regions)
+            text = (enc.input_ids.to(engine.device), enc.attention_mask.to(engine.device))
+            regions = tuple(t.to(engine.device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
+            parts["title"].append(model.encode_text(*text).float().cpu().numpy())
+            parts["photo"].append(model.encode_image(*regions).float().cpu().numpy())
+            parts["photo + title"].append(model.encode_item(*text, *regions).float().cpu().numpy())
+    vectors = {v: np.concatenate(p) for v, p in parts.items()}
+    found: dict[str, dict[str, list[float]]] = {v: {kind: [] for kind in (*KINDS, "all")} for v in VARIANTS}
+    for query in queries:
+        relevant = {i for i in ids if matches(attributes[i], query["constraints"])}
+        if len(relevant) < k:
+            continue
+        _, q = engine.encode_query(query["query"])
+        kinds = [kind for kind, keys in KINDS.items() if any(key in query["constraints"] for key in keys)]
+        for variant, matrix in vectors.items():
+            top = np.argsort(-(matrix @ q[0]), kind="stable")[:k]
+            precision = sum(ids[i] in relevant for i in top) / k
+            for kind in (*kinds, "all"):
+                found[variant][kind].append(precision)
+    return {variant: {kind: {f"precision@{k}": round(float(np.mean(p)), 3) if p else None, "queries": len(p)}
+                      for kind, p in per_kind.items()} for variant, per_kind in found.items()}
 
 
 def pick_examples(queries: list[dict[str, Any]], count: int) -> list[str]:

@@ -44,6 +44,8 @@ def test_quick_demo_runs_every_stage(quick_demo: tuple[Path, dict]) -> None:
     prepare = stages["prepare"]["summary"]
     assert prepare["ok"] + prepare["quarantined"] == prepare["inputs"] == 240
     assert prepare["quarantined"] > 0 and any(r.startswith("spam:") for r in prepare["reasons"])
+    assert {"colour", "pattern", "product"} <= set(prepare["probe"])  # what the stored region features carry
+    assert all(0 <= row["accuracy"] <= 1 and 0 <= row["majority"] <= 1 for row in prepare["probe"].values())
     recall = stages["evaluate"]["summary"]["recall"]
     assert set(recall) == {"random", "zero-shot (pretrained)", "finetuned"}
     assert all(0.0 <= row["R@1"] <= row["R@5"] <= row["R@10"] <= 1.0 for row in recall.values())
@@ -52,6 +54,11 @@ def test_quick_demo_runs_every_stage(quick_demo: tuple[Path, dict]) -> None:
     for hit in search["searches"]["波点荷叶边裙"]:
         assert Path(hit["image"]).is_file() and hit["image"].startswith(str(workdir))
     assert set(search["precision"]) == {"search", "rerank"}
+    by_kind = search["by_kind"]  # title alone, photo alone, photo + title
+    assert set(by_kind) == {"title", "photo", "photo + title"}
+    for row in by_kind.values():
+        assert set(row) == {"colour", "pattern", "style", "product", "all"}
+        assert row["all"]["queries"] >= max(r["queries"] for r in row.values())
     for precision in search["precision"].values():
         assert precision["queries_all"] > 0 and 0.0 <= precision["precision@5_all"] <= 1.0
     options = json.loads((workdir / "runs" / "retrieval" / "run.json").read_text())
