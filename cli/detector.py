@@ -150,17 +150,19 @@ def evaluate_detector_command(
     with progress_bar("evaluating detector", len(ids) if ids is not None else None) as advance:
         metrics = evaluate_detector(model.to(device), annotations, images, image_ids=ids, workers=workers,
                                     on_batch=advance)
-    if probe_images and CocoBoxes(annotations, images).attribute_vocab:
+    annotated = CocoBoxes(annotations, images) if probe_images else None  # the file, read once
+    if annotated is not None and annotated.attribute_vocab:
+        all_ids = [im["id"] for im in annotated.images]
         manifest = ws.source("manifest") if ws else None
         probe_split = probe_split or ("train" if manifest and ids is not None else None)
         if probe_split:
             if manifest is None:
                 raise TaommError("--probe-split needs a workspace manifest with splits")
             fit_ids = image_ids_for_split(annotations, manifest, probe_split)[:probe_images]
-            score_ids = ids if ids is not None else [im["id"] for im in CocoBoxes(annotations, images).images
-                                                     if im["id"] not in set(fit_ids)]
+            fitted = set(fit_ids)
+            score_ids = ids if ids is not None else [i for i in all_ids if i not in fitted]
         else:  # no splits: fit on every other evaluated image, score on the rest
-            every = ids if ids is not None else [im["id"] for im in CocoBoxes(annotations, images).images]
+            every = ids if ids is not None else all_ids
             fit_ids, score_ids = every[0::2][:probe_images], every[1::2]
         with progress_bar("probing region features", len(fit_ids) + len(score_ids or [])) as advance:
             probe = probe_detector(model, annotations, images, fit_ids, score_ids, device=device, bf16=True,
