@@ -1,10 +1,20 @@
 """Spam-filter quality and speed on real Taobao titles.
 
-Contract (DESIGN.md section 4, the spam-filter issue): at most 1% of the real titles flagged,
-recall >= 95% per category on real titles with obfuscated spam phrases injected, all demo
+Contract (DESIGN.md section 4, the spam-filter and hardening issues): at most 1% of real
+titles flagged (the shared data's at 0), recall >= 95% per category on real titles with
+obfuscated spam phrases injected, at most 5% of legitimate look-alikes flagged, all demo
 catalog spam flagged with its category and no clean demo title flagged, and <= 10 µs per title
-on one core (words given). The baseline is a naive loop of ``in`` over every phrase of the
-lexicons, on the same titles in the same run.
+on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
+same titles in the same run.
+
+Three phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), ``HELD_OUT`` (offers, slang and contact spellings
+written for this benchmark and not copied into the lexicons, but the contact rules were revised
+after seeing its misses) and ``FRESH`` (written after the code and lexicons were final, never
+used to change them: the honest held-out figure). Recall is reported per category, per phrase
+set and per obfuscation kind. ``LOOK_ALIKES`` (used while building) and ``FRESH_LOOK_ALIKES``
+(never used to change the filter) are legitimate titles that hold a flagged term only across a
+word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
 """
@@ -28,6 +38,7 @@ from taomm.text.spam import SPAM_CATEGORIES, SpamFilter
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TITLES = DATA / "real-titles" / "product1m_dev.txt"
+CAPTIONS = (DATA / "coco-cn" / "coco-cn_ext.icap2020.txt", DATA / "flickr30k-cn-sample" / "captions.tsv")
 
 # Spam phrases to inject, per category; {digits}, {phone} and {id} are filled at random.
 SPAM = {
@@ -49,6 +60,43 @@ SPAM = {
     "abuse": ("傻逼", "操你妈", "狗日的", "王八蛋", "婊子"),
 }
 
+# Written for this benchmark, not used to curate the lexicons: offers without spaces, slang,
+# contact keywords spelled other ways.
+HELD_OUT = {
+    "porn": ("同城约炮服务", "激情裸聊直播", "成人影片下载", "色情直播间", "援交学生妹", "招嫖广告", "一夜情交友"),
+    "politics": ("法轮大法好", "退党保平安", "打倒共产党", "六四屠杀真相", "翻墙软件下载", "大纪元时报"),
+    "terror": ("出售仿真手枪", "手枪出售", "卖猎枪", "出售子弹", "狙击步枪批发", "雷管出售", "自制炸药配方",
+               "手榴弹批发", "求购气步枪", "低价出售钢珠枪", "弓弩出售"),
+    "drugs": ("出售冰毒", "麻古批发", "k粉货到付款", "大麻叶出售", "卖冰毒", "摇头丸批发", "曲马多出售",
+              "三唑仑迷药", "低价海洛因", "代购摇头丸"),
+    "gambling": ("网赌平台", "线上百家乐", "足彩内幕", "赌球平台开户", "六合彩特码", "时时彩计划", "网络赌博平台"),
+    "contact": ("溦信{id}", "卫芯{id}", "嶶鑫号{id}", "V芯{digits}", "wei信 {id}", "扣Q {digits}", "威芯同号{phone}",
+                "加 V {id}", "电话 {phone}", "薇 {id}", "球球{digits}", "私聊+V{digits}"),
+    "fraud": ("代开普通发票", "刷单兼职日结", "信用卡套现秒到", "高仿人民币", "办假驾照", "网贷黑户秒批", "出售银行卡四件套"),
+    "abuse": ("傻逼卖家", "操你妈的", "你妈死了", "王八蛋店家"),
+}
+
+# Written after the filter's code and lexicons were final and never used to change them: the
+# honest held-out figure.
+FRESH = {
+    "porn": ("约炮软件", "裸聊一对一", "色情小电影", "招嫖服务", "援交女大学生", "成人视频免费看", "一夜情约会"),
+    "politics": ("法轮功真相", "李洪志师父", "九评共产党全文", "台独分子", "翻墙梯子推荐"),
+    "terror": ("卖手枪", "出售步枪子弹", "枪支弹药批发", "炸药出售", "钢珠枪低价", "自制燃烧瓶", "弓弩批发"),
+    "drugs": ("冰毒出售", "出售k粉", "卖大麻", "海洛因批发", "迷幻药代购", "笑气批发", "摇头丸货到付款"),
+    "gambling": ("百家乐平台", "网上赌博开户", "时时彩稳赚", "六合彩开奖", "体育投注平台", "真人荷官在线"),
+    "contact": ("徾信{id}", "微芯{id}", "威信号 {id}", "QQ号{digits}", "扣扣群{digits}", "加V:{id}", "tel{phone}",
+                "手机号 {phone}", "v信{id}"),
+    "fraud": ("信用卡代还套现", "花呗提现", "代开专用发票", "兼职刷单", "假证办理", "出售身份证"),
+    "abuse": ("傻逼商家", "草你妈", "狗日的卖家"),
+}
+FRESH_LOOK_ALIKES = (
+    "紫色情侣卫衣", "咖啡色情侣拖鞋", "金色情人节玫瑰", "奶香蛋黄片", "搞笑气氛道具", "消毒品类齐全",
+    "大麻将凉席", "广博彩色便签", "香港独家代理", "清洗钱夹", "出口交流发电机", "红色视频线",
+    "黄色视频线HDMI", "蓝色情侣款手表", "粉色情人节气球", "麻辣大麻花 500g", "超大麻袋 编织", "六合彩钢板",
+    "美军刺绣徽章", "海军刺绣帽", "银色情侣手链", "灰色情绪", "白色情调", "红色情怀", "卫星电视锅",
+    "伟星管件", "微星显卡 rtx3060", "维新派", "唯心主义 书",
+)
+
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
     ("微信", ("薇信", "威信", "徽信", "V信", "v信", "VX", "vx", "wx", "weixin")),
@@ -61,6 +109,31 @@ HOMOPHONES = (
     ("+V", ("+v", "➕V", "加V", "加v")),
 )
 SEPARATORS = "*-_.|/~·、,，"
+# Separators that are CJK ideographs or look like them (they survive dropping punctuation).
+CJK_SEPARATORS = "丨丶丿乀一〡亅"
+EMOJI_SEPARATORS = "❤★☆✿♥💋"
+# Homophones and look-alikes of the WeChat keyword that sellers write.
+WECHAT_VARIANTS = ("溦信", "嶶信", "卫信", "魏信", "薇芯", "威鑫", "徽欣", "V芯", "wei信", "危信")
+WAYS = ("plain", "spaces", "symbols", "cjk-separator", "emoji-separator", "fullwidth", "homophone",
+        "wechat-variant", "spread-id", "phone-format", "cjk-homophone")
+
+# Legitimate titles that hold a spam term only across a word boundary (黑色|情侣 holds 色情),
+# or name a brand, snack, colour or toy. Written for this benchmark.
+LOOK_ALIKES = (
+    "黑色情侣装卫衣 春秋款", "白色情人节礼物 巧克力礼盒", "粉色情侣拖鞋 居家防滑", "青春药妆 祛痘精华液",
+    "搞笑气球 生日派对装饰", "咸蛋黄片 网红零食 100g", "儿童水枪支架 户外玩具", "防盗号码锁 行李箱密码锁",
+    "广博彩印笔记本 A5", "军火箭模型 拼装玩具", "消毒品牌 84消毒液 家用", "超大麻辣小龙虾 熟食",
+    "天津特产 大麻花 零食", "百家乐园 儿童积木", "澳洲羊毛片 汽车坐垫", "油炸药膳鸡 半成品",
+    "广博彩色文件夹 10个装", "六合彩钢瓦 厂家直销", "杀毒品牌 U盘", "验钞机 点钞机 鉴别真假币",
+    "马桶刷单个装 长柄", "整套现货 秒发", "全套现代简约 沙发", "超大麻将桌 全自动",
+    "天猫平台独家款 连衣裙", "西藏独特风味 牦牛肉干", "香港独立设计师 手提包", "新疆独有 和田大枣",
+    "美军刺绣臂章 魔术贴", "面包夜宵 早餐 整箱", "老千层饼 手工", "清洗钱包 皮具护理剂",
+    "进口交流电机 220V", "黄色视频线 AV线 3米", "喷枪支架 汽修工具", "伟星PPR水管 20mm",
+    "卫星锅 接收器 高清", "微星B450M 主板", "维新 日式 茶具", "临时停车联系电话牌 挪车",
+    "YSL黑鸦片香水 30ml", "冰糖雪梨 罐头", "pink粉饼 定妆", "玩具手枪 儿童 软弹枪",
+    "手枪钻 充电式 12V", "热熔胶枪 买枪送胶棒", "SK-II神仙水 230ml 现货", "QQ糖 水果软糖",
+    "企鹅抱枕 毛绒玩具", "唯心 手账本", "大麻绳 编织 手工", "开心果 原味 500g",
+)
 
 
 def normalise(text: str) -> str:
@@ -77,21 +150,35 @@ def fill(template: str, rng: random.Random) -> str:
 
 
 def obfuscate(phrase: str, rng: random.Random) -> tuple[str, str]:
-    """``phrase`` disguised one random way, and the way's name."""
-    way = rng.choice(("plain", "spaces", "symbols", "fullwidth", "homophone", "phone-format"))
+    """``phrase`` disguised one random way of ``WAYS``, and the way's name ("plain" when the
+    way does not apply to the phrase)."""
+    way = rng.choice(WAYS)
     if way == "spaces":
         return " ".join(phrase), way
     if way == "symbols":
-        sep = rng.choice(SEPARATORS)
-        return sep.join(phrase), way
+        return rng.choice(SEPARATORS).join(phrase), way
+    if way == "cjk-separator":
+        return rng.choice(CJK_SEPARATORS).join(phrase), way
+    if way == "emoji-separator":
+        return rng.choice(EMOJI_SEPARATORS).join(phrase), way
     if way == "fullwidth":
         return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in phrase), way
-    if way == "homophone":
+    if way in ("homophone", "cjk-homophone"):
         options = [(old, new) for old, news in HOMOPHONES if old in phrase for new in news]
         if options:
             old, new = rng.choice(options)
-            return phrase.replace(old, new, 1), way
+            out = phrase.replace(old, new, 1)
+            return (out, way) if way == "homophone" else (rng.choice(CJK_SEPARATORS).join(out), way)
         return phrase.swapcase(), "case"
+    if way == "wechat-variant":
+        for keyword in ("微信", "V信", "薇信"):
+            if keyword in phrase:
+                return phrase.replace(keyword, rng.choice(WECHAT_VARIANTS), 1), way
+    if way == "spread-id":
+        match = re.search(r"[0-9A-Za-z_]{5,}$", phrase)
+        if match:
+            sep = rng.choice((" ", "-", ".", " _ ", "丨"))
+            return phrase[:match.start()] + sep.join(match[0]), way
     if way == "phone-format":
         match = re.search(r"1[3-9]\d{9}", phrase)
         if match:
@@ -110,6 +197,16 @@ def inject(title: str, phrase: str, rng: random.Random) -> str:
 def load_titles() -> list[str]:
     lines = TITLES.read_text("utf-8").splitlines()
     return [normalise(line.split("#####")[1]) for line in lines if line.count("#####") >= 4]
+
+
+def load_captions() -> list[str]:
+    """Real Chinese captions (COCO-CN, Flickr30k-CN): more real text that must stay clean."""
+    out = []
+    for path in CAPTIONS:
+        if path.exists():
+            rows = path.read_text("utf-8").splitlines()
+            out += [normalise(row.split("\t")[-1]) for row in rows[1 if path.suffix == ".tsv" else 0:] if "\t" in row]
+    return out
 
 
 def speed(spam: SpamFilter, titles: list[str], words: list[list[str]], repeats: int) -> tuple[float, float]:
@@ -163,6 +260,7 @@ def main() -> int:
     parser.add_argument("--per-category", type=int, default=400, help="injected titles per category")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=10, help="timing repeats (best is kept)")
+    parser.add_argument("--show-misses", type=int, default=5, help="missed titles printed per category")
     args = parser.parse_args()
     if not TITLES.exists():
         print(f"reference data not found: {TITLES} (the shared data folder is needed)", file=sys.stderr)
@@ -177,28 +275,55 @@ def main() -> int:
     print(f"real titles: {len(flagged)}/{len(titles)} flagged = {len(flagged) / len(titles):.2%} (goal <= 1%)")
     for category, title in flagged:
         print(f"  [{category}] {title}")
+    captions = load_captions()
+    flagged = [(spam.check(c), c) for c in captions]
+    flagged = [(c, t) for c, t in flagged if c]
+    print(f"real captions (COCO-CN, Flickr30k-CN): {len(flagged)}/{len(captions)} flagged "
+          f"= {len(flagged) / max(1, len(captions)):.2%}")
+    for category, text in flagged[:20]:
+        print(f"  [{category}] {text}")
+
+    for name, titles_set in (("look-alikes", LOOK_ALIKES), ("fresh look-alikes", FRESH_LOOK_ALIKES)):
+        looks = [(spam.check(normalise(t)), t) for t in titles_set]
+        looks = [(c, t) for c, t in looks if c]
+        print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
+        for category, title in looks:
+            print(f"  [{category}] {title}")
 
     rng = random.Random(args.seed)
-    print(f"\ninjected spam, {args.per_category} titles per category (seed {args.seed}):")
     misses: list[tuple[str, str | None, str, str]] = []
+    by_way: dict[str, list[int]] = {}
     hosts_flagged = hosts = 0
-    for category in SPAM_CATEGORIES:
-        hits = 0
-        for _ in range(args.per_category):
-            host = rng.choice(titles)
-            phrase, way = obfuscate(fill(rng.choice(SPAM[category]), rng), rng)
-            text = normalise(inject(host, phrase, rng))
-            got = spam.check(text, segment(text))
-            hits += got == category
-            if got != category:
-                misses.append((category, got, way, text))
-            hosts += 1
-            hosts_flagged += spam.check(host) is not None
-        print(f"  {category:9s} recall {hits / args.per_category:.1%} (goal >= 95%)")
-    print(f"  false positives on the host titles before injection: {hosts_flagged}/{hosts} "
+    for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH)):
+        print(f"\ninjected spam, {name} phrases, {args.per_category} titles per category (seed {args.seed}):")
+        total = 0
+        for category in SPAM_CATEGORIES:
+            hits = 0
+            for _ in range(args.per_category):
+                host = rng.choice(titles)
+                phrase, way = obfuscate(fill(rng.choice(phrases[category]), rng), rng)
+                text = normalise(inject(host, phrase, rng))
+                got = spam.check(text, segment(text))
+                hits += got == category
+                by_way.setdefault(way, [0, 0])[0] += got == category
+                by_way[way][1] += 1
+                if got != category:
+                    misses.append((category, got, way, text))
+                hosts += 1
+                hosts_flagged += spam.check(host) is not None
+            total += hits
+            print(f"  {category:9s} recall {hits / args.per_category:.1%} (goal >= 95%)")
+        print(f"  all       recall {total / (args.per_category * len(SPAM_CATEGORIES)):.1%}")
+    print("\nrecall per obfuscation kind (all phrase sets):")
+    for way, (hits, count) in sorted(by_way.items()):
+        print(f"  {way:16s} {hits / count:.1%} of {count}")
+    print(f"false positives on the host titles before injection: {hosts_flagged}/{hosts} "
           f"= {hosts_flagged / hosts:.2%}")
-    for category, got, way, text in misses[:40]:
-        print(f"  missed [{category} -> {got}, {way}] {text}")
+    shown: dict[str, int] = {}
+    for category, got, way, text in misses:  # a few per category
+        shown[category] = shown.get(category, 0) + 1
+        if shown[category] <= args.show_misses:
+            print(f"  missed [{category} -> {got}, {way}] {text}")
 
     n_spam, right, n_clean, wrong = demo_catalog(spam)
     print(f"\ndemo catalog (300 items, seed 0): spam {right}/{n_spam} flagged with the right category; "

@@ -88,6 +88,12 @@ class Segmenter:
             return "jieba"
         return "fast"
 
+    def known(self, word: str) -> bool:
+        """Whether ``word`` is in the dictionary (not one the HMM guessed for unknown text)."""
+        if self.backend == "jieba":
+            return self._tokenizer.FREQ.get(word, 0) > 0
+        return (self._tokenizer.get_freq(word) or 0) > 0
+
     def cut(self, text: str) -> list[str]:
         """Words of ``text`` (jieba default mode); joined they give ``text`` back."""
         return self._tokenizer.lcut(text, cut_all=False, HMM=True) if self.backend == "jieba" else \

@@ -1,22 +1,36 @@
-"""The title spam filter: curated lexicons, matched so that cheap obfuscation does not hide them.
+"""The title spam filter: curated lexicons, matched so that cheap obfuscation does not hide them
+and an innocent title that only holds a term across a word boundary is not flagged.
 
-A title is checked three ways, all precompiled, so a check costs a few microseconds:
+A title is read in two forms, both precompiled regex work, so a clean title costs a few
+microseconds:
 
-1. Phrases, on the *squeezed* title: lower-cased, ``+``/``➕`` read as 加, homophones mapped
-   (薇/威/徽 -> 微; v信, vx, wx, weixin -> 微信; 扣扣, 抠抠, 企鹅 -> qq; +V, 加V -> 加微),
-   and every character that is not a Latin letter, a digit or a CJK ideograph removed, so
-   ``加 微 信``, ``加.V.信`` and ``+V`` all read ``加微信``/``加微``. One alternation holds the
-   spam phrases and the allow-list together; the leftmost match wins and, at one position,
-   the longest, so an allowed word covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪)
-   keeps the title clean while 代开发票 is still fraud next to the allowed 开发票.
+- the *marked* title: lower-cased, ``+``/``➕`` read as 加, homophones and shape variants of the
+  contact words mapped (薇/威/徽 -> 微; 溦信, 卫芯, 威鑫, v信, vx, wx, weixin -> 微信; 扣扣, 企鹅 ->
+  qq; +V, 加V -> 加微), every character that is not a Latin letter, a digit or a CJK ideograph
+  turned into one space, and a separator of any script repeated between single characters
+  (``加丨微丨信``, ``冰一毒一出一售``) read as spaces too;
+- the *squeezed* title: the marked one without its spaces, so ``加 微 信``, ``加.V.信`` and ``+V``
+  all read ``加微信``/``加微``.
+
+Three kinds of rules run on them:
+
+1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
+   together; the leftmost match wins and, at one position, the longest, so an allowed word
+   covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
+   代开发票 is still fraud next to the allowed 开发票.
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,
-   in groups (138-1234-5678, 138 1234 5678) or with any separators between its digits; and
-   digit or id runs after a contact keyword (``qq12345``, ``微信abc123``, ``电话12345678``,
-   ``加微 ...``). Model numbers, sizes and dates are not contacts: only an 11-digit run that is
-   a mobile number counts without a keyword.
+   in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
+   (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
+   are not contacts: only an 11-digit run that is a mobile number counts without a keyword.
 3. Words: short or ambiguous terms (lexicon lines starting with ``=``, e.g. 大麻, 套现, 刷单)
-   match only a whole jieba word, and not when the title holds an allowed word containing
-   the term (大麻籽, 大麻绳).
+   count only as a word of their own: not inside a longer dictionary word (大麻哈鱼), and not
+   when the title holds an allowed word containing the term (大麻籽, 大麻绳).
+
+A phrase or word found is then judged by the words jieba finds in the marked title: when a
+dictionary word straddles either end of it (黑色|情侣装 holds 色情, 搞笑|气球 holds 笑气,
+水枪|支架 holds 枪支), the title is about something else and the match does not count. Words the
+segmenter only guessed (its HMM glues unknown text such as 刷单赚) do not veto a match, and an
+ASCII term must not touch another letter or digit (``k粉`` is not in ``pink粉``).
 
 The lexicons live in ``taomm/resources/spam/<category>.txt`` plus ``allow.txt`` (curated in part
 from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``).
@@ -25,6 +39,7 @@ from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``).
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -41,21 +56,43 @@ SPAM_CATEGORIES: tuple[str, ...] = (
 # offer a WeChat contact, so the plus signs read 加 (but "+VC" is vitamin C).
 _ALIASES = {
     "+": "加", "➕": "加", "﹢": "加", "薇": "微", "威": "微", "徽": "微",
-    "扣扣": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq",
+    "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
-    "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
+    "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
 }
+# WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
+# Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
+_WEI = "微薇威徽溦嶶徾葳巍维卫喂魏危伟围韦唯"
+_XIN = "信芯鑫欣心新星辛馨"
+_WECHAT_WORDS = ("卫星", "维新", "唯心", "微星", "微心", "微新", "伟星", "围心")
 # Where each alias applies. Every alternative starts with a literal character (ASCII ones
 # look behind after it) so that the regex keeps its first-character prefilter.
 _ALIAS_RE = re.compile("|".join((
     # "+V" before "+" alone: at one position the first alternative that matches wins
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
-    r"\+|➕|﹢|薇|威|徽|扣扣|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x",
+    r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
+    f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
+    r"\+|➕|﹢|薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
-    r"w(?<![a-z]w)ei(?=信)|v(?<![a-z]v)(?=信)",
+    # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"
+    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])",
+    f"w(?<![a-z]w)ei[{_XIN}]|v(?<![a-z]v)[{_XIN}]",
 )))
 # What survives squeezing: Latin letters (already lower-cased), digits, CJK ideographs.
-_DROP = re.compile(r"[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# Ideographs that are single strokes or bare radicals (丨 丶 丿 乀 亅 ...) are read as
+# separators too: titles use them as bars and dots, and no word is written with them.
+_STROKES = "丨丶丿乀乁乂乛亅亠冂冖冫凵匚卩厶"
+_DROP = re.compile(f"(?:[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[{_STROKES}])+")
+# One separator of any script (here: what survives dropping, so a CJK ideograph such as 丨 or
+# 一) repeated between single characters at least twice: 冰丨毒丨出丨售, 加 一 微 一 信.
+_SPREAD_HINT = re.compile(r"([^\x00-\x7f]) ?(?!\1)[^ ] ?\1")  # one repeat: a cheap test first
+_SPREAD = re.compile(r"([^ ]) ?(?!\1)([^\x00-\x7f ])(?: ?\2)* ?(?!\2)[^ ](?:(?: ?\2)+ ?(?!\2)[^ ])+")
+# A contact keyword standing alone, then an id of six or more letters and digits (at least one
+# digit), maybe spelled out: "薇 abc123", "V✿X✿:✿c✿1✿v", "qq 1 2 3 4 5 6", on the marked title.
+_SPREAD_ID = re.compile(r"(?:微信|微|加 ?微|加 ?v|v(?<![0-9a-z]v) ?x|w(?<![0-9a-z]w) ?x|q(?<![0-9a-z]q) ?q)(?: ?号码?)? "
+                        r"(?=[0-9a-z ]*\d)[0-9a-z](?: ?[0-9a-z_]){5,}")
+# A mobile number written digit by digit (1 3 8 1 2 3 4 5 6 7 8) on the marked title.
+_SPREAD_PHONE = re.compile(r"1(?<!\d1)(?<!\d 1) [3-9](?: \d){9}(?! ?\d)")
 
 
 def _is_word_char(char: str | None) -> bool:
@@ -141,24 +178,47 @@ def _anchor(phrase: str) -> str:
 
 def squeeze(text: str) -> str:
     """``text`` as the phrase matcher reads it: lower-cased, separators out, homophones mapped."""
-    text = _DROP.sub("", _ALIAS_RE.sub(_alias, text.lower()))
-    return _ALIAS_RE.sub(_alias, text)
+    return _squeeze(mark(text))
+
+
+def mark(text: str) -> str:
+    """``text`` lower-cased, homophones mapped and each run of separators one space."""
+    return _DROP.sub(" ", _ALIAS_RE.sub(_alias, text.lower()))
+
+
+def _squeeze(marked: str) -> str:
+    return _ALIAS_RE.sub(_alias, marked.replace(" ", ""))
+
+
+def _despread(marked: str) -> str:
+    """``marked`` with a separator repeated between single characters read as spaces."""
+    if not _SPREAD_HINT.search(marked):
+        return marked
+    return _SPREAD.sub(lambda m: " ".join(m[0].replace(m[2], " ").split()), marked)
 
 
 def _alias(match: re.Match[str]) -> str:
-    return _ALIASES[match[0]]
+    """The reading of an alias: listed ones, else "加 V" -> 加微 and a WeChat homophone -> 微信."""
+    text = match[0]
+    return _ALIASES.get(text) or ("加微" if text[0] in "加+➕﹢" else "微信")
 
 
 def _parse(text: str) -> tuple[list[str], list[str]]:
-    """A lexicon file's (phrases, words): ``#`` comments out, ``=`` entries are words."""
+    """A lexicon file's (phrases, words): ``#`` comments out, ``=`` entries are words, and
+    ``{a,b}`` alternatives expand (``{出售,批发}{手枪,步枪}`` is four entries)."""
     phrases, words = [], []
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip()
-        if entry.startswith("="):
-            words.append(entry[1:].strip())
-        elif entry:
-            phrases.append(entry)
+        target = words if entry.startswith("=") else phrases
+        target.extend(_expand(entry.lstrip("=").strip()) if entry else ())
     return phrases, words
+
+
+def _expand(entry: str) -> list[str]:
+    """Every spelling of ``entry`` with each ``{a,b,...}`` group replaced by one of its parts."""
+    groups = re.split(r"\{([^{}]*)\}", entry)  # literal, group, literal, group, ..., literal
+    options = [[part] if i % 2 == 0 else part.split(",") for i, part in enumerate(groups)]
+    return ["".join(choice).strip() for choice in itertools.product(*options)]
 
 
 def _shadows(allowed: str, phrase: str) -> bool:
@@ -194,13 +254,18 @@ class SpamFilter:
         self._word_category: dict[str, str] = {}
         for category, entries in words.items():
             for entry in entries:
-                for form in {entry, entry.lower(), entry.upper(), entry.capitalize()}:
-                    self._word_category.setdefault(form, category)
-        self._word_set = frozenset(self._word_category)
-        self._word_allowed = {w: tuple(a for a in allowed if w.lower() in a) for w in self._word_set}
-        # Segmenting is slow: without the caller's words, segment only titles holding a term.
-        self._word_prefilter = re.compile(
-            "|".join(re.escape(w) for w in sorted(self._word_set, key=len, reverse=True)) or "(?!)")
+                self._word_category.setdefault(squeeze(entry), category)
+        self._word_category.pop("", None)
+        self._word_allowed = {w: tuple(a for a in allowed if w in a) for w in self._word_category}
+        # an all-ASCII word is its own anchor: its letters are in most titles
+        anchors = {_anchor(w) for w in self._word_category if not w.isascii()}
+        self._word_anchors = re.compile("|".join(
+            ([f"[{''.join(map(re.escape, sorted(anchors)))}]"] if anchors else [])
+            + [re.escape(w) for w in sorted(self._word_category) if w.isascii()]) or "(?!)")
+        # every occurrence, overlapping ones included (a lookahead consumes nothing)
+        self._word_finder = re.compile(
+            "(?=(" + "|".join(map(re.escape, sorted(self._word_category, key=len, reverse=True))) + "))"
+            if self._word_category else "(?!)")
 
     @classmethod
     @functools.lru_cache(maxsize=1)
@@ -218,35 +283,94 @@ class SpamFilter:
         """The spam category of a title, or None when it is clean.
 
         ``text`` is normalised as the text pipeline does (NFKC, whitespace collapsed,
-        simplified Chinese); ``words`` is its jieba segmentation when the caller has it.
-        Never raises on any string.
+        simplified Chinese). ``words`` (the caller's segmentation) is accepted for
+        compatibility and not needed: a term found is judged on the segmentation of the
+        marked title, which this method makes itself, and only then. Never raises on any string.
         """
         lowered = text.lower()
         if _GROUPED_PHONE_RE.search(lowered):
             return "contact"
-        squeezed = squeeze(lowered)
-        if self._anchors.search(squeezed):
-            for match in self._phrases.finditer(squeezed):
-                category = self._phrase_category[match[0]]
-                if category:
-                    return category
-        if _CONTACT_RE.search(squeezed):
-            return "contact"
-        if words is None:
-            if not self._word_prefilter.search(text):
-                return None
-            words = _segment(text)
-        if self._word_set.isdisjoint(words):
-            return None
-        for word in words:
-            category = self._word_category.get(word)
-            if category and not any(a in squeezed for a in self._word_allowed[word]):
+        marked = mark(lowered)
+        spread = _despread(marked)
+        for view in (marked, spread) if spread != marked else (marked,):
+            category = self._check_view(view)
+            if category:
                 return category
         return None
 
+    def _check_view(self, view: str) -> str | None:
+        squeezed = _squeeze(view)
+        judge = _Judge(view)
+        if self._anchors.search(squeezed):
+            for match in self._phrases.finditer(squeezed):
+                # the longest phrase here first, then the shorter ones it starts with (色情直播|间
+                # does not stand where 色情 does)
+                text = match[0]
+                for size in range(len(text), 1, -1):
+                    category = self._phrase_category.get(text[:size])
+                    if category and judge.stands(text[:size], whole_word=False):
+                        return category
+                    if category == "":
+                        break  # an allowed entry covers it
+        if _CONTACT_RE.search(squeezed) or _SPREAD_PHONE.search(view) or _SPREAD_ID.search(view):
+            return "contact"
+        for match in self._word_finder.finditer(squeezed) if self._word_anchors.search(squeezed) else ():
+            term = match[1]
+            if any(a in squeezed for a in self._word_allowed[term]):
+                continue
+            if judge.stands(term, whole_word=True):
+                return self._word_category[term]
+        return None
 
-def _segment(text: str) -> list[str]:
-    from taomm.text.segment import segment
 
-    # The segmenter encodes to UTF-8, which lone surrogates cannot survive.
-    return segment(text.encode("utf-8", "replace").decode("utf-8"))
+class _Judge:
+    """Whether a term found in a marked title stands as words of its own there (see the
+    module docstring); the title is segmented once, on the first question."""
+
+    def __init__(self, view: str) -> None:
+        self.view = view
+        self._spans: list[tuple[int, int]] | None = None
+
+    def stands(self, term: str, whole_word: bool) -> bool:
+        found = False
+        for match in _spaced(term).finditer(self.view):
+            found = True
+            if self._stands_at(match.start(), match.end(), whole_word):
+                return True
+        # not found as written: aliases spread over separators ("v x" for 微信) read it; keep it
+        return not found
+
+    def _stands_at(self, start: int, end: int, whole_word: bool) -> bool:
+        view = self.view
+        if (start > 0 and _is_word_char(view[start]) and _is_word_char(view[start - 1])) or \
+                (end < len(view) and _is_word_char(view[end - 1]) and _is_word_char(view[end])):
+            return False
+        if " " in view[start:end]:
+            return True  # spelled out character by character: written to hide, not by chance
+        for left, right in self.spans():
+            if left < start < right or start < left < end < right:
+                return False  # a dictionary word straddles an end: 黑色|情侣 for 色情
+            # (a longer word that starts with the term, 色情片 for 色情, is the term's own kind)
+            if whole_word and left <= start and end <= right and right - left > end - start:
+                return False  # inside a longer dictionary word: 大麻哈鱼 for 大麻
+        return True
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) of each dictionary word of two or more characters in the view."""
+        if self._spans is None:
+            from taomm.text.segment import get_segmenter
+
+            segmenter = get_segmenter()
+            self._spans, offset = [], 0
+            # the segmenter encodes to UTF-8, which lone surrogates cannot survive
+            for word in segmenter.cut(self.view.encode("utf-8", "replace").decode("utf-8")):
+                if len(word) > 1 and segmenter.known(word):
+                    self._spans.append((offset, offset + len(word)))
+                offset += len(word)
+        return self._spans
+
+
+@functools.lru_cache(maxsize=4096)
+def _spaced(term: str) -> re.Pattern[str]:
+    """``term`` allowing one separator space between its characters (as a marked title has them)."""
+    return re.compile(" ?".join(map(re.escape, term)))
