@@ -131,16 +131,21 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
 
 
 @contextmanager
-def training_progress(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int, dict], None]]:
+def training_progress(description: str, total: int, enabled: bool = True,
+                      header: tuple[str, ...] = ()) -> Iterator[Callable[[int, dict], None]]:
     """A progress bar over training steps that shows the latest logged loss; yields
-    ``on_step(step, metrics)``. Quiet when disabled or when stderr is not a terminal."""
+    ``on_step(step, metrics)``. Quiet when disabled or when stderr is not a terminal. The
+    ``header`` lines go to stderr at the first step, so a user error before it stays one line."""
     console = stderr_console()
     columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not (enabled and console.is_terminal)) as progress:
         task = progress.add_task(description, total=total, loss="")
+        pending = list(header)
 
         def on_step(step: int, metrics: dict) -> None:
+            while pending:
+                progress.console.print(pending.pop(0), markup=False, highlight=False)
             loss = metrics.get("loss")
             progress.update(task, completed=step, loss=f"loss {loss:.4f}" if isinstance(loss, float) else "")
         yield on_step

@@ -80,7 +80,9 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
         return f"{s['vocab_size']} WordPiece tokens"
     if stage in ("pretrain", "finetune"):
         losses = ", ".join(f"{k} {v:.3f}" for k, v in s["last"].items() if isinstance(v, float) and k != "grad_norm")
-        return f"{s['steps']} steps, {s['samples_per_s']} samples/s; {losses}"
+        recipe = ", ".join(f"{k} {v:g}" for k, v in s.get("recipe", {}).items())
+        return (f"{s['steps']} steps, {s['samples_per_s']} samples/s; {losses}"
+                + (f" (the from-scratch defaults: {recipe})" if recipe else ""))
     if stage == "evaluate":
         return f"R@1/5/10 on {s['items']} test items (table below)"
     if stage == "export":

@@ -21,7 +21,7 @@ from taomm.cli.common import (
     stderr_console,
     training_progress,
 )
-from taomm.cli.train import PRETRAIN_DIR, run_summary
+from taomm.cli.train import PRETRAIN_DIR, recipe_lines, run_summary
 from taomm.errors import TaommError
 from taomm.workspace import find_workspace
 
@@ -49,19 +49,29 @@ def finetune_retrieval_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Captions per step over all processes "
                                             "(each with 1 + --negatives images).")] = 32,
     accum_steps: Annotated[int, typer.Option("--accum-steps", min=1)] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (paper: 4e-5).")] = 4e-5,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak AdamW learning rate. Default: 1e-3 for a model from "
+                                             "scratch, the paper's 4e-5 for one pretrained from a BERT (--init-from).",
+                                             show_default=False)] = None,
     warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", min=0)] = None,
-    negatives: Annotated[int, typer.Option("--negatives", min=1, help="Negative images per caption (paper: 3).")] = 3,
+    negatives: Annotated[int | None, typer.Option("--negatives", min=1, help="Negative images per caption. Default: 1 "
+                                                  "from scratch (2-way ITM: twice the steps in the same time), the "
+                                                  "paper's 3 from a BERT.", show_default=False)] = None,
     hard_negatives: Annotated[float, typer.Option("--hard-negatives", min=0.0, max=1.0, help="Share of negative "
                                                   "images taken from the TF-IDF hard negatives.")] = 0.5,
+    contrastive: Annotated[float, typer.Option("--contrastive", min=0.0, metavar="W", help="Weight of the contrastive "
+                                               "loss of the text and image vectors (beyond the paper; 0: off).")] = 1.0,
+    item_loss: Annotated[float, typer.Option("--item-loss", min=0.0, metavar="W", help="Weight of the item-vector "
+                                             "loss (beyond the paper; 0: off).")] = 1.0,
     save_every: Annotated[int, typer.Option("--save-every", min=1)] = 500,
     keep_last: Annotated[int, typer.Option("--keep-last", min=1)] = 3,
     log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the latest checkpoint in --out.")] = False,
     split: Annotated[str | None, typer.Option("--split", help="Store split to train on (default: train).")] = None,
     query_log: QueryLogOpt = None,
-    log_share: Annotated[float, typer.Option("--log-share", min=0.0, max=1.0, help="Share of the examples of a "
-                                             "logged item whose query comes from the log (0: ignore the log).")] = 0.5,
+    log_share: Annotated[float | None, typer.Option("--log-share", min=0.0, max=1.0, help="Share of the examples of "
+                                                    "a logged item whose query comes from the log (0: ignore the log). "
+                                                    "Default: 0.8 from scratch, 0.5 from a BERT.",
+                                                    show_default=False)] = None,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 2,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
@@ -69,33 +79,45 @@ def finetune_retrieval_command(
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Finetune a pretrained InterBERT for text-to-image retrieval: 4-way matching over ITM
-    scores (the paper's recipe) plus contrastive text/image vectors for vector search.
+    """Finetune a pretrained InterBERT for text-to-image retrieval: multiple-choice matching
+    over ITM scores (the paper's, 4-way) plus contrastive text/image vectors for vector search.
 
     With a query log (--query-log, or the workspace's), the text side also trains on what
     shoppers typed for the items they chose: words sellers never write (上衣 for a T恤).
 
     Same trainer as pretraining: checkpoints, --resume, SIGTERM, bf16, torchrun DDP
     (in-batch negatives of the contrastive loss are gathered across processes).
+
+    --contrastive W and --item-loss W weigh the two losses beyond the paper; both 0 train
+    the paper's recipe alone (then evaluate with --exhaustive: the vectors are not finetuned).
+
+    The defaults of --lr, --negatives and --log-share follow where the pretrained model
+    started (its run.json's init_from): the paper's from a BERT, the demo's measured recipe
+    (lr 1e-3, 2-way ITM, log share 0.8) from scratch.
     """
     from taomm.train import TrainConfig
     from taomm.train.distributed import setup, teardown
     from taomm.train.finetune import finetune_retrieval
+    from taomm.train.recipe import initialised_from, resolve_finetune
 
     store, _ = _store_and_runs(store, workspace)
     init, out = run_paths(workspace, init, out, PRETRAIN_DIR, RETRIEVAL_DIR)
-    query_log = query_log_path(query_log, workspace) if log_share > 0 else None
-    train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
+    bert = initialised_from(init)
+    recipe, warning = resolve_finetune(bert is None, lr=lr, negatives=negatives, log_share=log_share)
+    query_log = query_log_path(query_log, workspace) if recipe.log_share > 0 else None
+    train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=recipe.lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
     info = setup(device or None)
+    start = f"pretrained from {bert} (the paper's)" if bert else f"from scratch ({init} records no --init-from)"
+    header = recipe_lines(start, recipe.describe(), warning) if info.is_main else ()
     try:
         with log_to_stderr(logging.INFO if info.is_main else logging.WARNING), \
-                training_progress("finetuning", max_steps, info.is_main and not json_out) as on_step:
-            result, model_dir = finetune_retrieval(store, init, out, train=train, negatives=negatives,
+                training_progress("finetuning", max_steps, info.is_main and not json_out, header) as on_step:
+            result, model_dir = finetune_retrieval(store, init, out, train=train, negatives=recipe.negatives,
                                                    hard_p=hard_negatives, split=split, query_log=query_log,
-                                                   log_p=log_share, resume=resume, info=info,
-                                                   on_step=on_step)
+                                                   log_p=recipe.log_share, resume=resume, info=info,
+                                                   on_step=on_step, contrastive=contrastive, item_loss=item_loss)
     finally:
         teardown()
     if not info.is_main:

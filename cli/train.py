@@ -40,7 +40,8 @@ def pretrain_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Global batch: samples per step over all "
                                             "processes (the paper: 512).")] = 32,
     accum_steps: Annotated[int, typer.Option("--accum-steps", min=1, help="Micro-batches per step and process.")] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (paper: 1e-4).")] = 1e-4,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak AdamW learning rate. Default: 3e-4 from scratch, "
+                                             "the paper's 1e-4 with --init-from.", show_default=False)] = None,
     warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", min=0, help="Linear warm-up. Default: 10% of "
                                                      "--max-steps, at most 10,000.")] = None,
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.")] = 500,
@@ -53,10 +54,10 @@ def pretrain_command(
                                              "(plain masked-object modeling).")] = "iou",
     hard_negatives: Annotated[float, typer.Option("--hard-negatives", min=0.0, max=1.0, help="Share of unmatched "
                                                   "ITM pairs with a mined hard negative (0: random only).")] = 0.2,
-    itc: Annotated[float, typer.Option("--itc", min=0.0, help="Weight of an image-text contrastive loss "
-                                       "(beyond the paper; ALBEF's align-before-fuse). 0: the paper's three "
-                                       "tasks only. Helps a model trained from scratch, e.g. without --init-from."
-                                       )] = 0.0,
+    itc: Annotated[float | None, typer.Option("--itc", min=0.0, help="Weight of an image-text contrastive loss "
+                                              "(beyond the paper; ALBEF's align-before-fuse). 0: the paper's three "
+                                              "tasks only. Default: 1 from scratch (without it ITM stays at chance), "
+                                              "0 with --init-from.", show_default=False)] = None,
     split: Annotated[str | None, typer.Option("--split", help="Store split to train on. Default: train if the "
                                               "store has it, else every item.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers per process.")] = 2,
@@ -73,12 +74,16 @@ def pretrain_command(
     (RUN/checkpoints/step-N, the last --keep-last kept) and, at the end, RUN/model
     (save_pretrained). SIGTERM saves a checkpoint at the next step and exits 0; --resume
     continues it. For several GPUs: torchrun --nproc_per_node N -m taomm pretrain ...
+
+    The defaults of --lr and --itc follow where the model starts: the paper's (lr 1e-4, no
+    ITC) from a BERT (--init-from), the demo's measured recipe (lr 3e-4, ITC on) from scratch.
     """
     from taomm.datasets.pretraining import MaskingOptions
     from taomm.model import InterBertConfig
     from taomm.train import TrainConfig
     from taomm.train.distributed import setup, teardown
     from taomm.train.pretrain import pretrain
+    from taomm.train.recipe import resolve_pretrain
 
     ws = find_workspace(workspace)
     lang = lang or (ws.config.language if ws else "zh")
@@ -94,21 +99,24 @@ def pretrain_command(
         init_from = ws.config.model.init_from
         if not Path(init_from).is_absolute() and (ws.root / init_from).exists():
             init_from = str(ws.resolve(init_from))
+    recipe, warning = resolve_pretrain(init_from is None, lr=lr, itc=itc)
     preset = ws.config.model.preset if ws else "small"
     model_config = InterBertConfig.from_spec(config or preset, lang, default_preset=preset)
     masking = MaskingOptions(mask_mode=mask_mode, region_mask=region_mask, hard_negative_p=hard_negatives)
-    train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
+    train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=recipe.lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
     _check_language(store, lang)
     info = setup(device or None)
     console = stderr_console()
+    start = "from scratch (no --init-from)" if init_from is None else f"from {init_from} (the paper's)"
+    header = recipe_lines(start, recipe.describe(), warning) if info.is_main else ()
     try:
         with log_to_stderr(logging.INFO if info.is_main else logging.WARNING), \
-                training_progress("pretraining", max_steps, info.is_main and not json_out) as on_step:
+                training_progress("pretraining", max_steps, info.is_main and not json_out, header) as on_step:
             result, model_dir = pretrain(store, out, model_config=model_config, train=train, masking=masking,
                                          init_from=init_from, vocab=vocab, split=split, resume=resume, info=info,
-                                         itc_weight=itc, on_step=on_step)
+                                         itc_weight=recipe.itc, on_step=on_step)
     finally:
         teardown()
     if not info.is_main:
@@ -124,6 +132,11 @@ def pretrain_command(
         loss = f", loss {last['loss']}" if "loss" in last else ""
         console.print(f"pretrained to step {result.step} in {summary['seconds']} s "
                       f"({summary['samples_per_s']} samples/s{loss}); model saved to {summary['model']}")
+
+
+def recipe_lines(start: str, settings: str, warning: str | None) -> tuple[str, ...]:
+    """The recipe a training command chose, one line for stderr (and its warning, one more)."""
+    return (f"recipe: {start}: {settings}", *([f"taomm: warning: {warning}"] if warning else []))
 
 
 def run_summary(out: Path, model_dir: Path | None, result, world_size: int) -> dict:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from taomm.datasets.images import ImageError, load_image
 from taomm.datasets.manifest import ManifestEntry, Rejected, iter_json_objects, read_manifest
-from taomm.datasets.store import Item, StoreWriter, is_store
+from taomm.datasets.store import Item, StoreLock, StoreWriter, is_store
 from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.text.clean import make_cleaner
@@ -131,65 +131,66 @@ def prepare_store(
     if not 0 <= index < total:
         raise TaommError(f"--shard must be I/N with 0 <= I < N, got {index}/{total}")
     store = Path(store)
-    report = PrepareReport(shard=f"{index}/{total}")
-    reject = _Quarantine()
-    cleaner = make_cleaner(language)
-    start = time.perf_counter()
-    entries = read_manifest(Path(manifest)) if isinstance(manifest, str | os.PathLike) else manifest
+    with StoreLock(store) as lock:  # a second writer is refused now, before any work
+        report = PrepareReport(shard=f"{index}/{total}")
+        reject = _Quarantine()
+        cleaner = make_cleaner(language)
+        start = time.perf_counter()
+        entries = read_manifest(Path(manifest)) if isinstance(manifest, str | os.PathLike) else manifest
 
-    # 1. manifest and titles (cheap, in order); items already stored are only counted
-    pending: list[_Pending] = []
-    kept_ids: list[tuple[str, str | None]] = []
-    done = _stored_ids(store)
-    for entry in entries:
-        if isinstance(entry, Rejected):
-            # A line without a readable id belongs to shard 0, so it is counted once.
-            if in_shard(entry.item_id, index, total) if entry.item_id else index == 0:
-                report.inputs += 1
-                reject(entry.line, entry.item_id, entry.reason, entry.detail)
-            continue
-        if not in_shard(entry.item_id, index, total):
-            continue
-        report.inputs += 1
-        if entry.item_id in done:
-            kept_ids.append((entry.item_id, entry.split))
-            continue
-        cleaned = cleaner(entry.title)
-        if not cleaned.kept:
-            reject(entry.line, entry.item_id, cleaned.reason or "empty", cleaned.title[:80])
-            continue
-        pending.append(_Pending(entry, cleaned.title, cleaned.words))
-    report.seconds["manifest_and_text"] = round(time.perf_counter() - start, 3)
-    if on_progress is not None:
-        on_progress(report.inputs - len(pending))
+        # 1. manifest and titles (cheap, in order); items already stored are only counted
+        pending: list[_Pending] = []
+        kept_ids: list[tuple[str, str | None]] = []
+        done = _stored_ids(store)
+        for entry in entries:
+            if isinstance(entry, Rejected):
+                # A line without a readable id belongs to shard 0, so it is counted once.
+                if in_shard(entry.item_id, index, total) if entry.item_id else index == 0:
+                    report.inputs += 1
+                    reject(entry.line, entry.item_id, entry.reason, entry.detail)
+                continue
+            if not in_shard(entry.item_id, index, total):
+                continue
+            report.inputs += 1
+            if entry.item_id in done:
+                kept_ids.append((entry.item_id, entry.split))
+                continue
+            cleaned = cleaner(entry.title)
+            if not cleaned.kept:
+                reject(entry.line, entry.item_id, cleaned.reason or "empty", cleaned.title[:80])
+                continue
+            pending.append(_Pending(entry, cleaned.title, cleaned.words))
+        report.seconds["manifest_and_text"] = round(time.perf_counter() - start, 3)
+        if on_progress is not None:
+            on_progress(report.inputs - len(pending))
 
-    # 2. images and regions, written in manifest order
-    start = time.perf_counter()
-    loader = DataLoader(_Images(pending), batch_size=None, num_workers=workers, collate_fn=_as_is)
-    with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
-                     batch_size=batch_size) as writer:
-        last: tuple[Path | None, dict[str, np.ndarray] | None] = (None, None)
-        for i, image, reason, detail in loader:
-            item = pending[i]
-            if image is None:
-                reject(item.entry.line, item.entry.item_id, reason, detail)
-            else:
-                regions = last[1] if last[0] == item.entry.image else extract(image)
-                last = (item.entry.image, regions)
-                writer.add(Item(item.entry.item_id, item.title, _word_ends(item.words), int(image.shape[2]),
-                                int(image.shape[1]), regions["boxes"], regions["features"], regions["labels"],
-                                regions["scores"]))
-                kept_ids.append((item.entry.item_id, item.entry.split))
-            if on_progress is not None:
-                on_progress(1)
-        writer.flush()
-        report.written = writer.added
-        report.seconds["images_and_regions"] = round(time.perf_counter() - start, 3)
-        for split in SPLITS:
-            ids = [item_id for item_id, s in kept_ids if s == split]
-            if ids:
-                writer.set_split(split, ids)
-    return reject.finish(store, report, len(kept_ids))
+        # 2. images and regions, written in manifest order
+        start = time.perf_counter()
+        loader = DataLoader(_Images(pending), batch_size=None, num_workers=workers, collate_fn=_as_is)
+        with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
+                         batch_size=batch_size, lock=lock) as writer:
+            last: tuple[Path | None, dict[str, np.ndarray] | None] = (None, None)
+            for i, image, reason, detail in loader:
+                item = pending[i]
+                if image is None:
+                    reject(item.entry.line, item.entry.item_id, reason, detail)
+                else:
+                    regions = last[1] if last[0] == item.entry.image else extract(image)
+                    last = (item.entry.image, regions)
+                    writer.add(Item(item.entry.item_id, item.title, _word_ends(item.words), int(image.shape[2]),
+                                    int(image.shape[1]), regions["boxes"], regions["features"], regions["labels"],
+                                    regions["scores"]))
+                    kept_ids.append((item.entry.item_id, item.entry.split))
+                if on_progress is not None:
+                    on_progress(1)
+            writer.flush()
+            report.written = writer.added
+            report.seconds["images_and_regions"] = round(time.perf_counter() - start, 3)
+            for split in SPLITS:
+                ids = [item_id for item_id, s in kept_ids if s == split]
+                if ids:
+                    writer.set_split(split, ids)
+        return reject.finish(store, report, len(kept_ids))
 
 
 def _word_ends(words: tuple[str, ...]) -> np.ndarray:
@@ -211,15 +212,16 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def detector_extractor(detector, max_regions: int = 16, min_score: float = 0.1, device: str = "cpu",
+def detector_extractor(detector, max_regions: int | None = None, min_score: float | None = None, device: str = "cpu",
                        bf16: bool = False, min_regions: int = 1) -> Callable[[torch.Tensor], dict[str, np.ndarray]]:
-    """``extract`` for :func:`prepare_store` from a :class:`~taomm.detectors.detector.ProductDetector`."""
+    """``extract`` for :func:`prepare_store` from a :class:`~taomm.detectors.detector.ProductDetector`;
+    ``max_regions`` and ``min_score`` default to the detector's own (16 regions above 0.1)."""
     detector = detector.to(device).eval()
+    limits = {k: v for k, v in (("max_regions", max_regions), ("min_score", min_score)) if v is not None}
 
     def extract(image: torch.Tensor) -> dict[str, np.ndarray]:
         with autocast(device, bf16):
-            (regions,) = detector.extract([image.to(device).float().div(255)], max_regions, min_score,
-                                          min_regions=min_regions)
+            (regions,) = detector.extract([image.to(device).float().div(255)], **limits, min_regions=min_regions)
         return {"boxes": regions["boxes"].float().cpu().numpy(), "features": regions["features"].float().cpu().numpy(),
                 "labels": regions["labels"].cpu().numpy(), "scores": regions["scores"].float().cpu().numpy()}
 
@@ -257,59 +259,60 @@ def prepare_from_features(
 
     index, total = shard
     store = Path(store)
-    report = PrepareReport(shard=f"{index}/{total}")
-    reject = _Quarantine()
-    if captions is None or isinstance(captions, dict):
-        titles = captions or {}
-    else:
-        titles = _read_captions(Path(captions))
-    cleaner = make_cleaner(language)
-    done, seen, kept_ids = _stored_ids(store), set(), []
-    start = time.perf_counter()
-    for bad in rejected:
-        if in_shard(bad.item_id, index, total) if bad.item_id else index == 0:
-            report.inputs += 1
-            reject(bad.line, bad.item_id, bad.reason, bad.detail)
-
-    with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
-                     batch_size=batch_size) as writer:
-        for line, record in enumerate(read_features(features, feature_dim), 1):
-            if on_progress is not None:
-                on_progress(1)
-            if isinstance(record, ForeignFormatError):
-                if index == 0:
-                    report.inputs += 1
-                    reject(record.line, None, "bad_feature_row", record.reason)
-                continue
-            if record.caption is not None:
-                item_id = f"{record.image_id}:{record.caption_id}" if record.caption_id else record.image_id
-                pairs = [(item_id, record.caption, None)]
-            else:
-                pairs = titles.get(record.image_id) or [(record.image_id, None, None)]
-            for item_id, title, split in pairs:
-                if not in_shard(item_id, index, total):
-                    continue
+    with StoreLock(store) as lock:  # a second writer is refused now, before any work
+        report = PrepareReport(shard=f"{index}/{total}")
+        reject = _Quarantine()
+        if captions is None or isinstance(captions, dict):
+            titles = captions or {}
+        else:
+            titles = _read_captions(Path(captions))
+        cleaner = make_cleaner(language)
+        done, seen, kept_ids = _stored_ids(store), set(), []
+        start = time.perf_counter()
+        for bad in rejected:
+            if in_shard(bad.item_id, index, total) if bad.item_id else index == 0:
                 report.inputs += 1
-                if item_id in seen:
-                    reject(line, item_id, "duplicate_id", "the id appeared before")
+                reject(bad.line, bad.item_id, bad.reason, bad.detail)
+
+        with StoreWriter(store, language=language, feature_dim=feature_dim, taxonomy=taxonomy, classes=classes,
+                         batch_size=batch_size, lock=lock) as writer:
+            for line, record in enumerate(read_features(features, feature_dim), 1):
+                if on_progress is not None:
+                    on_progress(1)
+                if isinstance(record, ForeignFormatError):
+                    if index == 0:
+                        report.inputs += 1
+                        reject(record.line, None, "bad_feature_row", record.reason)
                     continue
-                seen.add(item_id)
-                if item_id in done:
-                    kept_ids.append((item_id, split))
-                    continue
-                reason = _import_row(writer, cleaner, record, item_id, title, max_regions, len(classes))
-                if reason is None:
-                    kept_ids.append((item_id, split))
+                if record.caption is not None:
+                    item_id = f"{record.image_id}:{record.caption_id}" if record.caption_id else record.image_id
+                    pairs = [(item_id, record.caption, None)]
                 else:
-                    reject(line, item_id, *reason)
-        writer.flush()
-        report.written = writer.added
-        for name in SPLITS:
-            ids = [item_id for item_id, s in kept_ids if s == name]
-            if ids:
-                writer.set_split(name, ids)
-    report.seconds["import"] = round(time.perf_counter() - start, 3)
-    return reject.finish(store, report, len(kept_ids))
+                    pairs = titles.get(record.image_id) or [(record.image_id, None, None)]
+                for item_id, title, split in pairs:
+                    if not in_shard(item_id, index, total):
+                        continue
+                    report.inputs += 1
+                    if item_id in seen:
+                        reject(line, item_id, "duplicate_id", "the id appeared before")
+                        continue
+                    seen.add(item_id)
+                    if item_id in done:
+                        kept_ids.append((item_id, split))
+                        continue
+                    reason = _import_row(writer, cleaner, record, item_id, title, max_regions, len(classes))
+                    if reason is None:
+                        kept_ids.append((item_id, split))
+                    else:
+                        reject(line, item_id, *reason)
+            writer.flush()
+            report.written = writer.added
+            for name in SPLITS:
+                ids = [item_id for item_id, s in kept_ids if s == name]
+                if ids:
+                    writer.set_split(name, ids)
+        report.seconds["import"] = round(time.perf_counter() - start, 3)
+        return reject.finish(store, report, len(kept_ids))
 
 
 def _import_row(writer: StoreWriter, cleaner: Callable, record, item_id: str, title: str | None, max_regions: int,

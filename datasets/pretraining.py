@@ -12,6 +12,12 @@
   item's mined hard-negative captions, the rest a random caption (items without mined
   negatives always take a random one). Every pair is masked alike (so masking says nothing
   about matching); MSM and MRM labels only on matched pairs.
+- Negatives are never right answers: no item is the negative of another caption of its
+  photo (``IMAGE#K`` ids, :func:`~taomm.datasets.store.image_key`) or of an item with the
+  same title, neither as a drawn caption or image nor in a batch's contrastive negatives
+  (each example carries its photo and title group, :meth:`ItemPositions.groups`). A random
+  negative is drawn exactly, uniform over the allowed items (no reject-and-redraw); a pool
+  where some item has fewer allowed negatives than a draw needs is refused up front.
 
 Randomness: the example at global position ``p`` of a run draws everything from
 ``np.random.default_rng((seed, p))`` and the item order of epoch ``e`` from
@@ -30,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from taomm.datasets.store import image_key
 from taomm.errors import TaommError
 from taomm.text.tokenizer import SPECIAL_TOKENS, TitleTokenizer
 
@@ -146,6 +153,7 @@ class ItemPositions(torch.utils.data.Dataset):
         self.max_text_tokens, self.max_regions = max_text_tokens, max_regions
         self.pool_index = np.full(len(store), -1, dtype=np.int64)  # store ordinal -> index in ordinals
         self.pool_index[self.ordinals] = np.arange(len(self.ordinals))
+        self.photo, self.title = pool_groups(store, self.ordinals)
         self._orders: dict[int, np.ndarray] = {}
         # the fast tokenizer's own threads must not run across DataLoader worker forks
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -165,16 +173,53 @@ class ItemPositions(torch.utils.data.Dataset):
             self._orders = {epoch: order}
         return int(self.ordinals[order[index]])
 
-    def random_other(self, ordinal: int, pick: int) -> int:
-        """Item ``pick`` (mod N-1) of the pool without ``ordinal``: uniform over the others."""
-        other = int(pick % (len(self.ordinals) - 1))
-        other += other >= self.pool_index[ordinal]
-        return int(self.ordinals[other])
+    def groups(self, ordinal: int) -> np.ndarray:
+        """(2,) int64: the item's photo and title group in the pool (for in-batch negatives)."""
+        index = self.pool_index[ordinal]
+        return np.asarray([self.photo.ids[index], self.title.ids[index]], dtype=np.int64)
+
+    def excluded(self, ordinal: int) -> np.ndarray:
+        """Sorted pool indices that are never ``ordinal``'s negative: itself, the other
+        captions of its photo and the items with its title."""
+        index = self.pool_index[ordinal]
+        return np.union1d(self.photo.members(self.photo.ids[index]), self.title.members(self.title.ids[index]))
+
+    def check_negatives(self, needed: int) -> None:
+        """Refuse a pool where an item has fewer than ``needed`` allowed negatives."""
+        free = len(self.ordinals) - self.photo.sizes[self.photo.ids] - self.title.sizes[self.title.ids] \
+            + _pair_sizes(self.photo.ids, self.title.ids)
+        worst = int(np.argmin(free))
+        if free[worst] < needed:
+            item_id = self.store[int(self.ordinals[worst])].item_id
+            raise TaommError(f"item {item_id!r}: only {free[worst]} of the {len(self.ordinals)} training items may be "
+                             f"its negative (the others share its photo or title), {needed} needed: train on more "
+                             "items or ask for fewer negatives")
+
+    def random_other(self, ordinal: int, pick: int, chosen: Sequence[int] = ()) -> int:
+        """Allowed item ``pick`` (mod their count) of the pool: uniform over the items that
+        are neither excluded (:meth:`excluded`) nor ``chosen`` (negatives taken already).
+        Exact, without redraws: the k-th allowed index is k plus the excluded indices at or
+        below it."""
+        excluded = self.excluded(ordinal)
+        if len(chosen):
+            excluded = np.union1d(excluded, self.pool_index[np.asarray(chosen, dtype=np.int64)])
+        free = len(self.ordinals) - len(excluded)
+        if free < 1:  # check_negatives refuses such pools up front
+            raise TaommError(f"no allowed negative left for store item {ordinal}")
+        k = int(pick % free)
+        # excluded[j] - j = allowed indices below excluded[j]
+        return int(self.ordinals[k + np.searchsorted(excluded - np.arange(len(excluded)), k, side="right")])
 
     def pool_negatives(self, ordinal: int) -> np.ndarray:
-        """The item's mined hard negatives that are in the pool."""
+        """The item's mined hard negatives that are in the pool and allowed (not of its
+        photo or title: mining may have seen other groups than the pool's)."""
         negatives = self.store.negatives(ordinal)
-        return negatives[self.pool_index[negatives] >= 0] if len(negatives) else negatives
+        if not len(negatives):
+            return negatives
+        negatives = negatives[self.pool_index[negatives] >= 0]
+        index, others = self.pool_index[ordinal], self.pool_index[negatives]
+        allowed = (self.photo.ids[others] != self.photo.ids[index]) & (self.title.ids[others] != self.title.ids[index])
+        return negatives[allowed]
 
     def title_tokens(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Title tokens (no specials), truncated to leave room for [CLS] and [SEP], and the
@@ -192,6 +237,46 @@ class ItemPositions(torch.utils.data.Dataset):
         n = min(item.num_regions, self.max_regions)
         features = np.array(item.features[:n])
         return features, normalized_boxes(item.boxes[:n], item.width, item.height)
+
+
+@dataclass(frozen=True)
+class Groups:
+    """A partition of the pool: ``ids[i]`` is pool item i's group; :meth:`members` lists a
+    group's pool indices (sorted), ``sizes`` each group's count."""
+
+    ids: np.ndarray  # (N,) int64
+    order: np.ndarray  # (N,) pool indices sorted by group
+    starts: np.ndarray  # (G + 1,) group g is order[starts[g]:starts[g + 1]]
+
+    @classmethod
+    def of(cls, keys: Sequence[str]) -> Groups:
+        _, ids = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
+        ids = ids.astype(np.int64).reshape(-1)
+        order = np.argsort(ids, kind="stable")
+        return cls(ids, order, np.searchsorted(ids[order], np.arange(int(ids.max(initial=-1)) + 2)))
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.starts)
+
+    def members(self, group: int) -> np.ndarray:
+        return self.order[self.starts[group]:self.starts[group + 1]]
+
+
+def pool_groups(store: Any, ordinals: np.ndarray) -> tuple[Groups, Groups]:
+    """The pool's photo groups (:func:`image_key` of the item ids) and title groups."""
+    photos, titles = [], []
+    for ordinal in ordinals:
+        item = store[int(ordinal)]
+        photos.append(image_key(item.item_id))
+        titles.append(item.title)
+    return Groups.of(photos), Groups.of(titles)
+
+
+def _pair_sizes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) how many items share both item i's group in ``a`` and in ``b``."""
+    _, inverse, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True, return_counts=True)
+    return counts[inverse.reshape(-1)]
 
 
 def normalized_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -218,6 +303,7 @@ class PretrainingData(ItemPositions):
         super().__init__(store, tokenizer, ordinals, seed, self.options.max_text_tokens, self.options.max_regions)
         specials = [tokenizer.hf.vocab[t] for t in SPECIAL_TOKENS]
         self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), specials)
+        self.check_negatives(1 if self.options.match_p < 1 else 0)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         opts = self.options
@@ -240,7 +326,8 @@ class PretrainingData(ItemPositions):
         own_ids, _ = self.title_tokens(item.words)  # the image's own caption, unmasked (for ITC)
         return {"input_ids": input_ids, "msm_labels": msm_labels, "region_features": features,
                 "region_boxes": boxes, "mrm_labels": region_labels, "itm_label": int(matched),
-                "ordinal": ordinal, "caption": caption, "negative": negative_kind, "own_input_ids": self.wrap(own_ids)}
+                "ordinal": ordinal, "caption": caption, "negative": negative_kind, "own_input_ids": self.wrap(own_ids),
+                "groups": self.groups(ordinal)}
 
     def _text(self, words: list[str], rng: np.random.Generator, labelled: bool) -> tuple[np.ndarray, np.ndarray]:
         # Every pair is masked the same way, matched or not: were only matched pairs masked,
@@ -276,7 +363,8 @@ class PretrainingData(ItemPositions):
 
 
 def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad a list of examples into the model's inputs (+ labels and counts)."""
+    """Pad a list of examples into the model's inputs (+ labels, counts and the images'
+    photo/title ``groups`` (B, 2), for the contrastive loss)."""
     B = len(examples)
     T = max(len(e["input_ids"]) for e in examples)
     R = max(len(e["region_boxes"]) for e in examples)
@@ -305,4 +393,5 @@ def collate_pretraining(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> 
         "itm_labels": torch.tensor([e["itm_label"] for e in examples], dtype=torch.long),
         "ordinals": torch.tensor([e["ordinal"] for e in examples], dtype=torch.long),
         "itc_input_ids": torch.from_numpy(own), "itc_attention_mask": torch.from_numpy(own_mask),
+        "groups": torch.from_numpy(np.stack([e["groups"] for e in examples])),
     }

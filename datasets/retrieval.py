@@ -3,9 +3,12 @@
 The paper's recipe: each caption (an item's title) with its own image and 3 other images,
 a 4-way multiple choice over ITM scores. Negative images come partly from hard ones: with
 probability ``hard_p`` each is the image of one of the item's TF-IDF hard-negative captions
-(a similar title of another product), otherwise a random item's image. Images whose title
-equals the caption's, and other captions' of the same photo (``IMAGE#K`` ids), are never
-negatives (they would be right answers). As in pretraining,
+(a similar title of another product), otherwise a random item's image (when no hard one
+is left, a random one too). Images whose title equals the caption's, and other captions'
+of the same photo (``IMAGE#K`` ids), are never negatives (they would be right answers):
+hard ones are filtered, random ones drawn exactly among the allowed items
+(``ItemPositions.random_other``), and a pool where an item has fewer allowed images than
+``negatives`` is refused up front. As in pretraining,
 everything about position ``p`` is drawn from its own generator, so a resumed or
 distributed run reads the same global batches.
 
@@ -35,7 +38,6 @@ import numpy as np
 import torch
 
 from taomm.datasets.pretraining import ItemPositions
-from taomm.datasets.store import image_key
 from taomm.errors import TaommError
 from taomm.text.tokenizer import TitleTokenizer
 
@@ -60,28 +62,22 @@ class RetrievalData(ItemPositions):
         self.query_p, self.query_keep = query_p, query_keep
         self.query_log = {int(k): [list(q) for q in v] for k, v in (query_log or {}).items() if v}
         self.log_p = log_p
+        self.check_negatives(negatives)
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         rng = self.rng(position)
         ordinal = self.ordinal_at(position)
         item = self.store[ordinal]
-        hard = [int(o) for o in self.pool_negatives(ordinal)]
-        photo = image_key(item.item_id)
+        hard = [int(o) for o in self.pool_negatives(ordinal)]  # allowed ones only
         chosen: list[int] = []
         kinds: list[str] = []
         for _ in range(self.negatives):
             use_hard = rng.random() < self.hard_p
-            for _attempt in range(8):  # skip repeats and same-title items
-                candidates = [o for o in hard if o not in chosen] if use_hard else []
-                if candidates:
-                    pick, kind = candidates[int(rng.integers(0, len(candidates)))], "hard"
-                else:
-                    pick, kind = self.random_other(ordinal, int(rng.integers(0, 1 << 62))), "random"
-                other = self.store[pick]
-                if pick not in chosen and other.title != item.title and image_key(other.item_id) != photo:
-                    break
-                if kind == "hard":
-                    hard.remove(pick)
+            candidates = [o for o in hard if o not in chosen] if use_hard else []
+            if candidates:
+                pick, kind = candidates[int(rng.integers(0, len(candidates)))], "hard"
+            else:
+                pick, kind = self.random_other(ordinal, int(rng.integers(0, 1 << 62)), chosen), "random"
             chosen.append(pick)
             kinds.append(kind)
         ids, _ = self.title_tokens(item.words)
@@ -92,7 +88,7 @@ class RetrievalData(ItemPositions):
         query_ids, _ = self.title_tokens(query)
         images = [self.regions(self.store[o]) for o in (ordinal, *chosen)]
         return {"input_ids": self.wrap(ids), "query_ids": self.wrap(query_ids), "images": images, "ordinal": ordinal,
-                "negatives": chosen, "kinds": kinds}
+                "negatives": chosen, "kinds": kinds, "groups": self.groups(ordinal)}
 
 
 def query_words(words: Sequence[str], rng: np.random.Generator, keep: float = 0.5) -> list[str]:
@@ -184,7 +180,7 @@ def read_query_log(path: str | os.PathLike[str], store: Any, language: str = "zh
 
 def collate_retrieval(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Captions (B, T), their queries (B, Q) and their candidate images (B, C, R, ...), the
-    right one first."""
+    right one first; each item's photo/title ``groups`` (B, 2), for the in-batch losses."""
     B, C = len(examples), len(examples[0]["images"])
     T = max(len(e["input_ids"]) for e in examples)
     Q = max(len(e["query_ids"]) for e in examples)
@@ -204,4 +200,5 @@ def collate_retrieval(examples: Sequence[dict[str, Any]], pad_id: int = 0) -> di
             "region_features": torch.from_numpy(features), "region_boxes": torch.from_numpy(boxes),
             "region_mask": torch.from_numpy(region_mask), "query_ids": torch.from_numpy(query_ids),
             "query_mask": torch.from_numpy(query_ids != pad_id),
-            "ordinals": torch.tensor([e["ordinal"] for e in examples], dtype=torch.long)}
+            "ordinals": torch.tensor([e["ordinal"] for e in examples], dtype=torch.long),
+            "groups": torch.from_numpy(np.stack([e["groups"] for e in examples]))}

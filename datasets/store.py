@@ -35,11 +35,18 @@ The writer commits items in batches; a batch holds the new items *and* the new i
 count, so a process killed at any point leaves a store holding exactly the batches that
 committed, and rerunning the same input adds the rest in the same order: the result has
 the same content as an uninterrupted run (:meth:`FeatureStore.content_sha256`).
+
+One writer at a time: a writer holds :class:`StoreLock`, an exclusive ``flock`` on
+``STORE/writer.lock`` (which records its pid); a second writer is refused at once with
+one line. The OS drops the lock when the process ends, however it ends, so a killed
+writer leaves no stale lock. Readers never take it. (Shards are separate stores, each
+with its own lock, so ``prepare --shard I/N`` runs write side by side.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import operator
@@ -56,6 +63,11 @@ import numpy as np
 
 from taomm.errors import StoreError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, writers are not guarded
+    fcntl = None  # type: ignore[assignment]
+
 SCHEMA_VERSION = 1
 MAGIC = b"TMR1"
 _HEADER = struct.Struct("<4s7I")  # magic, N, D, W, width, height, id_nbytes, title_nbytes
@@ -63,6 +75,7 @@ _DATABASES = (b"meta", b"ids", b"items", b"splits", b"negatives")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MAX_ID_BYTES = 256
 _INITIAL_MAP_SIZE = 1 << 30  # grows by doubling on MapFullError
+LOCK_NAME = "writer.lock"
 T = TypeVar("T")
 
 
@@ -220,23 +233,92 @@ def is_store(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / "data.mdb").is_file()
 
 
+# Lock descriptors held by this process: a forked child closes its copies, so that a child
+# outliving the writer (a DataLoader worker) does not keep the store locked.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # the child's descriptor only: the parent's lock stays
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+class StoreLock:
+    """The single-writer lock of a store folder (see the module docstring): taken at
+    construction, without waiting; :meth:`release` (or the end of the process) frees it.
+    Locks are per open file, so a second writer in the same process is refused too."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        if fcntl is None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            who = "another writer of this process" if holder == str(os.getpid()) else "another process"
+            raise StoreError(f"store {self.path.resolve()} is being written by {who} (pid {holder}); wait for it "
+                             "to finish or write to another store") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+        _HELD_LOCKS.add(fd)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _HELD_LOCKS.discard(fd)
+            os.close(fd)  # closing the only descriptor of the open file frees the flock
+
+    def __enter__(self) -> StoreLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class StoreWriter:
     """Appends items to a store in batched transactions; idempotent by ``item_id``.
 
     Use as a context manager; buffered items are committed on exit. Creating a writer on
-    an existing store checks that language, feature dimension and taxonomy agree.
+    an existing store checks that language, feature dimension and taxonomy agree. The
+    writer takes the store's :class:`StoreLock` (refused while another writer holds it),
+    or uses ``lock``, one its caller took earlier on the same folder and releases itself.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, language: str, feature_dim: int,
                  taxonomy: str, classes: Sequence[str], batch_size: int = 256,
-                 map_size: int = _INITIAL_MAP_SIZE) -> None:
+                 map_size: int = _INITIAL_MAP_SIZE, lock: StoreLock | None = None) -> None:
         self.path = Path(path)
         self.batch_size = batch_size
         self.added = 0  # items written by this writer
         self.skipped = 0  # items whose item_id was already in the store
         self._pending: list[Item] = []
+        self._env = None
         if self.path.resolve() in _READERS and os.getpid() == _READERS_PID:
             raise StoreError(f"{self.path} is open for reading in this process: close it before writing")
+        if lock is not None and lock.path.resolve() != self.path.resolve():
+            raise StoreError(f"the lock of {lock.path} does not guard {self.path}")
+        self._own_lock = StoreLock(self.path) if lock is None else None
+        try:
+            self._open(map_size, language, feature_dim, taxonomy, classes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, map_size: int, language: str, feature_dim: int, taxonomy: str, classes: Sequence[str]) -> None:
         self._env = _open_env(self.path, readonly=False, map_size=map_size)
         self._dbs = {name: self._env.open_db(name) for name in _DATABASES}
         wanted = StoreMeta(language, int(feature_dim), taxonomy, list(classes))
@@ -359,12 +441,16 @@ class StoreWriter:
         self.meta = self._write(put)
 
     def close(self) -> None:
-        if self._env is not None:
-            try:
-                self.flush()
-            finally:
-                self._env.close()
-                self._env = None
+        try:
+            if self._env is not None:
+                try:
+                    self.flush()
+                finally:
+                    self._env.close()
+                    self._env = None
+        finally:
+            if self._own_lock is not None:
+                self._own_lock.release()
 
 
 @dataclass

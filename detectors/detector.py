@@ -36,6 +36,9 @@ from taomm.errors import TaommError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 CONFIG_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
+# Region extraction (the paper's zh setting): at most 16 regions per image, each scoring
+# strictly above 0.1; class-agnostic NMS at IoU 0.3.
+MAX_REGIONS, MIN_SCORE, NMS_IOU = 16, 0.1, 0.3
 
 
 @dataclass
@@ -69,6 +72,21 @@ class DetectorConfig:
     @property
     def num_attributes(self) -> int:
         return sum(len(v) for v in self.attributes.values())
+
+
+def select_regions(boxes: torch.Tensor, scores: torch.Tensor, max_regions: int = MAX_REGIONS,
+                   min_score: float = MIN_SCORE, nms_iou: float = NMS_IOU, min_regions: int = 1) -> torch.Tensor:
+    """Which detections become regions: boxes (P, 4) pixels at least 1 px wide and high,
+    class-agnostic NMS, score strictly above ``min_score``, at most ``max_regions``; with
+    fewer than ``min_regions`` above the score, the best-scoring others fill up to it.
+    Returns their indices by decreasing score (possibly none)."""
+    valid = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+    if min_regions <= 1:
+        valid &= scores > min_score
+    keep = valid.nonzero().squeeze(1)
+    keep = keep[nms(boxes[keep], scores[keep], nms_iou)]  # by decreasing score
+    confident = int((scores[keep] > min_score).sum())
+    return keep[: min(max_regions, max(confident, min_regions))]
 
 
 class ProductDetector(nn.Module):
@@ -156,8 +174,8 @@ class ProductDetector(nn.Module):
         return torch.stack(losses).mean() if losses else logits.new_zeros(())
 
     @torch.no_grad()
-    def extract(self, images: list[torch.Tensor], max_regions: int = 16, min_score: float = 0.1,
-                nms_iou: float = 0.3, min_regions: int = 1) -> list[dict[str, torch.Tensor]]:
+    def extract(self, images: list[torch.Tensor], max_regions: int = MAX_REGIONS, min_score: float = MIN_SCORE,
+                nms_iou: float = NMS_IOU, min_regions: int = 1) -> list[dict[str, torch.Tensor]]:
         """Regions per image: class-agnostic NMS over each proposal's best class, score >
         ``min_score``, at most ``max_regions``; with fewer than ``min_regions`` above the
         score, the best-scoring others after NMS fill up to it (the bottom-up-attention
@@ -183,13 +201,7 @@ class ProductDetector(nn.Module):
             h, w = batch.image_sizes[i]
             best[:, 0::2] = best[:, 0::2].clamp(0, w)
             best[:, 1::2] = best[:, 1::2].clamp(0, h)
-            valid = (best[:, 2] - best[:, 0] >= 1) & (best[:, 3] - best[:, 1] >= 1)
-            if min_regions <= 1:
-                valid &= score > min_score
-            keep = valid.nonzero().squeeze(1)
-            keep = keep[nms(best[keep], score[keep], nms_iou)]  # by decreasing score
-            confident = int((score[keep] > min_score).sum())
-            keep = keep[: min(max_regions, max(confident, min_regions))]
+            keep = select_regions(best, score, max_regions, min_score, nms_iou, min_regions)
             scale = torch.tensor([sizes[i][1] / w, sizes[i][0] / h] * 2, device=best.device)
             if len(keep):
                 region = {"boxes": best[keep] * scale, "features": vec[keep], "labels": label[keep], "scores": score[keep]}

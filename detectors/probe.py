@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou
 
-from taomm.detectors.detector import ProductDetector
+from taomm.detectors.detector import MAX_REGIONS, MIN_SCORE, ProductDetector
 from taomm.detectors.training import CocoBoxes
 from taomm.device import autocast
 
@@ -62,7 +62,7 @@ class _Collector:
 
 
 def region_samples(detector: ProductDetector, data: CocoBoxes, device: str = "cpu", bf16: bool = False,
-                   max_regions: int = 16, min_score: float = 0.1,
+                   max_regions: int = MAX_REGIONS, min_score: float = MIN_SCORE,
                    on_image: Callable[[int], None] | None = None) -> RegionSamples:
     """Extract each image's regions as ``prepare`` does (one image at a time) and match every
     annotated box to its best-overlapping region."""

@@ -49,7 +49,10 @@ Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], No
 class DemoConfig:
     """Sizes of every stage. The defaults take about 14 minutes on 2 CPU cores with bf16 and
     about 33 on 2 AVX2-only cores in fp32 (measured, see the README); :meth:`quick` is a small
-    version for tests (a few minutes)."""
+    version for tests (a few minutes).
+
+    Only what a user of the stage commands sets too: the training recipe (learning rates,
+    ITC, ITM ways, log share) is theirs, the from-scratch defaults of ``taomm.train.recipe``."""
 
     items: int = 2000  # products in the catalog
     seed: int = 0
@@ -59,14 +62,9 @@ class DemoConfig:
     detector_fpn_channels: int = 128  # half the step of torchvision's 256 (train-detector's default from scratch)
     preset: str = "mini"  # InterBERT size: H=256, 2 interaction + 1 + 1 extractor layers (CPU)
     pretrain_steps: int = 150  # short: on 1.5k items longer pretraining memorises (README)
-    pretrain_lr: float = 3e-4  # at 1e-3 the image [CLS] collapses within 150 steps (measured)
     finetune_steps: int = 1200
-    negatives: int = 1  # ITM choices of 2, not the paper's 4: twice the steps in the same time (README)
-    log_share: float = 0.8  # queries of logged items taken from the catalog's search log
-    batch_size: int = 32
-    lr: float = 1e-3  # finetuning a small model from scratch, not the paper's BERT-initialised 4e-5
-    itc: float = 1.0  # contrastive pretraining task, without which a model from scratch stalls
-    rerank: int = 16  # ITM rerank of the top K in evaluation and in the second precision figure
+    batch_size: int = 32  # the training commands' default
+    rerank: int = 16  # ITM rerank of the top K in evaluation (evaluate-retrieval's default) and search
     workers: int = 2
 
     @classmethod
@@ -100,7 +98,8 @@ class Demo:
         if self.state_path.is_file():
             state = json.loads(self.state_path.read_text("utf-8"))
             if state.get("config") != config.to_json():
-                changed = sorted(k for k, v in config.to_json().items() if state.get("config", {}).get(k) != v)
+                old, new = state.get("config") or {}, config.to_json()
+                changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
                 raise TaommError(f"{self.root} holds a demo made with other settings ({', '.join(changed)}): "
                                  "use another --workdir, or --restart to start it again")
             self.records = {k: StageRecord(**v) for k, v in state.get("stages", {}).items()}
@@ -235,28 +234,32 @@ class Demo:
     def _pretrain(self) -> dict[str, Any]:
         from taomm.model import InterBertConfig
         from taomm.train.pretrain import pretrain
+        from taomm.train.recipe import resolve_pretrain
 
         cfg = self.config
         run = self.runs / "pretrain"
+        recipe, _ = resolve_pretrain(from_scratch=True)
         with self.progress("pretraining", cfg.pretrain_steps) as advance:
             result, _ = pretrain(self.store, run, model_config=InterBertConfig.from_preset(cfg.preset),
-                                 train=self._train_config(cfg.pretrain_steps, cfg.pretrain_lr), itc_weight=cfg.itc,
+                                 train=self._train_config(cfg.pretrain_steps, recipe.lr), itc_weight=recipe.itc,
                                  resume=_has_checkpoint(run), device=self._device(),
                                  on_step=lambda step, metrics: advance(1))
-        return _training_summary(result)
+        return {**_training_summary(result), "recipe": asdict(recipe)}
 
     def _finetune(self) -> dict[str, Any]:
         from taomm.train.finetune import finetune_retrieval
+        from taomm.train.recipe import initialised_from, resolve_finetune
 
         cfg = self.config
-        run = self.runs / "retrieval"
+        run, init = self.runs / "retrieval", self.runs / "pretrain"
+        recipe, _ = resolve_finetune(from_scratch=initialised_from(init) is None)
         with self.progress("finetuning retrieval", cfg.finetune_steps) as advance:
-            result, _ = finetune_retrieval(self.store, self.runs / "pretrain", run,
-                                           train=self._train_config(cfg.finetune_steps), negatives=cfg.negatives,
-                                           query_log=self.query_log, log_p=cfg.log_share,
-                                           resume=_has_checkpoint(run), device=self._device(),
-                                           on_step=lambda step, metrics: advance(1))
-        return _training_summary(result)
+            result, _ = finetune_retrieval(self.store, init, run,
+                                           train=self._train_config(cfg.finetune_steps, recipe.lr),
+                                           negatives=recipe.negatives, query_log=self.query_log,
+                                           log_p=recipe.log_share, resume=_has_checkpoint(run),
+                                           device=self._device(), on_step=lambda step, metrics: advance(1))
+        return {**_training_summary(result), "recipe": asdict(recipe)}
 
     def _evaluate(self) -> dict[str, Any]:
         from taomm.datasets.sharded import open_store
@@ -315,11 +318,11 @@ class Demo:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def _train_config(self, steps: int, lr: float | None = None):
+    def _train_config(self, steps: int, lr: float):
         from taomm.train import TrainConfig
 
-        cfg = self.config
-        return TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=lr or cfg.lr, save_every=max(50, steps // 4),
+        cfg = self.config  # else the commands' defaults; only checkpoints, logging and loader workers differ
+        return TrainConfig(max_steps=steps, batch_size=cfg.batch_size, lr=lr, save_every=max(50, steps // 4),
                            keep_last=1, log_every=max(1, steps // 20), seed=cfg.seed, workers=min(cfg.workers, 1))
 
 

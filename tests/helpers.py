@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,57 @@ def build_pretraining_store(path: Path, count: int = 48, feature_dim: int = 32) 
         writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
         writer.set_tokenizer({**TitleTokenizer(vocab).info(), "vocab_file": str(vocab.resolve())})
     return path
+
+
+def build_photo_store(path: Path, photos: int = 8, captions: int = 3, feature_dim: int = 32) -> Path:
+    """A store of ``photos`` x ``captions`` items ``ph{P}#{K}`` (the K-th caption of photo P,
+    sharing its regions), where the last caption of each photo has the title of the next
+    photo's first caption: same-photo and same-title items are both present. Its mined hard
+    negatives of each item are, in order, another caption of its photo, the item with its
+    title (when it has one) and an allowed item; a WordPiece vocab in STORE/vocab.txt."""
+    from dataclasses import replace
+
+    from taomm.text.tokenizer import TitleTokenizer, train_vocab
+
+    words = [pretraining_item(p * captions + k, feature_dim).words for p in range(photos) for k in range(captions)]
+    for p in range(photos):  # the last caption of photo p says what the first of photo p + 1 says
+        words[p * captions + captions - 1] = words[(p + 1) % photos * captions]
+    items = []
+    for i, w in enumerate(words):
+        photo = pretraining_item(i // captions * captions, feature_dim)  # one photo, one set of regions
+        items.append(replace(photo, item_id=f"ph{i // captions}#{i % captions}", title="".join(w),
+                             word_ends=word_ends_of(w)))
+    vocab = train_vocab([it.title for it in items], path / "vocab.txt", vocab_size=120, min_frequency=1)
+    same_title = {i: j for i in range(len(items)) for j in range(len(items)) if i != j and words[i] == words[j]}
+    with open_writer(path, feature_dim) as writer:
+        for it in items:
+            writer.add(it)
+        writer.flush()
+        writer.set_split("train", [it.item_id for it in items])
+        negatives = []
+        for i in range(len(items)):
+            sibling = i // captions * captions + (i + 1) % captions
+            allowed = (i + captions) % len(items)  # the same caption of the next photo
+            negatives.append((i, np.asarray([sibling, *([same_title[i]] if i in same_title else []), allowed])))
+        writer.set_negatives(negatives)
+        writer.set_tokenizer({**TitleTokenizer(vocab).info(), "vocab_file": str(vocab.resolve())})
+    return path
+
+
+HOLD_LOCK = """
+import sys, time
+from taomm.datasets.store import StoreLock
+lock = StoreLock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    """A process that takes the store's writer lock and sleeps (kill it when done)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
 
 
 def content_hash(path: Path) -> str:

@@ -90,3 +90,45 @@ def test_init_from_a_real_bert(runner: CliRunner, workspace: Path) -> None:
     got = ours.embeddings.word_embeddings.weight.detach()
     want = bert.embeddings.word_embeddings.weight.detach()
     assert (got - want).abs().max() < 1e-6  # one step at lr 1e-12: still BERT's weights
+
+
+def tiny_bert(folder: Path, vocab: Path) -> Path:
+    """A random 2-layer BERT checkpoint with the store's vocabulary (a stand-in for --init-from)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=len(vocab.read_text("utf-8").splitlines()), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    (folder / "vocab.txt").write_bytes(vocab.read_bytes())
+    return folder
+
+
+def test_from_scratch_pretraining_defaults_to_the_recipe_that_learns(runner: CliRunner, workspace: Path) -> None:
+    result = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--out", "scratch", "--json"])
+    assert result.exit_code == 0, result.output
+    options = json.loads(Path("scratch/run.json").read_text())
+    assert (options["train"]["lr"], options["itc_weight"], options["init_from"]) == (3e-4, 1.0, None)
+    assert "recipe: from scratch (no --init-from): lr 0.0003, itc 1" in result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_init_from_bert_defaults_to_the_papers_recipe(runner: CliRunner, workspace: Path, tmp_path: Path) -> None:
+    bert = tiny_bert(tmp_path / "bert", workspace / "store" / "vocab.txt")
+    result = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--init-from", str(bert), "--out", "bert",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    options = json.loads(Path("bert/run.json").read_text())
+    assert (options["train"]["lr"], options["itc_weight"], options["init_from"]) == (1e-4, 0.0, str(bert))
+    assert "(the paper's): lr 0.0001, itc 0" in result.stderr and "warning" not in result.stderr
+
+
+def test_the_papers_settings_from_scratch_are_warned_about(runner: CliRunner, workspace: Path) -> None:
+    result = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--out", "paper", "--itc", "0"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("taomm: warning:")]
+    assert len(warnings) == 1 and "itc 0 on a model from scratch" in warnings[0]
+    assert "assume a BERT initialisation" in warnings[0] and "0.89" in warnings[0]
+    options = json.loads(Path("paper/run.json").read_text())
+    assert (options["train"]["lr"], options["itc_weight"]) == (3e-4, 0.0)  # the rest stays the from-scratch default
+    low = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--out", "low", "--lr", "1e-4"])
+    assert low.exit_code == 0 and "taomm: warning: lr 0.0001 on a model from scratch" in low.stderr

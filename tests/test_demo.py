@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.retrieval import query_words
 from taomm.demo import STAGES, Demo, DemoConfig
+from taomm.train.recipe import finetune_defaults, pretrain_defaults
 
 
 @given(st.lists(st.sampled_from(["红色", "波点", " ", "荷叶边", "裙", "2020"]), max_size=12), st.integers(0, 1000),
@@ -62,7 +63,12 @@ def test_quick_demo_runs_every_stage(quick_demo: tuple[Path, dict]) -> None:
     for precision in search["precision"].values():
         assert precision["queries_all"] > 0 and 0.0 <= precision["precision@5_all"] <= 1.0
     options = json.loads((workdir / "runs" / "retrieval" / "run.json").read_text())
-    assert options["negatives"] == 1 and options["query_log"]["pairs"] > 0
+    assert options["query_log"]["pairs"] > 0
+    scratch = finetune_defaults(from_scratch=True)  # the commands' defaults, not a recipe of the demo's own
+    assert (options["train"]["lr"], options["negatives"], options["query_log"]["log_p"]) == \
+        (scratch.lr, scratch.negatives, scratch.log_share)
+    pretraining = json.loads((workdir / "runs" / "pretrain" / "run.json").read_text())
+    assert (pretraining["train"]["lr"], pretraining["itc_weight"]) == (pretrain_defaults(True).lr, pretrain_defaults(True).itc)
     assert set(options["query_log"]["skipped"]) <= {"unknown_item"}  # items whose title was quarantined
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.demo_catalog import generate_catalog
 from taomm.datasets.store import FeatureStore
-from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.detector import DetectorConfig, ProductDetector, select_regions
 from taomm.detectors.training import CocoBoxes, image_ids_for_split, train_detector
 from taomm.errors import TaommError
 from taomm.taxonomy import load_taxonomy
@@ -44,6 +44,59 @@ def test_extraction_contract(detector: ProductDetector) -> None:
         assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
         assert ((regions["labels"] >= 0) & (regions["labels"] < 33)).all()
         assert (regions["scores"][:-1] >= regions["scores"][1:]).all()  # by score, best first
+
+
+def test_default_threshold_keeps_scores_strictly_above_0_1_and_at_most_16() -> None:
+    """The paper's zh regions, at the defaults: a score of exactly 0.1 is dropped, one just
+    above is kept, and of 20 confident non-overlapping boxes the best 16 remain."""
+    import inspect
+
+    def boxes(n: int) -> torch.Tensor:  # n disjoint 10 x 10 boxes in a row: NMS keeps them all
+        x = torch.arange(n, dtype=torch.float32) * 20
+        return torch.stack([x, torch.zeros(n), x + 10, torch.full((n,), 10.0)], 1)
+
+    scores = torch.tensor([0.1, 0.1000001, 0.5, 0.09999999, 0.0], dtype=torch.float32)
+    assert select_regions(boxes(5), scores).tolist() == [2, 1]  # by decreasing score
+    many = torch.linspace(0.2, 0.9, 20)
+    assert select_regions(boxes(20), many).tolist() == list(range(19, 3, -1))
+    for name in ("max_regions", "min_score"):  # extraction's defaults are the same
+        assert inspect.signature(ProductDetector.extract).parameters[name].default == \
+            inspect.signature(select_regions).parameters[name].default
+
+
+def test_extract_at_the_default_threshold() -> None:
+    """The detector end to end with its class scores fed: fixed proposals (the RPN's output)
+    and box-predictor logits that give them the scores below, no box regression."""
+    from torchvision.models.detection.image_list import ImageList
+
+    proposals = torch.tensor([[0.0, 0.0, 20.0, 20.0], [40.0, 0.0, 60.0, 20.0], [80.0, 0.0, 100.0, 20.0],
+                              [0.0, 40.0, 20.0, 60.0]])
+    wanted = torch.tensor([0.1, 0.1000001, 0.7, 0.05], dtype=torch.float64)
+    logits = torch.full((4, len(CLASSES) + 1), -1e4, dtype=torch.float64)  # softmax: p on class 3, 1 - p background
+    logits[:, 4] = torch.log(wanted)
+    logits[:, 0] = torch.log(1 - wanted)
+    logits[0, :10] = 0.0  # ten equal classes: 1 / 10, exactly float32(0.1) (a correctly rounded division)
+
+    class Proposals(torch.nn.Module):
+        def forward(self, images: ImageList, features, targets=None):
+            return [proposals.clone() for _ in images.image_sizes], {}
+
+    class Scores(torch.nn.Module):
+        def forward(self, vectors: torch.Tensor):
+            return logits.float().repeat(len(vectors) // 4, 1), torch.zeros(len(vectors), 4 * (len(CLASSES) + 1))
+
+    torch.manual_seed(0)
+    detector = ProductDetector(DetectorConfig(classes=CLASSES)).eval()  # its own: two parts replaced
+    detector.rcnn.rpn = Proposals()
+    detector.rcnn.roi_heads.box_predictor = Scores()
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0))  # 128 px: no resize
+    probs = logits.float().softmax(-1)[:, 1:].max(-1).values
+    assert probs[0] == torch.tensor(0.1, dtype=torch.float32)  # exactly the threshold in float32
+    assert probs[1] > probs[0] and probs[3] < probs[0]
+    (regions,) = detector.extract([image])
+    assert regions["scores"].tolist() == [probs[2].item(), probs[1].item()]
+    assert regions["boxes"].tolist() == [proposals[2].tolist(), proposals[1].tolist()]
+    assert regions["labels"].tolist() == [3, 3]
 
 
 def test_whole_image_fallback(detector: ProductDetector) -> None:

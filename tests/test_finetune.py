@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_pretraining_store
+import torch
+from helpers import build_photo_store, build_pretraining_store
 from test_cli import assert_one_line_error
 from typer.testing import CliRunner
 
@@ -21,10 +22,17 @@ from taomm.datasets.retrieval import (
     collate_retrieval,
     read_query_log,
 )
-from taomm.datasets.store import FeatureStore
+from taomm.datasets.store import FeatureStore, image_key
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForRetrieval
-from taomm.retrieval import evaluate, rerank_matrix
+from taomm.retrieval import (
+    contrastive_vectors,
+    encode_items,
+    evaluate,
+    itm_scores,
+    recall_at_k,
+    rerank_matrix,
+)
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train import TrainConfig
 from taomm.train.finetune import finetune_retrieval
@@ -68,6 +76,44 @@ def test_examples(pretrained) -> None:
         batch = collate_retrieval([data[p] for p in range(4)], pad_id=tok.pad_id)
         assert batch["region_features"].shape[:2] == (4, 4) and batch["input_ids"].shape[0] == 4
         assert data[7]["negatives"] == RetrievalData(store, tok, pool, negatives=3, hard_p=0.5)[7]["negatives"]
+
+
+def right_answers(store, ordinal: int) -> set[int]:
+    """Items that are never ``ordinal``'s negative: itself, another caption of its photo, its title."""
+    item = store[ordinal]
+    return {o for o in range(len(store)) if image_key(store[o].item_id) == image_key(item.item_id)
+            or store[o].title == item.title}
+
+
+def test_negative_images_are_never_the_same_photo_or_title(tmp_path: Path) -> None:
+    with FeatureStore(build_photo_store(tmp_path / "store")) as store:
+        tok = TitleTokenizer(store.path / "vocab.txt")
+        data = RetrievalData(store, tok, np.arange(len(store)), negatives=3, hard_p=0.5)
+        kinds = []
+        for p in range(600):
+            e = data[p]
+            assert len(set(e["negatives"])) == 3 and not set(e["negatives"]) & right_answers(store, e["ordinal"]), e
+            kinds += e["kinds"]
+        assert kinds.count("hard") > 100 and kinds.count("random") > 100
+
+
+def test_negatives_when_almost_every_image_is_a_right_answer(tmp_path: Path) -> None:
+    """20 captions of photo 0 and 3 items of photo 1: a caption of photo 0 has exactly 3
+    allowed images (a uniform draw hits one 3 times in 22), and gets exactly those."""
+    with FeatureStore(build_photo_store(tmp_path / "store", photos=2, captions=20)) as store:
+        tok = TitleTokenizer(store.path / "vocab.txt")
+        allowed = [store.ordinal(f"ph1#{k}") for k in (1, 2, 3)]
+        pool = [store.ordinal(f"ph0#{k}") for k in range(20)] + allowed
+        for hard_p in (0.0, 0.5, 1.0):
+            data = RetrievalData(store, tok, pool, negatives=3, hard_p=hard_p)
+            for p in range(3 * len(pool)):
+                e = data[p]
+                if e["ordinal"] in allowed:
+                    assert not set(e["negatives"]) & right_answers(store, e["ordinal"]), e
+                else:
+                    assert sorted(e["negatives"]) == allowed, e
+        with pytest.raises(TaommError, match="only 3 of the 23 training items"):
+            RetrievalData(store, tok, pool, negatives=4)
 
 
 def write_log(path: Path, rows: list) -> Path:
@@ -173,8 +219,14 @@ def test_finetune_then_evaluate(pretrained, tmp_path: Path) -> None:
     for key in ("R@1", "R@5", "R@10"):  # K = N reranks everything: exactly exhaustive
         assert full_k[key] == exhaustive[key]
         assert full_k["image_to_text"][key] == exhaustive["image_to_text"][key]
-    assert small_k["R@1"] >= 0 and random["pairs_scored"] == 0
-    assert exhaustive["R@10"] >= random["R@1"]
+    assert random["pairs_scored"] == 0
+    # K = 4: the 4 most similar images by the vectors, reranked by ITM, the rest after them
+    with FeatureStore(store) as fs:
+        enc = encode_items(fs, test, tok, max_tokens=min(40, model.config.max_position_embeddings),
+                           max_regions=model.config.max_regions)
+    text, image = contrastive_vectors(model, enc, enc, bf16=False)
+    want, _ = rerank_matrix(text @ image.T, 4, lambda r, c: itm_scores(model, enc, enc, r, c, bf16=False))
+    assert {key: small_k[key] for key in ("R@1", "R@5", "R@10")} == recall_at_k(want)
 
 
 def test_finetune_ddp_matches_single_process(pretrained, tmp_path: Path) -> None:
@@ -243,3 +295,38 @@ def test_cli_in_a_workspace(pretrained, tmp_path: Path, monkeypatch: pytest.Monk
     assert table.exit_code == 0 and "exhaustive" in table.stdout and "R@10" in table.stdout
     assert_one_line_error(runner.invoke(app, ["evaluate-retrieval", "--exhaustive", "--rerank", "4"]), 1,
                           "choose one")
+
+
+def test_cli_paper_recipe_without_the_extra_losses(pretrained, tmp_path: Path) -> None:
+    """--contrastive 0 --item-loss 0: the 4-way ITM choice alone, the vector heads untouched."""
+    store, pre = pretrained
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["finetune-retrieval", "--help"], env={"COLUMNS": "200"}).stdout
+    assert "--contrastive" in help_text and "--item-loss" in help_text
+    args = ["finetune-retrieval", "--store", str(store), "--init", str(pre), "--max-steps", "3", "--batch-size", "4",
+            "--negatives", "3", "--log-every", "1", "--workers", "0", "--fp32", "--json"]
+    paper = runner.invoke(app, [*args, "--out", str(tmp_path / "paper"), "--contrastive", "0", "--item-loss", "0"])
+    assert paper.exit_code == 0, paper.output
+    rows = [json.loads(line) for line in (tmp_path / "paper" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    for row in rows:
+        assert "match" in row and "contrastive" not in row and "item" not in row
+        assert row["loss"] == pytest.approx(row["match"])
+    assert json.loads((tmp_path / "paper" / "run.json").read_text())["loss_weights"] == {"match": 1.0}
+    torch.manual_seed(0)  # the run's seed: the new heads start as the run's did
+    start = InterBertForRetrieval.from_pretrained(pre / "model")
+    tuned = InterBertForRetrieval.from_pretrained(tmp_path / "paper" / "model")
+    for name in ("text_proj", "image_proj", "item_head"):
+        for (key, a), b in zip(getattr(start, name).state_dict().items(), getattr(tuned, name).state_dict().values(),
+                               strict=True):
+            assert torch.equal(a, b), f"{name}.{key} was trained"
+    assert torch.equal(start.logit_scale, tuned.logit_scale)
+    assert not torch.equal(start.itm_head.dense.weight, tuned.itm_head.dense.weight)  # ITM did train
+    half = runner.invoke(app, [*args, "--out", str(tmp_path / "half"), "--contrastive", "0.5", "--item-loss", "0"])
+    assert half.exit_code == 0, half.output
+    assert json.loads((tmp_path / "half" / "run.json").read_text())["loss_weights"] == {"match": 1.0,
+                                                                                         "contrastive": 0.5}
+    row = json.loads((tmp_path / "half" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "item" not in row and row["loss"] == pytest.approx(row["match"] + 0.5 * row["contrastive"], rel=1e-5)
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--contrastive", "-1"])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()

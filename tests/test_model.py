@@ -88,6 +88,26 @@ def test_pretraining_heads_and_losses(pretraining: InterBertForPretraining) -> N
     assert none.msm_loss.item() == 0.0  # no masked token in the batch: zero, not NaN
 
 
+def test_itm_head_scores_the_product_of_the_two_cls_vectors(pretraining: InterBertForPretraining) -> None:
+    """Paper section 3: ITM reads h_img[CLS] * h_txt[CLS] (element-wise, H wide), not the two
+    vectors side by side (2H)."""
+    head = pretraining.itm_head
+    assert head.dense.in_features == pretraining.config.hidden_size == 32
+    ids, mask, feats, boxes, rmask = batch()
+    out = pretraining(ids, mask, feats, boxes, rmask)
+    image_cls, text_cls = out.backbone.image_cls, out.backbone.text_cls
+    product = image_cls * text_cls  # (B, H)
+    by_hand = product @ head.dense.weight.T + head.dense.bias
+    by_hand = torch.nn.functional.gelu(by_hand) @ head.out.weight.T + head.out.bias  # (B, 1)
+    torch.testing.assert_close(out.itm_logits, by_hand.squeeze(-1))
+    # only the product matters: swapping the roles, or moving a factor between the two, changes nothing
+    torch.testing.assert_close(head(text_cls, image_cls), out.itm_logits)
+    torch.testing.assert_close(head(2 * image_cls, text_cls / 2), out.itm_logits)
+    zero = head(torch.zeros_like(image_cls), text_cls)  # a zero vector zeroes the head's input
+    torch.testing.assert_close(zero, head(image_cls, torch.zeros_like(text_cls)))
+    torch.testing.assert_close(zero, head.out(torch.nn.functional.gelu(head.dense.bias)).squeeze(-1).expand(B))
+
+
 def test_msm_decoder_is_tied(pretraining: InterBertForPretraining) -> None:
     assert pretraining.msm_head.decoder.weight is pretraining.interbert.embeddings.word_embeddings.weight
 

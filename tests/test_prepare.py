@@ -240,6 +240,35 @@ def test_cli_imports_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert result.exit_code == 1 and "--out" in result.stderr
 
 
+def test_cli_refuses_a_second_writer_of_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers import hold_lock
+    from test_cli import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from taomm.cli.app import app
+    from taomm.datasets.sharded import shard_folder
+
+    monkeypatch.delenv("TAOMM_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    args = ["prepare", "--features", str(FOREIGN / "kdd2020.tsv"), "--json"]
+    for locked, out, shard in ((tmp_path / "store", "store", "0/1"),
+                               (shard_folder(tmp_path / "sharded", 0, 2), "sharded", "0/2")):
+        proc = hold_lock(locked)
+        try:
+            result = CliRunner().invoke(app, [*args, "--out", out, "--shard", shard])
+            assert_one_line_error(result, 1, f"store {locked} is being written by another process (pid {proc.pid})",
+                                  "wait for it to finish")
+            assert not (locked / "data.mdb").exists() and not (locked / "report.json").exists()
+            if shard == "0/2":  # another shard of the same store is another store: not blocked
+                other = CliRunner().invoke(app, [*args, "--out", out, "--shard", "1/2"])
+                assert other.exit_code == 0, other.output
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+        result = CliRunner().invoke(app, [*args, "--out", out, "--shard", shard])
+        assert result.exit_code == 0, result.output
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -18,11 +18,13 @@ from helpers import build_pretraining_store
 
 from taomm.datasets.pretraining import MaskingOptions, PretrainingData
 from taomm.datasets.store import FeatureStore
+from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train import TrainConfig, Trainer
 from taomm.train.checkpoint import MODEL_FILE, latest_checkpoint, list_checkpoints
 from taomm.train.pretrain import PretrainTask, pretrain
+from taomm.train.recipe import SCRATCH_PRETRAIN
 from taomm.train.trainer import NonFiniteLossError
 
 TINY = InterBertConfig.from_preset("tiny")
@@ -202,7 +204,10 @@ def test_sigterm_checkpoints_and_exits_zero(store: Path, tmp_path: Path) -> None
     assert summary["stopped"] is True and summary["model"] is None
     step = summary["step"]
     assert latest_checkpoint(run)[0] == step >= 3
-    result, model_dir = pretrain(store, run, model_config=TINY, resume=True,
+    with pytest.raises(TaommError, match="other settings"):  # the CLI's from-scratch default has ITC on
+        pretrain(store, run, model_config=TINY, resume=True, itc_weight=0.0,
+                 train=TrainConfig(max_steps=step + 2, batch_size=4, log_every=1, workers=0))
+    result, model_dir = pretrain(store, run, model_config=TINY, resume=True, itc_weight=SCRATCH_PRETRAIN.itc,
                                  train=TrainConfig(max_steps=step + 2, batch_size=4, log_every=1, workers=0))
     assert (result.start_step, result.step) == (step, step + 2) and model_dir is not None
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import build_pretraining_store
+import torch
+from helpers import build_photo_store, build_pretraining_store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,9 +22,10 @@ from taomm.datasets.pretraining import (
     masked_tokens,
     masked_words,
 )
-from taomm.datasets.store import FeatureStore
+from taomm.datasets.store import FeatureStore, image_key
 from taomm.errors import TaommError
 from taomm.text.tokenizer import TitleTokenizer
+from taomm.train.losses import contrastive_sums
 from taomm.train.sampler import StepBatches
 
 
@@ -259,3 +261,86 @@ def test_bad_options() -> None:
         MaskingOptions(region_mask="all")
     with pytest.raises(TaommError, match="hard_negative_p"):
         MaskingOptions(hard_negative_p=1.5)
+
+
+# --- negatives that would be right answers ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_store(tmp_path_factory: pytest.TempPathFactory):
+    path = build_photo_store(tmp_path_factory.mktemp("photos") / "store")
+    with FeatureStore(path) as fs:
+        yield fs
+
+
+def right_answers(store, ordinal: int) -> set[int]:
+    """Items that are never ``ordinal``'s negative: another caption of its photo, its title."""
+    item = store[ordinal]
+    return {o for o in range(len(store)) if o != ordinal and (
+        image_key(store[o].item_id) == image_key(item.item_id) or store[o].title == item.title)}
+
+
+def test_itm_negatives_are_never_the_same_photo_or_title(photo_store) -> None:
+    store = photo_store
+    assert all(right_answers(store, o) for o in range(len(store)))  # every item has some to avoid
+    data = PretrainingData(store, TitleTokenizer(store.path / "vocab.txt"), np.arange(len(store)), seed=3,
+                           options=MaskingOptions(hard_negative_p=0.5))
+    kinds = []
+    for p in range(1500):
+        e = data[p]
+        if e["itm_label"] == 0:
+            assert e["caption"] not in right_answers(store, e["ordinal"]) | {e["ordinal"]}, e
+            kinds.append(e["negative"])
+    assert kinds.count("random") > 200 and kinds.count("hard") > 100  # both kinds were drawn
+
+
+def test_random_negatives_are_uniform_over_the_allowed_items(photo_store) -> None:
+    """Draw k of the allowed count maps onto the allowed items one to one: exact, no redraws."""
+    store = photo_store
+    data = PretrainingData(store, TitleTokenizer(store.path / "vocab.txt"), np.arange(len(store)))
+    for ordinal in range(len(store)):
+        allowed = set(range(len(store))) - right_answers(store, ordinal) - {ordinal}
+        assert sorted(data.random_other(ordinal, k) for k in range(len(allowed))) == sorted(allowed)
+        assert data.random_other(ordinal, len(allowed) + 2) == data.random_other(ordinal, 2)
+        chosen = sorted(allowed)[:3]
+        rest = sorted(data.random_other(ordinal, k, chosen) for k in range(len(allowed) - 3))
+        assert rest == sorted(allowed - set(chosen))
+
+
+def test_a_pool_without_allowed_negatives_is_refused(photo_store) -> None:
+    store = photo_store
+    tok = TitleTokenizer(store.path / "vocab.txt")
+    one_photo = [store.ordinal(f"ph0#{k}") for k in range(3)]
+    with pytest.raises(TaommError, match="share its photo or title"):
+        PretrainingData(store, tok, one_photo)
+    PretrainingData(store, tok, one_photo, options=MaskingOptions(match_p=1.0))  # no negatives needed
+
+
+def test_examples_carry_photo_and_title_groups(photo_store) -> None:
+    store = photo_store
+    data = PretrainingData(store, TitleTokenizer(store.path / "vocab.txt"), np.arange(len(store)))
+    batch = collate_pretraining([data[p] for p in range(len(store))])
+    groups, ordinals = batch["groups"].numpy(), batch["ordinals"].numpy()
+    for a in range(len(ordinals)):
+        for b in range(len(ordinals)):
+            x, y = store[int(ordinals[a])], store[int(ordinals[b])]
+            assert (groups[a, 0] == groups[b, 0]) == (image_key(x.item_id) == image_key(y.item_id))
+            assert (groups[a, 1] == groups[b, 1]) == (x.title == y.title)
+
+
+def test_contrastive_negatives_skip_rows_of_the_same_group() -> None:
+    g = torch.Generator().manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    image = torch.nn.functional.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    scale = torch.tensor(5.0)
+    # rows 0 and 1: one photo; rows 2 and 3: one title; no two rows share both
+    groups = torch.tensor([[0, 10], [0, 11], [1, 12], [2, 12]])
+    loss, _, _, rows = contrastive_sums(text, image, scale, groups)
+    negatives = [[2, 3], [2, 3], [0, 1], [0, 1]]  # per row: the columns that may be its negatives
+    want = 0.0
+    for r, cols in enumerate(negatives):
+        for a, b in ((text, image), (image, text)):
+            logits = scale * a[r] @ b[[r, *cols]].T
+            want += 0.5 * float(torch.logsumexp(logits, 0) - logits[0])
+    assert float(loss) == pytest.approx(want, rel=1e-5) and rows.tolist() == [0, 1, 2, 3]
+    plain = contrastive_sums(text, image, scale)[0]  # without groups: every other row a negative
+    assert float(plain) > float(loss)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import build_store, content_hash, open_writer, synthetic_item
+from helpers import build_store, content_hash, hold_lock, open_writer, synthetic_item
 
-from taomm.datasets.store import FeatureStore, Item, decode_item, encode_item, validate_item
+from taomm.datasets.store import (
+    LOCK_NAME,
+    FeatureStore,
+    Item,
+    StoreLock,
+    decode_item,
+    encode_item,
+    validate_item,
+)
 from taomm.errors import StoreError
 
 
@@ -200,3 +212,81 @@ def test_dataloader_workers_read_the_same_items(store_reader: FeatureStore, cont
         pytest.skip(f"{context} is not available on {sys.platform}")
     store_reader[0]  # open the environment in the parent first: workers must not reuse it
     assert _loader_items(store_reader, 2, context) == _loader_items(store_reader, 0, None)
+
+
+# --- one writer at a time ------------------------------------------------------------------
+
+def count_items(path: Path) -> int:
+    """How many items a reader in another process sees."""
+    code = "import sys; from taomm.datasets.store import FeatureStore; print(len(FeatureStore(sys.argv[1])))"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_a_second_writer_is_refused_with_one_line(small_store: Path) -> None:
+    first = open_writer(small_store)
+    first.add(synthetic_item(50))
+    first.flush()
+    with pytest.raises(StoreError) as refused:  # a second open file description: refused in-process too
+        open_writer(small_store)
+    message = str(refused.value)
+    assert "\n" not in message and f"store {small_store} is being written" in message
+    assert f"(pid {os.getpid()})" in message
+    assert (small_store / LOCK_NAME).read_text().strip() == str(os.getpid())
+    assert count_items(small_store) == 51  # readers are never blocked
+    first.close()
+    with open_writer(small_store) as again:
+        again.add(synthetic_item(51))
+    assert again.added == 1
+    with pytest.raises(StoreError, match="feature_dim 32"):  # a writer that fails to open lets go of the lock
+        open_writer(small_store, feature_dim=64)
+    open_writer(small_store).close()
+
+
+def test_a_killed_writer_leaves_no_stale_lock(small_store: Path) -> None:
+    proc = hold_lock(small_store)
+    try:
+        with pytest.raises(StoreError, match=rf"being written by another process \(pid {proc.pid}\); wait"):
+            open_writer(small_store)
+        assert count_items(small_store) == 50
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    with open_writer(small_store) as writer:  # the OS dropped the dead process's lock
+        writer.add(synthetic_item(50))
+    assert writer.added == 1
+
+
+def _run_then_sleep(running) -> None:
+    running.set()
+    time.sleep(60)
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+def test_a_forked_child_does_not_keep_the_lock(small_store: Path) -> None:
+    """A child forked while the writer is open (a DataLoader worker) holds no lock of its own."""
+    writer = open_writer(small_store)
+    context = mp.get_context("fork")
+    running = context.Event()
+    child = context.Process(target=_run_then_sleep, args=(running,))
+    child.start()
+    try:
+        assert running.wait(30)
+        writer.close()
+        open_writer(small_store).close()
+    finally:
+        child.kill()
+        child.join()
+
+
+def test_shards_of_one_store_are_written_side_by_side(tmp_path: Path) -> None:
+    from taomm.datasets.sharded import shard_folder
+
+    first, second = shard_folder(tmp_path / "store", 0, 2), shard_folder(tmp_path / "store", 1, 2)
+    with open_writer(first) as a, open_writer(second) as b:
+        a.add(synthetic_item(0))
+        b.add(synthetic_item(1))
+        with pytest.raises(StoreError, match="being written"):
+            StoreLock(second)
+    assert (a.added, b.added) == (1, 1)

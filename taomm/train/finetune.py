@@ -1,6 +1,6 @@
 """Text-to-image retrieval finetuning (paper section 2.4 / 3.3), through the shared trainer.
 
-Two losses per batch of B captions:
+Three losses per batch of B captions:
 - ``match``: the paper's 4-way multiple choice: ITM scores of the caption with its image
   and 3 negative images (hard ones from TF-IDF, see ``taomm.datasets.retrieval``),
   cross-entropy with the right image as the answer;
@@ -16,7 +16,13 @@ Two losses per batch of B captions:
   item vector towards its own image vector as well (an earlier version) lowered the demo's
   precision@5 0.715 -> 0.655: the photo features carry less of the pattern than the title.
 
-A run folder holds ``run.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
+``contrastive`` and ``item`` are weighed (``contrastive`` and ``item_loss``, 1 each by
+default); a weight of 0 leaves the loss out, its passes undone and its heads frozen, so
+both at 0 train the paper's recipe alone. In-batch negatives skip the items that share the
+row's photo or title (``taomm.train.losses``).
+
+A run folder holds ``run.json`` (the options, and the ``init_from`` of the pretraining run
+passed on: see ``taomm.train.recipe``), ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/`` and
 ``model/`` (``save_pretrained``: config, weights, vocab.txt).
 """
 
@@ -42,11 +48,13 @@ from taomm.model.pretrained import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train.distributed import DistInfo, setup
 from taomm.train.flops import layer_macs
-from taomm.train.losses import contrastive_sums, gather_with_grad
+from taomm.train.losses import contrastive_sums, gather_with_grad, leave_out, same_group
 from taomm.train.pretrain import MAX_LOGIT_SCALE, MODEL_DIR, RUN_OPTIONS, training_ordinals
+from taomm.train.recipe import initialised_from
 from taomm.train.trainer import TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
+LOSSES = ("match", "contrastive", "item")  # match: the paper's; the others beyond it, each with its weight
 
 
 def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
@@ -59,11 +67,14 @@ def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
 
 
 class RetrievalTraining(nn.Module):
-    """One forward for everything a finetuning step needs (DDP wraps this module)."""
+    """One forward for everything a finetuning step needs (DDP wraps this module); the
+    query, image and item vectors only for the losses in ``losses`` that use them (None
+    otherwise)."""
 
-    def __init__(self, model: InterBertForRetrieval) -> None:
+    def __init__(self, model: InterBertForRetrieval, losses: tuple[str, ...] = LOSSES) -> None:
         super().__init__()
         self.model = model
+        self.losses = losses
 
     def forward(self, input_ids, attention_mask, region_features, region_boxes, region_mask, query_ids, query_mask):
         # input_ids (B, T); query_ids (B, Q); region_* (B, C, R, ...) with the right image first
@@ -72,39 +83,56 @@ class RetrievalTraining(nn.Module):
         # pass) it reranked no better and search precision@5 fell 0.376 -> 0.327 (measured)
         out = self.model(input_ids.repeat_interleave(C, 0), attention_mask.repeat_interleave(C, 0),
                          region_features.flatten(0, 1), region_boxes.flatten(0, 1), region_mask.flatten(0, 1))
-        text = self.model.encode_text(query_ids, query_mask)
-        image = self.model.encode_image(region_features[:, 0], region_boxes[:, 0], region_mask[:, 0])
-        h = out.backbone
-        item = self.model.item_head(h.image_cls.view(B, C, -1)[:, 0], h.text_cls.view(B, C, -1)[:, 0])
+        text = image = item = None
+        if "contrastive" in self.losses or "item" in self.losses:
+            text = self.model.encode_text(query_ids, query_mask)  # (B, E)
+        if "contrastive" in self.losses:
+            image = self.model.encode_image(region_features[:, 0], region_boxes[:, 0], region_mask[:, 0])  # (B, E)
+        if "item" in self.losses:
+            h = out.backbone
+            item = self.model.item_head(h.image_cls.view(B, C, -1)[:, 0], h.text_cls.view(B, C, -1)[:, 0])  # (B, E)
         return (out.itm_logits.view(B, C), text, image, item,
                 self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
 @dataclass
 class RetrievalTask:
+    """The losses of ``LOSSES`` whose weight is not 0 (``match`` always, weight 1): with
+    ``contrastive_weight`` and ``item_weight`` 0, the paper's recipe alone."""
+
     dataset: RetrievalData
     config: InterBertConfig
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    loss_names: tuple[str, ...] = ("match", "contrastive", "item")
+    contrastive_weight: float = 1.0
+    item_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        weights = {"match": 1.0, "contrastive": self.contrastive_weight, "item": self.item_weight}
+        if min(weights.values()) < 0:
+            raise TaommError(f"loss weights must be >= 0, not {weights}")
+        self.loss_names: tuple[str, ...] = tuple(name for name in LOSSES if weights[name])
+        self.loss_weights: tuple[float, ...] = tuple(weights[name] for name in self.loss_names)
 
     def collate(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return collate_retrieval(examples, pad_id=self.dataset.tokenizer.pad_id)
 
     def counts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        b = float(batch["input_ids"].shape[0])
-        return torch.tensor([b, b, b])
+        return torch.full((len(self.loss_names),), float(batch["input_ids"].shape[0]))
 
     def loss_sums(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         choices, text, image, item, scale = model(batch["input_ids"], batch["attention_mask"], batch["region_features"],
                                                   batch["region_boxes"], batch["region_mask"], batch["query_ids"],
                                                   batch["query_mask"])
         target = torch.zeros(choices.shape[0], dtype=torch.long, device=choices.device)
-        match = F.cross_entropy(choices.float(), target, reduction="sum")
-        contrastive, _, _, rows = contrastive_sums(text, image, scale)
-        fixed = scale.detach()
-        all_items, _ = gather_with_grad(item.float())
-        found = F.cross_entropy(fixed * text.float() @ all_items.T, rows, reduction="sum")
-        return torch.stack([match, contrastive, found])
+        sums = {"match": F.cross_entropy(choices.float(), target, reduction="sum")}
+        groups = batch.get("groups")  # another caption of the photo, or the same title: not a negative
+        if "contrastive" in self.loss_names:
+            sums["contrastive"] = contrastive_sums(text, image, scale, groups)[0]
+        if "item" in self.loss_names:
+            all_items, offset = gather_with_grad(item.float())
+            rows = torch.arange(item.shape[0], device=item.device) + offset
+            logits = scale.detach() * text.float() @ all_items.T
+            sums["item"] = F.cross_entropy(leave_out(logits, same_group(groups, rows)), rows, reduction="sum")
+        return torch.stack([sums[name] for name in self.loss_names])
 
     def flops(self, batch: dict[str, torch.Tensor]) -> float:
         cfg = self.config
@@ -113,19 +141,23 @@ class RetrievalTask:
         n_img = R + 1
         pair = (layer_macs(cfg, cfg.num_interaction_layers, n_img + T) + layer_macs(cfg, cfg.num_extractor_layers, n_img)
                 + layer_macs(cfg, cfg.num_extractor_layers, T) + n_img * cfg.region_feature_dim * cfg.hidden_size)
-        single = (layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, batch["query_ids"].shape[1])
-                  + layer_macs(cfg, cfg.num_interaction_layers + cfg.num_extractor_layers, n_img))
-        item = 2 * cfg.hidden_size * cfg.hidden_size + cfg.hidden_size * cfg.item_embedding_size
-        return 2 * 3 * B * (C * pair + single + item)
+        layers = cfg.num_interaction_layers + cfg.num_extractor_layers
+        query = layer_macs(cfg, layers, batch["query_ids"].shape[1]) if len(self.loss_names) > 1 else 0
+        image = layer_macs(cfg, layers, n_img) if "contrastive" in self.loss_names else 0
+        item = 2 * cfg.hidden_size * cfg.hidden_size + cfg.hidden_size * cfg.item_embedding_size \
+            if "item" in self.loss_names else 0
+        return 2 * 3 * B * (C * pair + query + image + item)
 
 
 def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLike[str], run: str | os.PathLike[str], *,
                        train: TrainConfig, negatives: int = 3, hard_p: float = 0.5, split: str | None = None,
                        query_log: str | os.PathLike[str] | None = None, log_p: float = 0.5, resume: bool = False, device: str | None = None, info: DistInfo | None = None,
-                       on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
+                       on_step: Callable[[int, dict[str, Any]], None] | None = None, contrastive: float = 1.0,
+                       item_loss: float = 1.0) -> tuple[TrainResult, Path | None]:
     """Finetune the model in ``init`` (a pretraining run or model folder) for retrieval;
     with ``query_log`` (see ``taomm.datasets.retrieval.read_query_log``), an item's query is
-    one of its logged queries with probability ``log_p``."""
+    one of its logged queries with probability ``log_p``. ``contrastive`` and ``item_loss``
+    weigh the losses beyond the paper's matching (0: left out, their heads frozen)."""
     run = Path(run)
     info = info or setup(device)
     init_dir = resolve_model_dir(init)
@@ -144,7 +176,7 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     if info.is_main and model.load_report.missing:
         log.info("new retrieval heads (not in %s): %s", init_dir, ", ".join(
             sorted({k.split(".")[0] for k in model.load_report.missing})))
-    if model.config.item_embedding_size != model.config.retrieval_embedding_size:
+    if item_loss and model.config.item_embedding_size != model.config.retrieval_embedding_size:
         raise TaommError("the item vector is trained against the text and image vectors: item_embedding_size "
                          f"({model.config.item_embedding_size}) must equal retrieval_embedding_size "
                          f"({model.config.retrieval_embedding_size})")
@@ -164,14 +196,23 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     data = RetrievalData(store, tokenizer, training_ordinals(store, split), seed=train.seed, negatives=negatives,
                          hard_p=hard_p, max_text_tokens=min(40, model.config.max_position_embeddings),
                          max_regions=model.config.max_regions, query_log=logged, log_p=log_p)
+    task = RetrievalTask(data, model.config, contrastive, item_loss)
+    unused = [*(() if "contrastive" in task.loss_names else (model.image_proj, model.logit_scale)),
+              *(() if len(task.loss_names) > 1 else (model.text_proj,)),
+              *(() if "item" in task.loss_names else (model.item_head,))]
+    for part in unused:  # frozen: untouched, and DDP does not wait for their gradients
+        for param in ([part] if isinstance(part, nn.Parameter) else part.parameters()):
+            param.requires_grad_(False)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
-        options = {"store": str(Path(store_path).resolve()), "init": str(init_dir.resolve()), "split": split,
+        options = {"store": str(Path(store_path).resolve()), "init": str(init_dir.resolve()),
+                   "init_from": initialised_from(init), "split": split,
                    "items": len(data), "negatives": negatives, "hard_p": hard_p, "query_log": log_info,
+                   "loss_weights": dict(zip(task.loss_names, task.loss_weights, strict=True)),
                    "world_size": info.world_size, "train": asdict(train)}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    task = RetrievalTask(data, model.config)
-    result = Trainer(train, info).fit(RetrievalTraining(model), task, run, resume=resume, on_step=on_step)
+    result = Trainer(train, info).fit(RetrievalTraining(model, task.loss_names), task, run, resume=resume,
+                                      on_step=on_step)
     out = None
     if not result.stopped and info.is_main:
         out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)

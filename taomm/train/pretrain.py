@@ -69,7 +69,7 @@ class PretrainTask:
         sums = [out.msm_loss, out.mrm_loss, out.itm_loss]
         if self.itc_weight:
             scale = out.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-            sums.append(contrastive_sums(out.text_vectors, out.image_vectors, scale)[0])
+            sums.append(contrastive_sums(out.text_vectors, out.image_vectors, scale, batch.get("groups"))[0])
         return torch.stack(sums)
 
     def flops(self, batch: dict[str, torch.Tensor]) -> float:

@@ -167,7 +167,12 @@ class Trainer:
             if latest is None:
                 raise TaommError(f"--resume: no complete checkpoint in {run / 'checkpoints'}")
             state, rng = load_checkpoint(latest[1], model, info.rank)
-            optimizer.load_state_dict(state["optimizer"])
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:  # other trainable parameters: a loss switched on or off
+                raise TaommError(f"--resume: {latest[1]} was trained with other settings (its optimizer holds "
+                                 f"other parameters: {err}); resume with the run's own loss weights "
+                                 f"({run / 'run.json'})") from None
             scheduler.load_state_dict(state["scheduler"])
             start, skipped = int(state["step"]), int(state["skipped"])
             if "task_state" in state and hasattr(task, "load_extra_state"):
