@@ -7,14 +7,14 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Three phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), ``HELD_OUT`` (offers, slang and contact spellings
-written for this benchmark and not copied into the lexicons, but the contact rules were revised
-after seeing its misses) and ``FRESH`` (written after the code and lexicons were final, never
-used to change them: the honest held-out figure). Recall is reported per category, per phrase
-set and per obfuscation kind. ``LOOK_ALIKES`` (used while building) and ``FRESH_LOOK_ALIKES``
-(never used to change the filter) are legitimate titles that hold a flagged term only across a
-word boundary, or name a brand, snack, colour or toy.
+Five phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then four sets each written before a round of changes
+and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
+(87.1%) and ``FINAL`` (79.8%). Each set's misses then shaped the next round, so only those
+first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
+obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
+``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, written in the same rounds) are legitimate titles
+that hold a flagged term only across a word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
 """
@@ -95,6 +95,46 @@ FRESH_LOOK_ALIKES = (
     "黄色视频线HDMI", "蓝色情侣款手表", "粉色情人节气球", "麻辣大麻花 500g", "超大麻袋 编织", "六合彩钢板",
     "美军刺绣徽章", "海军刺绣帽", "银色情侣手链", "灰色情绪", "白色情调", "红色情怀", "卫星电视锅",
     "伟星管件", "微星显卡 rtx3060", "维新派", "唯心主义 书",
+)
+# Written in a later session before the filter was changed again; its misses then led to the
+# "…" gap entries, the adult-media and cash-out lexicon lines and "V:" (recall 87.1% before).
+LATER = {
+    "porn": ("约炮神器", "裸聊视频", "成人影院", "黄色小视频", "援交妹妹", "小姐上门服务"),
+    "politics": ("法轮功学员", "台独万岁", "六四真相", "推翻共产党"),
+    "terror": ("出售手枪", "子弹批发", "雷管炸药", "卖气枪", "手榴弹出售"),
+    "drugs": ("冰毒货到付款", "大麻种子出售", "k粉批发", "代购冰毒", "摇头丸出售"),
+    "gambling": ("百家乐开户", "六合彩资料", "网上赌场注册", "时时彩平台"),
+    "contact": ("加微{id}", "V:{id}", "威信{id}", "徽信号{id}", "薇芯{id}", "电话{phone}"),
+    "fraud": ("代开增值税专用发票", "信用卡提现", "刷单兼职", "办理假证", "出售假币"),
+    "abuse": ("傻逼玩意", "操你妈逼", "狗日的商家"),
+}
+# Written after those changes and run once (recall 79.8%, look-alikes 2 of 23: the clean held-out
+# figures of that session); its misses then led to class-level lines (curses on a mother, calls
+# to overthrow, home-made weapons, adult-film slang, toy guns allowed), so it is a build set now.
+FINAL = {
+    "porn": ("同城交友约炮", "真人裸聊", "成人小电影", "午夜福利视频", "av在线观看", "色情片资源"),
+    "politics": ("法轮大法", "台独", "推翻政府", "天安门事件真相"),
+    "terror": ("出售猎枪", "自制手枪", "枪支配件出售", "炸药配方", "钢珠枪出售"),
+    "drugs": ("冰毒出售", "卖k粉", "麻古", "海洛因货到付款", "出售摇头丸", "大麻烟出售"),
+    "gambling": ("网上百家乐", "赌博网站", "六合彩投注", "时时彩代理", "澳门赌场"),
+    "contact": ("加微信:{id}", "VX{id}", "扣扣{digits}", "联系电话{phone}", "薇{id}", "加QQ{digits}"),
+    "fraud": ("代开各种发票", "刷单返佣", "花呗取现", "假币出售", "办理假文凭", "银行卡出售"),
+    "abuse": ("傻逼客服", "操你妈的", "滚你妈的"),
+}
+FINAL_LOOK_ALIKES = (
+    "黄色网兜 收纳", "金色情侣钥匙扣", "米黄色情侣T恤", "豆沙色情侣外套", "红色视频线 1.5米",
+    "酸辣大麻花", "原味蛋黄片 100g", "老式大麻花", "枪灰色 手机壳", "玩具冲锋枪 电动",
+    "六合彩钢房", "广博彩虹便签", "整套现代家具", "雨刷单只装", "爆笑气球", "成人纸尿裤 L码",
+    "成人牙刷 软毛", "毒品检测试纸", "微信支付贴纸 收款码", "维信诺 OLED屏", "激情四射 T恤",
+    "咖啡色情侣杯", "白色情书信封",
+)
+LATER_LOOK_ALIKES = (
+    "棕色情侣对戒", "米色情侣睡衣套装", "姜黄片 泡水喝", "大黄片 中药", "芝士味蛋黄片 饼干",
+    "牙刷单支装 软毛", "阳台独立式晾衣架", "魔法轮盘 儿童玩具", "回春药酒 泡酒料", "特大麻将 手搓",
+    "微笑气垫BB霜", "橙色情侣款卫衣", "成套现货 茶具", "辨别真假币 验钞笔", "儿童软弹枪 子弹 补充装",
+    "伊利QQ星儿童成长牛奶 125ml", "泡泡枪 全自动 儿童", "激光枪玩具 对战", "黄色视频监控支架",
+    "蓝色视频采集卡", "驼色情侣围巾", "奶黄色情侣杯", "香草味大麻花", "纯手工麻花 椒盐",
+    "无毒品质 儿童蜡笔", "彩色情景贴纸",
 )
 
 # Homophones and variants sellers write for the contact keywords.
@@ -283,7 +323,8 @@ def main() -> int:
     for category, text in flagged[:20]:
         print(f"  [{category}] {text}")
 
-    for name, titles_set in (("look-alikes", LOOK_ALIKES), ("fresh look-alikes", FRESH_LOOK_ALIKES)):
+    for name, titles_set in (("look-alikes", LOOK_ALIKES), ("fresh look-alikes", FRESH_LOOK_ALIKES),
+                             ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
@@ -294,7 +335,8 @@ def main() -> int:
     misses: list[tuple[str, str | None, str, str]] = []
     by_way: dict[str, list[int]] = {}
     hosts_flagged = hosts = 0
-    for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH)):
+    for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER),
+                          ("final", FINAL)):
         print(f"\ninjected spam, {name} phrases, {args.per_category} titles per category (seed {args.seed}):")
         total = 0
         for category in SPAM_CATEGORIES:

@@ -259,6 +259,37 @@ def test_terms_across_word_boundaries_stay_clean(spam, title):
     assert check(spam, title) is None
 
 
+@pytest.mark.parametrize(("title", "category"), [
+    ("韩国AHC k粉批发 黄金", "drugs"),  # an ASCII term's start is judged where the space still shows
+    ("日霜+大麻种子出售 晚霜", "drugs"),  # a plus sign joining products is not 加 (加大|麻)
+    ("V:abc1234 补水", "contact"), ("保湿乳V☆:☆z☆a☆f☆c☆e☆c 面霜", "contact"), ("薇abc1234 面霜", "contact"),
+    ("+丨V丨 丨6丨4丨4丨8丨5丨6丨5丨8", "contact"), ("➕微vs0a8eegb 版", "contact"),
+    ("代开增值税专用发票", "fraud"), ("代开各类正规发票", "fraud"),  # "代开…发票"
+    ("信用卡提现", "fraud"), ("黄色小视频", "porn"), ("成人影院", "porn"), ("小姐上门服务", "porn"),
+    ("滚你妈的", "abuse"), ("推翻政府", "politics"), ("自制手枪", "terror"),
+])
+def test_open_lexicon_classes_and_contact_forms(spam, title, category):
+    assert check(spam, title) == category
+    assert check(spam, f"补水保湿 {title} 面霜") == category
+
+
+@pytest.mark.parametrize("title", [
+    "回春药酒 泡酒料",  # 酒 twice between words is not a separator spreading 药|泡|料
+    "微单a6400 相机", "薇诺娜 50ml", "微软 xbox360", "成人纸尿裤 L码", "成人电影票 2张", "家电上门服务",
+    "玩具冲锋枪 电动", "儿童手枪 软弹", "六合彩钢板", "奶香蛋黄片", "鉴别真假币 验钞机", "pink粉饼",
+])
+def test_open_classes_leave_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
+def test_lexicon_gap_entries():
+    from taomm.text.spam import _parse
+
+    spam = SpamFilter({"fraud": _parse("代开…发票 # any invoice\n")[0]}, {}, [])
+    assert spam.check("代开增值税专用发票") == "fraud" and spam.check("代开 发票") == "fraud"
+    assert spam.check("代开一二三四五六七发票") is None  # at most six characters between the parts
+
+
 def test_lexicon_alternatives_expand():
     from taomm.text.spam import _parse
 

@@ -4,11 +4,11 @@ and an innocent title that only holds a term across a word boundary is not flagg
 A title is read in two forms, both precompiled regex work, so a clean title costs a few
 microseconds:
 
-- the *marked* title: lower-cased, ``+``/``➕`` read as 加, homophones and shape variants of the
+- the *marked* title: lower-cased, ``+``/``➕`` before a contact word read as 加, homophones and shape variants of the
   contact words mapped (薇/威/徽 -> 微; 溦信, 卫芯, 威鑫, v信, vx, wx, weixin -> 微信; 扣扣, 企鹅 ->
   qq; +V, 加V -> 加微), every character that is not a Latin letter, a digit or a CJK ideograph
   turned into one space, and a separator of any script repeated between single characters
-  (``加丨微丨信``, ``冰一毒一出一售``) read as spaces too;
+  (``加丨微丨信``, ``冰一毒一出一售``) read as spaces too (a second view of the title);
 - the *squeezed* title: the marked one without its spaces, so ``加 微 信``, ``加.V.信`` and ``+V``
   all read ``加微信``/``加微``.
 
@@ -17,7 +17,8 @@ Three kinds of rules run on them:
 1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
    together; the leftmost match wins and, at one position, the longest, so an allowed word
    covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
-   代开发票 is still fraud next to the allowed 开发票.
+   代开发票 is still fraud next to the allowed 开发票. A ``a…b`` entry (代开…发票) allows up
+   to six characters between its parts.
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,
    in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
    (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
@@ -30,7 +31,8 @@ A phrase or word found is then judged by the words jieba finds in the marked tit
 dictionary word straddles either end of it (黑色|情侣装 holds 色情, 搞笑|气球 holds 笑气,
 水枪|支架 holds 枪支), the title is about something else and the match does not count. Words the
 segmenter only guessed (its HMM glues unknown text such as 刷单赚) do not veto a match, and an
-ASCII term must not touch another letter or digit (``k粉`` is not in ``pink粉``).
+ASCII term must not touch another letter or digit in the marked title, where the spaces the
+squeezed one lost still show (``k粉`` stands in ``ahc k粉``, not in ``pink粉``).
 
 The lexicons live in ``taomm/resources/spam/<category>.txt`` plus ``allow.txt`` (curated in part
 from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``).
@@ -53,7 +55,9 @@ SPAM_CATEGORIES: tuple[str, ...] = (
 # Homophones and aliases of the contact keywords, mapped twice: before separators are
 # dropped, where an ASCII alias must stand alone ("vx:abc123", not the "vx" of "evx"), and
 # after, to catch aliases spread out by separators ("v x", "扣 扣"). "+V", "➕V" and "加V" all
-# offer a WeChat contact, so the plus signs read 加 (but "+VC" is vitamin C).
+# offer a WeChat contact (but "+VC" is vitamin C); a plus sign alone joins products
+# ("日霜+晚霜") and stays a separator, so that "+大麻" does not read as the word 加大; before a
+# contact keyword, maybe spread out ("+丨V丨 丨1…", "➕微abc123"), it reads 加.
 _ALIASES = {
     "+": "加", "➕": "加", "﹢": "加", "薇": "微", "威": "微", "徽": "微",
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
@@ -72,10 +76,12 @@ _ALIAS_RE = re.compile("|".join((
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
-    r"\+|➕|﹢|薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
+    r"\+(?=.{0,3}?(?:v|wx|wei|qq|扣扣|[微薇威徽溦嶶]))|[➕﹢](?=.{0,3}?(?:v|wx|wei|qq|扣扣|[微薇威徽溦嶶]))",
+    r"薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
-    # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"
-    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])",
+    # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"; a V alone
+    # before a colon ("V:abc123", "V☆:☆a☆b") is one when no letter precedes it
+    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])|v(?<![a-z]v)[^0-9a-z\u3400-\u9fff]{0,3}[:：]",
     f"w(?<![a-z]w)ei[{_XIN}]|v(?<![a-z]v)[{_XIN}]",
 )))
 # What survives squeezing: Latin letters (already lower-cased), digits, CJK ideographs.
@@ -95,6 +101,10 @@ _SPREAD_ID = re.compile(r"(?:微信|微|加 ?微|加 ?v|v(?<![0-9a-z]v) ?x|w(?<!
 _SPREAD_PHONE = re.compile(r"1(?<!\d1)(?<!\d 1) [3-9](?: \d){9}(?! ?\d)")
 
 
+# A lexicon entry "a…b" matches a and b with up to _GAP_SIZE characters between them.
+_GAP, _GAP_SIZE = "…", 6
+
+
 def _is_word_char(char: str | None) -> bool:
     return char is not None and char.isascii() and char.isalnum()
 
@@ -103,11 +113,9 @@ def _trie_regex(literals: Iterable[str]) -> str:
     """One regex matching any of ``literals``, leftmost then longest, built as a trie.
 
     A trie keeps each branch point to its distinct next characters, so a position costs a
-    few comparisons instead of one per literal. A literal starting with an ASCII letter or
-    digit must not follow another one, and an all-ASCII literal must not be followed by one
-    either, so ``ghb`` is not found in ``ghbx`` nor
-    ``k粉`` in ``pink粉``, while ``北京赛车pk10`` needs no end. The start is checked as "first
-    character, then look behind" to keep the first-character prefilter of Python's regex.
+    few comparisons instead of one per literal. Word boundaries are not checked here: the
+    squeezed title it runs on has lost them (``ahc k粉`` reads ``ahck粉``), so a match is judged
+    on the marked title, where they still show (``k粉`` stands in ``ahc k粉``, not in ``pink粉``).
     """
     trie: dict = {}
     for literal in literals:
@@ -116,19 +124,16 @@ def _trie_regex(literals: Iterable[str]) -> str:
             node = node.setdefault(char, {})
         node[""] = {}
 
-    def emit(node: dict, prev: str | None, ascii_only: bool = True) -> list[str]:
+    def emit(node: dict) -> list[str]:
         alternatives = []
         for char in sorted(k for k in node if k):
-            head = re.escape(char)
-            if prev is None and _is_word_char(char):
-                head += f"(?<![0-9a-z]{head})"
-            tail = emit(node[char], char, ascii_only and _is_word_char(char))
-            alternatives.append(head + (tail[0] if len(tail) == 1 else f"(?:{'|'.join(tail)})"))
+            tail = emit(node[char])
+            alternatives.append(re.escape(char) + (tail[0] if len(tail) == 1 else f"(?:{'|'.join(tail)})"))
         if "" in node:  # last, so that a longer literal wins at the same start
-            alternatives.append("(?![0-9a-z])" if ascii_only and _is_word_char(prev) else "")
+            alternatives.append("")
         return alternatives
 
-    return "|".join(emit(trie, None)) or "(?!)"
+    return "|".join(emit(trie)) or "(?!)"
 
 
 # Off-platform contact by number or id, on the squeezed title.
@@ -138,6 +143,8 @@ _CONTACT_RE = re.compile("|".join((
     # a QQ number, a WeChat id, a phone number after their keyword
     r"qq(?:号码?|群)?\d{5,}",
     r"微信(?:号码?)?[0-9a-z]{5,}",
+    # WeChat named by one character, glued to an id with a digit: "薇abc123" (not 微单a6400)
+    r"微(?<!稍微)(?=[0-9a-z]{6,}(?![0-9a-z]))[a-z]*\d",
     r"v(?<![a-z]v)x[0-9a-z]{5,}|w(?<![a-z]w)(?:x|eixin)[0-9a-z]{5,}",  # "vxabc123": no boundary
     # (each alternative starts with a literal character: the regex keeps its prefilter)
     *(rf"{keyword}(?:号码?)?\d{{7,}}" for keyword in ("电话", "热线", "手机", "座机", "联系", "t(?<![a-z]t)el")),
@@ -194,18 +201,29 @@ def _despread(marked: str) -> str:
     """``marked`` with a separator repeated between single characters read as spaces."""
     if not _SPREAD_HINT.search(marked):
         return marked
-    return _SPREAD.sub(lambda m: " ".join(m[0].replace(m[2], " ").split()), marked)
+    return _SPREAD.sub(_read_spread, marked)
+
+
+def _read_spread(match: re.Match[str]) -> str:
+    """A spread run with its separator read as spaces. A run holding spaces needs three
+    separators: two may be a title's own words (``药酒 泡酒料`` is not 药|泡|料 spread by 酒)."""
+    run, separator = match[0], match[2]
+    if " " in run and run.count(separator) < 3:
+        return run
+    return " ".join(run.replace(separator, " ").split())
 
 
 def _alias(match: re.Match[str]) -> str:
-    """The reading of an alias: listed ones, else "加 V" -> 加微 and a WeChat homophone -> 微信."""
+    """The reading of an alias: listed ones, else "加 V" -> 加微 and a WeChat homophone or
+    "V:" -> 微信."""
     text = match[0]
     return _ALIASES.get(text) or ("加微" if text[0] in "加+➕﹢" else "微信")
 
 
 def _parse(text: str) -> tuple[list[str], list[str]]:
-    """A lexicon file's (phrases, words): ``#`` comments out, ``=`` entries are words, and
-    ``{a,b}`` alternatives expand (``{出售,批发}{手枪,步枪}`` is four entries)."""
+    """A lexicon file's (phrases, words): ``#`` comments out, ``=`` entries are words,
+    ``{a,b}`` alternatives expand (``{出售,批发}{手枪,步枪}`` is four entries), and ``a…b`` is a
+    phrase with up to six characters between its parts."""
     phrases, words = [], []
     for line in text.splitlines():
         entry = line.split("#", 1)[0].strip()
@@ -236,9 +254,18 @@ class SpamFilter:
         if unknown:
             raise TaommError(f"unknown spam categories {sorted(unknown)} (known: {SPAM_CATEGORIES})")
         self._phrase_category: dict[str, str] = {}
+        gaps: list[tuple[str, str]] = []
         for category, entries in phrases.items():
             for entry in entries:
-                self._phrase_category.setdefault(squeeze(entry), category)
+                if _GAP in entry:
+                    gaps.append((category, entry))
+                else:
+                    self._phrase_category.setdefault(squeeze(entry), category)
+        # "代开…发票": up to _GAP_SIZE characters between the parts (代开增值税专用发票)
+        self._gap_category = [category for category, _ in gaps]
+        self._gaps = re.compile("|".join(
+            f"({f'.{{0,{_GAP_SIZE}}}?'.join(re.escape(squeeze(part)) for part in entry.split(_GAP))})"
+            for _, entry in gaps) or "(?!)")
         self._phrase_category.pop("", None)
         allowed = {squeeze(a) for a in allowed} - {""}
         clash = allowed & set(self._phrase_category)
@@ -312,6 +339,9 @@ class SpamFilter:
                         return category
                     if category == "":
                         break  # an allowed entry covers it
+        for match in self._gaps.finditer(squeezed):
+            if judge.stands(match[0], whole_word=False):
+                return self._gap_category[match.lastindex - 1]
         if _CONTACT_RE.search(squeezed) or _SPREAD_PHONE.search(view) or _SPREAD_ID.search(view):
             return "contact"
         for match in self._word_finder.finditer(squeezed) if self._word_anchors.search(squeezed) else ():
@@ -362,12 +392,17 @@ class _Judge:
 
             segmenter = get_segmenter()
             self._spans, offset = [], 0
-            # the segmenter encodes to UTF-8, which lone surrogates cannot survive
-            for word in segmenter.cut(self.view.encode("utf-8", "replace").decode("utf-8")):
+            for word in segmenter.cut(_encodable(self.view)):
                 if len(word) > 1 and segmenter.known(word):
                     self._spans.append((offset, offset + len(word)))
                 offset += len(word)
         return self._spans
+
+
+def _encodable(text: str) -> str:
+    """``text`` as the segmenter can take it: it encodes to UTF-8, which lone surrogates
+    cannot survive (each becomes ``?``, one character for one, so offsets hold)."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @functools.lru_cache(maxsize=4096)
