@@ -48,6 +48,22 @@ class Hit:
                 "score": round(self.score, 6)}
 
 
+class TorchTextEncoder:
+    """The retrieval model's text tower in torch: token ids and mask (B, T) -> unit vectors (B, E)."""
+
+    backend = "torch"
+
+    def __init__(self, model: Any, device: torch.device, bf16: bool) -> None:
+        self.model, self.device, self.bf16 = model, device, bf16
+
+    @torch.no_grad()
+    def __call__(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        with autocast(self.device, self.bf16):
+            vectors = self.model.encode_text(ids, torch.from_numpy(mask).to(self.device))
+        return vectors.float().cpu().numpy()
+
+
 class SearchEngine:
     """The model, the verified index and (for reranking) the store, loaded once."""
 
@@ -69,6 +85,8 @@ class SearchEngine:
         self.bf16 = bf16
         self.model = InterBertForRetrieval.from_pretrained(model_dir).to(self.device).eval()
         self.tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
+        self.max_text = min(40, self.model.config.max_position_embeddings)
+        self.text_encoder: Any = TorchTextEncoder(self.model, self.device, bf16)
         self.image_root = Path(manifest["image_root"]) if manifest.get("image_root") else None
         self._store_path = manifest.get("store", {}).get("path")
         self._store: Any = None
@@ -140,9 +158,18 @@ class SearchEngine:
         cosine similarity of the vectors otherwise."""
         if target not in ("image", "item"):
             raise TaommError(f"search target must be image or item, not {target!r}")
+        ids = self.query_ids(query)
+        return self.search_encoded(ids, self.encode_ids([ids]), k, rerank, target)
+
+    @torch.no_grad()
+    def search_encoded(self, ids: list[int], vector: np.ndarray, k: int = 10, rerank: int | None = None,
+                       target: str = "item") -> list[Hit]:
+        """``search`` for a query already encoded: its token ids and its (1, E) vector."""
+        if target not in ("image", "item"):
+            raise TaommError(f"search target must be image or item, not {target!r}")
         if rerank is None:
             rerank = DEFAULT_RERANK[target]
-        input_ids, vector = self.encode_query(query)
+        input_ids = torch.tensor([ids], device=self.device)
         scores, rows = self.index.search(target, vector, max(k, rerank))
         scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
         if rerank > 0 and len(rows):
@@ -157,13 +184,23 @@ class SearchEngine:
 
     def encode_query(self, query: str) -> tuple[torch.Tensor, np.ndarray]:
         """A query's token ids (1, T) and its text vector (1, E), as search uses them."""
-        words = self.clean_query(query)
-        ids = self.tokenizer.encode_words(words).ids[: min(40, self.model.config.max_position_embeddings) - 2]
-        input_ids = torch.tensor([[self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]], device=self.device)
-        mask = torch.ones_like(input_ids, dtype=torch.bool)
-        with torch.no_grad(), autocast(self.device, self.bf16):
-            vector = self.model.encode_text(input_ids, mask).float().cpu().numpy()
-        return input_ids, vector
+        ids = self.query_ids(query)
+        return torch.tensor([ids], device=self.device), self.encode_ids([ids])
+
+    def query_ids(self, query: str) -> list[int]:
+        """A query's token ids as the text encoder takes them: [CLS] words [SEP]
+        (a QueryError when the query cannot be searched)."""
+        ids = self.tokenizer.encode_words(self.clean_query(query)).ids[: self.max_text - 2]
+        return [self.tokenizer.cls_id, *ids, self.tokenizer.sep_id]
+
+    def encode_ids(self, batch: list[list[int]]) -> np.ndarray:
+        """Text vectors (B, E) of token id lists, padded together into one forward pass."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self.tokenizer.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=bool)
+        for i, ids in enumerate(batch):
+            input_ids[i, :len(ids)], mask[i, :len(ids)] = ids, True
+        return self.text_encoder(input_ids, mask)
 
     def _itm(self, input_ids: torch.Tensor, rows: np.ndarray) -> np.ndarray:
         from taomm.retrieval import encode_items
