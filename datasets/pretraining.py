@@ -301,7 +301,7 @@ class PretrainingData(ItemPositions):
                  options: MaskingOptions | None = None) -> None:
         self.options = options or MaskingOptions()
         super().__init__(store, tokenizer, ordinals, seed, self.options.max_text_tokens, self.options.max_regions)
-        specials = [tokenizer.hf.vocab[t] for t in SPECIAL_TOKENS]
+        specials = [tokenizer.vocab[t] for t in SPECIAL_TOKENS]
         self.random_ids = np.setdiff1d(np.arange(len(tokenizer)), specials)
         self.check_negatives(1 if self.options.match_p < 1 else 0)
 

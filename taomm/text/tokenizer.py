@@ -1,7 +1,8 @@
 """BERT WordPiece tokenisation of titles, with the word of every token (for MSM).
 
 Token ids are exactly those of ``transformers.BertTokenizerFast`` on the title text (so a
-``vocab.txt`` of bert-base-chinese gives bert-base-chinese's ids); each token also carries
+``vocab.txt`` of bert-base-chinese gives bert-base-chinese's ids; the ``tokenizers`` library
+it wraps does the work, tested against it); each token also carries
 the index of the segmented word its first character belongs to, which is how masked
 segment modeling masks all sub-tokens of a word together.
 """
@@ -26,6 +27,16 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 class EncodedTitle:
     ids: np.ndarray  # (T,) int64 token ids, no [CLS]/[SEP]
     word_index: np.ndarray  # (T,) int64: the word each token starts in
+
+
+def _wordpiece(vocab_file: Path, lowercase: bool):
+    """The WordPiece tokenizer of ``tokenizers`` (the Rust library ``BertTokenizerFast`` wraps),
+    set up as ``BertTokenizerFast`` sets it up: same ids and offsets, without importing
+    transformers (seconds at the start of a ``taomm search``)."""
+    from tokenizers import BertWordPieceTokenizer
+
+    return BertWordPieceTokenizer(str(vocab_file), clean_text=True, handle_chinese_chars=True,
+                                  strip_accents=None, lowercase=lowercase)
 
 
 def _bert_tokenizer(vocab_file: Path, lowercase: bool):
@@ -53,16 +64,26 @@ class TitleTokenizer:
         missing = [t for t in SPECIAL_TOKENS if t not in listed]
         if missing:
             raise TaommError(f"{path} lacks the special tokens {', '.join(missing)}")
-        self.hf = _bert_tokenizer(path, lowercase)
-        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-            self.hf.vocab[t] for t in SPECIAL_TOKENS)
+        self.lowercase = lowercase
+        self._wordpiece = _wordpiece(path, lowercase)
+        self.vocab: dict[str, int] = self._wordpiece.get_vocab()
+        self._hf = None
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (self.vocab[t] for t in SPECIAL_TOKENS)
+
+    @property
+    def hf(self):
+        """``transformers.BertTokenizerFast`` on the same vocabulary, for sentence pairs and
+        truncation (GLUE, VCR); built on first use."""
+        if self._hf is None:
+            self._hf = _bert_tokenizer(self.vocab_file, self.lowercase)
+        return self._hf
 
     def __len__(self) -> int:
-        return len(self.hf.vocab)
+        return len(self.vocab)
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of ``text`` (no special tokens)."""
-        return np.asarray(self.hf(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        return np.asarray(self._wordpiece.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def encode_words(self, words: Sequence[str]) -> EncodedTitle:
         """Tokens of ``"".join(words)`` and, per token, the index of its word."""
@@ -70,20 +91,19 @@ class TitleTokenizer:
 
     def encode_batch(self, batch: Sequence[Sequence[str]]) -> list[EncodedTitle]:
         texts = ["".join(words) for words in batch]
-        enc = self.hf(texts, add_special_tokens=False, return_offsets_mapping=True)
         out = []
-        for words, ids, offsets in zip(batch, enc["input_ids"], enc["offset_mapping"], strict=True):
+        for words, enc in zip(batch, self._wordpiece.encode_batch(texts, add_special_tokens=False), strict=True):
             ends = np.cumsum([len(w) for w in words])
-            starts = np.asarray([start for start, _ in offsets], dtype=np.int64)
+            starts = np.asarray([start for start, _ in enc.offsets], dtype=np.int64)
             word_index = np.searchsorted(ends, starts, side="right")
-            out.append(EncodedTitle(np.asarray(ids, dtype=np.int64), word_index.astype(np.int64)))
+            out.append(EncodedTitle(np.asarray(enc.ids, dtype=np.int64), word_index.astype(np.int64)))
         return out
 
     def info(self) -> dict:
         """What a store records about the tokenizer its titles are meant for."""
         digest = hashlib.sha256(self.vocab_file.read_bytes()).hexdigest()
         return {"kind": "bert-wordpiece", "vocab_file": self.vocab_file.name, "vocab_size": len(self),
-                "vocab_sha256": digest, "lowercase": bool(self.hf.do_lower_case)}
+                "vocab_sha256": digest, "lowercase": bool(self.lowercase)}
 
 
 def train_vocab(texts: Iterable[str], out: str | os.PathLike[str], vocab_size: int = 8000,
