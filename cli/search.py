@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taomm.batching import BATCH_WORKERS, MAX_BATCH, QUEUE_SIZE, WINDOW_MS
 from taomm.cli.common import (
     JsonOpt,
     StoreOpt,
@@ -20,6 +21,9 @@ from taomm.workspace import Workspace, find_workspace
 
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder. Default: the workspace's index.",
                                                file_okay=False)]
+EncoderOpt = Annotated[str, typer.Option("--encoder", help="Query encoder: auto (the index's ONNX text encoder in "
+                                         "onnxruntime when it has one, onnxruntime is installed and the device is "
+                                         "cpu; else torch), torch or onnx.")]
 
 
 def _index_path(index: Path | None, ws: Workspace | None) -> Path:
@@ -48,6 +52,10 @@ def export_embeddings_command(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    onnx: Annotated[bool, typer.Option("--onnx", help="Also export the text (query) encoder as ONNX "
+                                       "(text_encoder.onnx, hashed in the manifest): search and serve then encode "
+                                       "queries with onnxruntime on CPU, faster than torch. Needs "
+                                       "pip install 'taomm[onnx]'.")] = False,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -59,6 +67,7 @@ def export_embeddings_command(
     """
     from taomm.datasets.sharded import open_store
     from taomm.index import IndexParams, export_index
+    from taomm.onnx_text import ONNX_NAME
     from taomm.train.finetune import resolve_model_dir
 
     ws = find_workspace(workspace)
@@ -80,12 +89,14 @@ def export_embeddings_command(
         total = len(fs)
     with progress_bar("exporting", total) as advance:
         version = export_index(resolve_model_dir(model), store, out, params, manifest=manifest,
-                               device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance)
+                               device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance,
+                               onnx=onnx)
     import json
 
     data = json.loads((version / "manifest.json").read_text("utf-8"))
     summary = {"index": str(Path(out).resolve()), "version": data["version"], "items": data["count"],
-               "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"]}
+               "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"],
+               "onnx": ONNX_NAME in data["files"]}
     if json_out:
         print_json(summary)
     else:
@@ -93,10 +104,10 @@ def export_embeddings_command(
                                f"({data['index']['image']['type']} index, now current)")
 
 
-def _engine(index: Path | None, workspace: Path | None, device: str):
+def _engine(index: Path | None, workspace: Path | None, device: str, encoder: str = "auto"):
     from taomm.search import SearchEngine
 
-    return SearchEngine(_index_path(index, find_workspace(workspace)), device=device or None)
+    return SearchEngine(_index_path(index, find_workspace(workspace)), device=device or None, encoder=encoder)
 
 
 def search_command(
@@ -110,13 +121,14 @@ def search_command(
     target: Annotated[str, typer.Option("--target", help="item: the listings' vectors (photo + title); image: "
                                         "the photos alone.")] = "item",
     device: Annotated[str, typer.Option("--device")] = "",
+    encoder: EncoderOpt = "auto",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Text-to-image search: clean the query like a title, encode it and find the nearest
     listings (photo + title item vectors) with faiss; with --target image, the nearest photos,
     the top ones reranked by image-text matching (--rerank K for listings too)."""
-    hits = _engine(index, workspace, device).search(query, k=k, rerank=0 if no_rerank else rerank, target=target)
+    hits = _engine(index, workspace, device, encoder).search(query, k=k, rerank=0 if no_rerank else rerank, target=target)
     if json_out:
         print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
         return
@@ -132,7 +144,8 @@ def recommend_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Similar items: the nearest items by the cross-modal item vector (image + title)."""
-    hits = _engine(index, workspace, device).recommend(item_id, k=k)
+    # No query to encode: the torch model is loaded anyway, an onnxruntime session would be idle.
+    hits = _engine(index, workspace, device, encoder="torch").recommend(item_id, k=k)
     if json_out:
         print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
         return
@@ -161,8 +174,23 @@ def serve_command(
     index: IndexOpt = None,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Model calls at a time.")] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Model calls at a time (recommend, "
+                                             "explain; searches when batching is off).")] = 2,
+    batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", min=0, help="Searches are gathered for "
+                                                   "this long after the first into one batch (one text-encoder "
+                                                   "pass); 0 turns batching off. Measured with the defaults (2 "
+                                                   "cores, 50 clients on loopback, a mini demo index): 778 "
+                                                   "searches/s, p99 209 ms, against 128/s, p99 476 ms unbatched; "
+                                                   "with rerank 16, 110/s against 47/s.")] = WINDOW_MS,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Most searches a batch (1: batching off)."
+                                           )] = MAX_BATCH,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1, help="Most searches waiting for a batch; "
+                                            "more get 503 with Retry-After.")] = QUEUE_SIZE,
+    batch_workers: Annotated[int, typer.Option("--batch-workers", min=1, help="Batches run at the same time "
+                                               "(each in its own thread); 2 measured no faster on 2 cores."
+                                               )] = BATCH_WORKERS,
     device: Annotated[str, typer.Option("--device")] = "",
+    encoder: EncoderOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Serve search and recommendations over HTTP: JSON endpoints, item images, /health and
@@ -173,9 +201,11 @@ def serve_command(
         from taomm.serve import create_app
     except ImportError as exc:
         raise TaommError(f"serving needs the serve extra: pip install 'taomm[serve]' ({exc.name} is missing)") from None
-    engine = _engine(index, workspace, device)
-    app = create_app(engine, max_concurrency=concurrency)
-    stderr_console().print(f"serving {len(engine.index)} items on http://{host}:{port}/")
+    engine = _engine(index, workspace, device, encoder)
+    app = create_app(engine, max_concurrency=concurrency, batch_window_ms=batch_window_ms, max_batch=max_batch,
+                     queue_size=queue_size, batch_workers=batch_workers)
+    stderr_console().print(f"serving {len(engine.index)} items on http://{host}:{port}/ "
+                           f"(queries encoded by {engine.text_encoder.backend})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -124,6 +124,19 @@ def image_key(item_id: str) -> str:
     return item_id.rsplit("#", 1)[0] if "#" in item_id else item_id
 
 
+def main_region(item: Item) -> int | None:
+    """The region that names an item's category: the largest box (pixel area) among the
+    regions with a known class; a tie goes to the earlier, more confident, region; None when
+    no region has a class. Area rather than confidence, as a listing photo frames its product
+    large while the most confident detection can be a small accessory (a belt on a dress)."""
+    known = np.flatnonzero(item.labels >= 0)
+    if known.size == 0:
+        return None
+    boxes = item.boxes[known].astype(np.float64)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return int(known[int(np.argmax(area))])  # argmax keeps the first of equal areas
+
+
 def validate_item(item: Item, feature_dim: int, num_classes: int) -> Item:
     """Check ``item`` against the data contract; return it with canonical dtypes."""
     where = f"item {item.item_id!r}"

@@ -6,11 +6,14 @@ Layout of an index folder::
     INDEX/versions/v0003/manifest.json       counts, dimensions, model hash, index parameters,
                                              sha256 of every other file
                          ids.json            row -> item_id
-                         items.jsonl         item_id, title, image (relative to image_root)
+                         items.jsonl         item_id, title, image (relative to image_root),
+                                             category ({"id", "name"} of its main region's
+                                             class, or null; absent in older indexes)
                          image_vectors.npy   (N, E) float16: image alone (text search)
                          item_vectors.npy    (N, E) float16: image + title (recommendation)
                          image.faiss         inner-product index over the image vectors
                          item.faiss          inner-product index over the item vectors
+                         text_encoder.onnx   the query encoder as ONNX (optional: `--onnx`)
 
 A version is written into a hidden temporary folder, renamed when complete, and only then
 made current by replacing the ``current`` symlink (``os.replace``), so a reader never sees
@@ -154,8 +157,11 @@ def next_version(root: Path) -> str:
 
 
 def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[dict[str, Any]],
-                vectors: dict[str, np.ndarray], params: IndexParams, info: dict[str, Any], keep: int = 2) -> Path:
-    """Write a new version of the index and make it current; keep the last ``keep`` versions."""
+                vectors: dict[str, np.ndarray], params: IndexParams, info: dict[str, Any], keep: int = 2,
+                write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a new version of the index and make it current; keep the last ``keep`` versions.
+    ``write_extra(folder)`` may add files to the version folder; the manifest lists and hashes
+    them like the others."""
     import faiss
 
     root = Path(root)
@@ -176,6 +182,8 @@ def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[d
         np.save(tmp / VECTORS[kind], array.astype(np.float16), allow_pickle=False)
         index_params[kind] = params.resolved(count, array.shape[1])
         faiss.write_index(build_faiss(array.astype(np.float32), index_params[kind]), str(tmp / INDEXES[kind]))
+    if write_extra is not None:
+        write_extra(tmp)
     files = sorted(p.name for p in tmp.iterdir())
     manifest = {"format": FORMAT, "version": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "count": count,
                 "dims": {k: int(v.shape[1]) for k, v in vectors.items()}, "index": index_params, **info,
@@ -329,12 +337,25 @@ def image_map(manifest: str | os.PathLike[str] | None) -> tuple[Path | None, dic
     return root, found
 
 
+def item_category(item: Any, classes: list[str]) -> dict[str, Any] | None:
+    """An item's category for search facets: the class of its main region (the largest
+    box with a known class, ``main_region``) as ``{"id", "name"}``; None without one."""
+    from taomm.datasets.store import main_region
+
+    region = main_region(item)
+    if region is None:
+        return None
+    label = int(item.labels[region])
+    return {"id": label, "name": classes[label]}
+
+
 def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLike[str], out: str | os.PathLike[str],
                  params: IndexParams | None = None, manifest: str | os.PathLike[str] | None = None,
                  device: str | None = None, batch_size: int = 128, bf16: bool = True,
-                 on_progress: Callable[[int], None] | None = None) -> Path:
+                 on_progress: Callable[[int], None] | None = None, onnx: bool = False) -> Path:
     """Vectors of every item of the store by the retrieval model in ``model_dir``, written
-    as a new current version of the index ``out``."""
+    as a new current version of the index ``out``; with ``onnx``, the model's text encoder
+    too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU."""
     import torch
 
     from taomm.datasets.sharded import open_store
@@ -342,6 +363,10 @@ def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLik
     from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
     from taomm.text.tokenizer import TitleTokenizer
 
+    if onnx:
+        from taomm.onnx_text import ONNX_NAME, export_text_encoder, require_exporter
+
+        require_exporter()  # before the vectors, which take long
     model_dir = Path(model_dir).resolve()
     model = InterBertForRetrieval.from_pretrained(model_dir)
     if model.load_report.missing:
@@ -356,10 +381,14 @@ def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLik
         ordinals = np.arange(len(store))
         vectors = export_vectors(model, store, tokenizer, ordinals, batch_size, bf16, on_progress)
         item_ids = list(store.item_ids())
-        items = [{"item_id": i, "title": store[o].title, "image": images.get(i)} for o, i in enumerate(item_ids)]
+        classes = list(store.meta.classes)
+        items = [{"item_id": i, "title": store[o].title, "image": images.get(i),
+                  "category": item_category(store[o], classes)} for o, i in enumerate(item_ids)]
         store_info = {"path": str(Path(store_path).resolve()), "items": len(store)}
+        taxonomy = {"name": store.meta.taxonomy, "classes": classes}
     info = {"model": {"path": str(model_dir), "sha256": sha256_file(model_dir / WEIGHTS_NAME),
                       "config": model.config.to_dict()},
-            "store": store_info, "image_root": str(root) if root else None,
+            "store": store_info, "taxonomy": taxonomy, "image_root": str(root) if root else None,
             "images_known": sum(1 for it in items if it["image"])}
-    return write_index(out, item_ids, items, vectors, params or IndexParams(), info)
+    write_extra = (lambda folder: export_text_encoder(model, folder / ONNX_NAME)) if onnx else None
+    return write_index(out, item_ids, items, vectors, params or IndexParams(), info, write_extra=write_extra)

@@ -40,19 +40,25 @@ def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer,
     items = [store[int(o)] for o in ordinals]
     texts = [tokenizer.encode_words(it.words).ids[: max_tokens - 2] for it in items]
     T = max(len(t) for t in texts) + 2
+    ids = np.full((len(items), T), tokenizer.pad_id, dtype=np.int64)
+    for i, t in enumerate(texts):
+        ids[i, : len(t) + 2] = [tokenizer.cls_id, *t, tokenizer.sep_id]
+    return Encoded(torch.from_numpy(ids), torch.from_numpy(ids != tokenizer.pad_id), *encode_regions(items, max_regions))
+
+
+def encode_regions(items: Sequence[Any], max_regions: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Store items' first ``max_regions`` regions -> features (N, R, D) fp16, normalised boxes
+    (N, R, 5) and mask (N, R) bool, padded to the most regions of any item (at least 1)."""
     R = max(1, max(min(it.num_regions, max_regions) for it in items))
     D = items[0].features.shape[1]
-    ids = np.full((len(items), T), tokenizer.pad_id, dtype=np.int64)
     feats = np.zeros((len(items), R, D), dtype=np.float16)
     boxes = np.zeros((len(items), R, 5), dtype=np.float32)
     rmask = np.zeros((len(items), R), dtype=bool)
-    for i, (it, t) in enumerate(zip(items, texts, strict=True)):
-        ids[i, : len(t) + 2] = [tokenizer.cls_id, *t, tokenizer.sep_id]
+    for i, it in enumerate(items):
         n = min(it.num_regions, max_regions)
         feats[i, :n], rmask[i, :n] = it.features[:n], True
         boxes[i, :n] = normalized_boxes(it.boxes[:n], it.width, it.height)
-    return Encoded(torch.from_numpy(ids), torch.from_numpy(ids != tokenizer.pad_id), torch.from_numpy(feats),
-                   torch.from_numpy(boxes), torch.from_numpy(rmask))
+    return torch.from_numpy(feats), torch.from_numpy(boxes), torch.from_numpy(rmask)
 
 
 @torch.no_grad()

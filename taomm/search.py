@@ -1,18 +1,24 @@
 """Search and recommendation over an exported index (DESIGN.md sections 1 and 9).
 
 - search: the query goes through the title pipeline (normalise, Chinese check, spam filter,
-  segmentation) and the tokenizer, the text encoder gives its vector, faiss recalls
+  segmentation) and the tokenizer, the text encoder gives its vector (the model in torch, or
+  its ONNX export in onnxruntime: ``SearchEngine.choose_text_encoder``), faiss recalls
   candidates among the item vectors (photo and title together: a listing is what a shopper
   finds; ``target="image"`` searches the photos alone), and ITM reranks the top K (the store
   supplies their regions). ITM judges a query against a photo, not a title: it reranks photo
   searches by default and listing searches only when asked (``DEFAULT_RERANK``; on the demo
   catalog it lowers the listings' precision@5, README);
-- recommend: the nearest items by the cross-modal item vector, the item itself excluded.
+- recommend: the nearest items by the cross-modal item vector, the item itself excluded;
+- facets: an item's category is its main region's class (recorded by the index export);
+  a search can keep one category, and counts the categories of the query's nearest items;
+- explain: an item's regions with their classes and a model score of each against the query.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from taomm.device import autocast
 from taomm.errors import TaommError
@@ -29,6 +36,11 @@ MAX_QUERY_CHARS = 64
 # Candidates ITM reranks when a search does not say, by target: photos yes; listings no, as
 # the item vector has seen the title that ITM does not.
 DEFAULT_RERANK = {"image": 16, "item": 0}
+ENCODERS = ("auto", "torch", "onnx")  # query encoders: SearchEngine.choose_text_encoder
+# Facets count categories over this many nearest items of the query's vector search.
+FACET_DEPTH = 100
+# A category-filtered search looks this deep at most (also faiss's top-k limit on a GPU).
+MAX_FILTER_DEPTH = 2048
 
 
 class QueryError(TaommError):
@@ -48,6 +60,21 @@ class Hit:
                 "score": round(self.score, 6)}
 
 
+@dataclass
+class SearchRequest:
+    """One search of a batch (``SearchEngine.search_many``): ``search_with_facets``'s arguments."""
+
+    query: str
+    k: int = 10
+    rerank: int | None = None
+    target: str = "item"
+    category: str | int | None = None
+
+
+# A search's answer: its hits, and its facets (None for an index without categories).
+SearchResult = tuple[list[Hit], list[dict[str, Any]] | None]
+
+
 class TorchTextEncoder:
     """The retrieval model's text tower in torch: token ids and mask (B, T) -> unit vectors (B, E)."""
 
@@ -64,10 +91,40 @@ class TorchTextEncoder:
         return vectors.float().cpu().numpy()
 
 
+class SerialStore:
+    """A feature store whose records are read by one thread at a time. The store reads
+    through one LMDB read transaction per process, and LMDB allows a transaction to one
+    thread at a time: two server threads reranking at once crashed the process (a segfault
+    in a record's arrays). Other attributes pass through unchanged."""
+
+    def __init__(self, store: Any) -> None:
+        self._store, self._lock = store, threading.Lock()
+
+    def __getitem__(self, ordinal: int) -> Any:
+        with self._lock:
+            return self._store[ordinal]
+
+    def ordinal(self, item_id: str) -> int:
+        with self._lock:
+            return self._store.ordinal(item_id)
+
+    def get(self, item_id: str) -> Any:
+        with self._lock:
+            return self._store.get(item_id)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 class SearchEngine:
     """The model, the verified index and (for reranking) the store, loaded once."""
 
-    def __init__(self, index_path: str | os.PathLike[str], device: str | None = None, bf16: bool = True) -> None:
+    def __init__(self, index_path: str | os.PathLike[str], device: str | None = None, bf16: bool = True,
+                 encoder: str = "auto") -> None:
+        """``encoder``: what encodes queries (``ENCODERS``), see ``choose_text_encoder``."""
         from taomm.model import InterBertForRetrieval
         from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
         from taomm.text.tokenizer import TitleTokenizer
@@ -86,14 +143,38 @@ class SearchEngine:
         self.model = InterBertForRetrieval.from_pretrained(model_dir).to(self.device).eval()
         self.tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
         self.max_text = min(40, self.model.config.max_position_embeddings)
-        self.text_encoder: Any = TorchTextEncoder(self.model, self.device, bf16)
+        self.text_encoder: Any = self.choose_text_encoder(encoder)
         self.image_root = Path(manifest["image_root"]) if manifest.get("image_root") else None
         self._store_path = manifest.get("store", {}).get("path")
         self._store: Any = None
         self._cleaner: Any = None
         self._lock = threading.Lock()  # lazy loading from several server threads
+        # A hit's image path, resolved once per item: resolving (a few syscalls a path) took
+        # most of a batched search's time. The /images endpoint still checks each request.
+        self._hit_image = functools.lru_cache(maxsize=1 << 16)(self.image_path)
 
     # --- pieces ------------------------------------------------------------------------
+
+    def choose_text_encoder(self, encoder: str) -> Any:
+        """The query encoder: ``onnx``, the index's ``text_encoder.onnx`` in onnxruntime (a
+        TaommError when the index has none or onnxruntime is missing); ``torch``, the model;
+        ``auto``, onnx when the manifest lists the file, onnxruntime imports and the device is
+        the CPU (2x faster than torch for one query there, benchmarks/onnx_encoder.py), else
+        torch. ``open_index`` has checked the file's sha256; the encoder checks the bytes it
+        loads again."""
+        from taomm.onnx_text import ONNX_NAME, OnnxTextEncoder, onnxruntime_available
+
+        if encoder not in ENCODERS:
+            raise TaommError(f"the query encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+        digest = self.index.manifest["files"].get(ONNX_NAME)
+        if encoder == "auto":
+            encoder = "onnx" if digest and self.device.type == "cpu" and onnxruntime_available() else "torch"
+        if encoder == "torch":
+            return TorchTextEncoder(self.model, self.device, self.bf16)
+        if digest is None:
+            raise TaommError(f"the index {self.index.path} has no {ONNX_NAME}: re-export it with "
+                             "`taomm export-embeddings --onnx`")
+        return OnnxTextEncoder(self.index.path / ONNX_NAME, sha256=digest)
 
     @property
     def cleaner(self) -> Any:
@@ -113,7 +194,7 @@ class SearchEngine:
                 if not self._store_path or not Path(self._store_path).exists():
                     raise TaommError(f"reranking needs the feature store {self._store_path}, which is gone "
                                      "(use --no-rerank)")
-                self._store = open_store(self._store_path)
+                self._store = SerialStore(open_store(self._store_path))
             return self._store
 
     def clean_query(self, query: str) -> list[str]:
@@ -145,39 +226,44 @@ class SearchEngine:
 
     def _hit(self, rank: int, row: int, score: float) -> Hit:
         meta = self.index.items[row]
-        return Hit(rank, meta["item_id"], meta.get("title", ""), self.image_path(row), float(score))
+        return Hit(rank, meta["item_id"], meta.get("title", ""), self._hit_image(row), float(score))
 
     # --- search and recommend ------------------------------------------------------------
 
     @torch.no_grad()
-    def search(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item") -> list[Hit]:
+    def search(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item",
+               category: int | None = None) -> list[Hit]:
         """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
         search are reordered by ITM (0: vector search only; None: ``DEFAULT_RERANK`` of the
         target). ``target``: the vectors searched, ``image`` (the photo alone) or ``item``
         (photo and title together). Scores: the ITM match logit for reranked items, the
-        cosine similarity of the vectors otherwise."""
+        cosine similarity of the vectors otherwise. ``category``: only items of that category
+        id (``resolve_category``)."""
         if target not in ("image", "item"):
             raise TaommError(f"search target must be image or item, not {target!r}")
         ids = self.query_ids(query)
-        return self.search_encoded(ids, self.encode_ids([ids]), k, rerank, target)
+        return self.search_encoded(ids, self.encode_ids([ids]), k, rerank, target, category)
 
     @torch.no_grad()
     def search_encoded(self, ids: list[int], vector: np.ndarray, k: int = 10, rerank: int | None = None,
-                       target: str = "item") -> list[Hit]:
+                       target: str = "item", category: int | None = None) -> list[Hit]:
         """``search`` for a query already encoded: its token ids and its (1, E) vector."""
         if target not in ("image", "item"):
             raise TaommError(f"search target must be image or item, not {target!r}")
         if rerank is None:
             rerank = DEFAULT_RERANK[target]
-        input_ids = torch.tensor([ids], device=self.device)
-        scores, rows = self.index.search(target, vector, max(k, rerank))
-        scores, rows = scores[0][rows[0] >= 0], rows[0][rows[0] >= 0]
-        if rerank > 0 and len(rows):
-            top = rows[:rerank]
-            logits = self._itm(input_ids, top)
+        scores, rows = self._candidates(vector, target, max(k, rerank), category)
+        logits = self.rerank_many([(ids, rows[:rerank])])[0] if rerank > 0 and len(rows) else None
+        return self._ranked(scores, rows, logits, k)
+
+    def _ranked(self, scores: np.ndarray, rows: np.ndarray, logits: np.ndarray | None, k: int) -> list[Hit]:
+        """The ``k`` first hits of candidates ``rows`` by vector ``scores``, the first
+        ``len(logits)`` of them reordered by their ITM ``logits`` (None: no rerank)."""
+        if logits is not None:
+            top = rows[:len(logits)]
             order = np.argsort(-logits, kind="stable")
             ranked = [(int(top[i]), float(logits[i])) for i in order]
-            ranked += [(int(r), float(s)) for r, s in zip(rows[rerank:], scores[rerank:], strict=True)]
+            ranked += [(int(r), float(s)) for r, s in zip(rows[len(top):], scores[len(top):], strict=True)]
         else:
             ranked = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
         return [self._hit(i + 1, row, score) for i, (row, score) in enumerate(ranked[:k])]
@@ -203,18 +289,43 @@ class SearchEngine:
         return self.text_encoder(input_ids, mask)
 
     def _itm(self, input_ids: torch.Tensor, rows: np.ndarray) -> np.ndarray:
-        from taomm.retrieval import encode_items
+        """ITM logits (N,) of one query's token ids (1, T) against the items at ``rows``."""
+        return self.rerank_many([(input_ids[0].tolist(), rows)])[0]
 
-        store = self.store
-        ordinals = [store.ordinal(self.index.item_ids[int(r)]) for r in rows]
-        cfg = self.model.config
-        enc = encode_items(store, ordinals, self.tokenizer, max_regions=cfg.max_regions)
-        n = len(ordinals)
-        with autocast(self.device, self.bf16):
-            out = self.model(input_ids.expand(n, -1), torch.ones_like(input_ids, dtype=torch.bool).expand(n, -1),
-                             enc.region_features.to(self.device), enc.region_boxes.to(self.device),
-                             enc.region_mask.to(self.device))
-        return out.itm_logits.float().cpu().numpy()
+    @torch.no_grad()
+    def rerank_many(self, pairs: list[tuple[list[int], np.ndarray]], chunk: int = 512) -> list[np.ndarray]:
+        """ITM logits of several queries against their candidates: ``pairs`` of (query token
+        ids, candidate rows) -> per pair a (len(rows),) float32 array, the logits a rerank of
+        that query alone gives. The pairs of the same query length whose candidates pad to the
+        same number of regions go through the model together (``chunk`` candidates a forward
+        pass): padding them to a common shape would cost compute for nothing (the pairs are
+        short: a few regions and a few words). In fp32 a logit moves by ~1e-7 against one query's rerank;
+        in bf16 by up to ~1e-3 (any change of batch shape does that), which can swap two
+        candidates whose logits are that close."""
+        from taomm.retrieval import encode_regions
+
+        store, max_regions = self.store, self.model.config.max_regions
+        encoded = [encode_regions([store[store.ordinal(self.index.item_ids[int(r)])] for r in rows], max_regions)
+                   if len(rows) else None for _, rows in pairs]  # per pair: features, boxes, mask
+        groups: dict[tuple[int, int], list[int]] = {}  # (query length, regions padded to) -> pairs
+        for p, regions in enumerate(encoded):
+            if regions is not None:
+                groups.setdefault((len(pairs[p][0]), regions[0].shape[1]), []).append(p)
+        out = [np.zeros(0, np.float32) for _ in pairs]
+        for members in groups.values():
+            feats, boxes, rmask = (torch.cat(parts) for parts in zip(*(encoded[p] for p in members), strict=True))
+            input_ids = torch.cat([torch.tensor([pairs[p][0]]).expand(len(pairs[p][1]), -1) for p in members])  # (P, T)
+            mask = torch.ones_like(input_ids, dtype=torch.bool)
+            logits = []
+            for start in range(0, len(feats), chunk):
+                part = slice(start, start + chunk)
+                with autocast(self.device, self.bf16):
+                    result = self.model(*(t[part].to(self.device) for t in (input_ids, mask, feats, boxes, rmask)))
+                logits.append(result.itm_logits.float().cpu().numpy())  # (chunk,)
+            split = np.split(np.concatenate(logits), np.cumsum([len(pairs[p][1]) for p in members])[:-1])
+            for p, part in zip(members, split, strict=True):
+                out[p] = part
+        return out
 
     def recommend(self, item_id: str, k: int = 5) -> list[Hit]:
         """The ``k`` items nearest to ``item_id`` by the cross-modal item vector."""
@@ -225,3 +336,193 @@ class SearchEngine:
         scores, rows = self.index.search("item", vector, k + 1)
         found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0 and r != row]
         return [self._hit(i + 1, r, s) for i, (r, s) in enumerate(found[:k])]
+
+    # --- facets ----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def categories(self) -> np.ndarray | None:
+        """Per index row its category id (-1: none), or None for an index exported before
+        categories were recorded (then no facets and no category filter)."""
+        items = self.index.items
+        if not items or any("category" not in it for it in items):
+            return None
+        return np.asarray([it["category"]["id"] if it["category"] else -1 for it in items], dtype=np.int64)
+
+    @functools.cached_property
+    def category_names(self) -> dict[int, str]:
+        """Category id -> name: the index's taxonomy, else the names its items carry."""
+        classes = (self.index.manifest.get("taxonomy") or {}).get("classes")
+        if classes:
+            return dict(enumerate(classes))
+        return {it["category"]["id"]: it["category"]["name"] for it in self.index.items if it.get("category")}
+
+    def resolve_category(self, value: str | int) -> int:
+        """A category id from its id or its name (case-insensitive); a QueryError when the
+        index holds no categories or does not know this one."""
+        if self.categories is None:
+            raise QueryError("this index holds no categories (exported before they were recorded): "
+                             "re-run `taomm export-embeddings`")
+        text = str(value).strip()
+        if re.fullmatch(r"[0-9]{1,6}", text) and int(text) in self.category_names:
+            return int(text)
+        by_name = {name.lower(): i for i, name in self.category_names.items()}
+        if text.lower() in by_name:
+            return by_name[text.lower()]
+        raise QueryError(f"unknown category {text[:64]!r} (give a category id or name)")
+
+    def _candidates(self, vector: np.ndarray, target: str, depth: int,
+                    category: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the ``depth`` nearest items by decreasing vector score; with
+        ``category``, the nearest ``depth`` of that category: the vector search goes 4x
+        deeper a round until it has them, has seen every item or reaches
+        ``MAX_FILTER_DEPTH`` (a category rarer than that near the query returns fewer)."""
+        if category is not None and self.categories is None:
+            raise QueryError("this index holds no categories: re-run `taomm export-embeddings`")
+        wanted, n = depth, len(self.index)
+        while True:
+            scores, rows = self.index.search(target, vector, depth)
+            found = rows[0] >= 0
+            scores, rows = scores[0][found], rows[0][found]
+            if category is None:
+                return scores, rows
+            mine = self.categories[rows] == category
+            if mine.sum() >= wanted or depth >= min(n, MAX_FILTER_DEPTH):
+                return scores[mine][:wanted], rows[mine][:wanted]
+            depth = min(depth * 4, MAX_FILTER_DEPTH)
+
+    def facets(self, vector: np.ndarray, target: str = "item", depth: int = FACET_DEPTH) -> list[dict[str, Any]] | None:
+        """Categories of the query's ``depth`` nearest items by vector score, most frequent
+        first: ``[{"category": id, "name", "count"}]`` (items without a category are not
+        counted). Counted before any category filter or ITM rerank, so the counts stay put
+        when a category is chosen; one more vector search, no model call. None for an index
+        without categories."""
+        if self.categories is None:
+            return None
+        _, rows = self._candidates(vector, target, depth)
+        ids, counts = np.unique(self.categories[rows], return_counts=True)
+        pairs = sorted(((int(c), int(m)) for c, m in zip(ids, counts, strict=True) if c >= 0),
+                       key=lambda p: (-p[1], p[0]))
+        return [{"category": c, "name": self.category_names.get(c, str(c)), "count": m} for c, m in pairs]
+
+    @torch.no_grad()
+    def search_with_facets(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item",
+                           category: str | int | None = None) -> tuple[list[Hit], list[dict[str, Any]] | None]:
+        """``search`` restricted to ``category`` (an id or a name, ``resolve_category``;
+        None: every item), and the query's ``facets``; the query is encoded once for both."""
+        if target not in ("image", "item"):
+            raise TaommError(f"search target must be image or item, not {target!r}")
+        ids = self.query_ids(query)
+        chosen = None if category is None else self.resolve_category(category)
+        vector = self.encode_ids([ids])
+        return self.search_encoded(ids, vector, k, rerank, target, chosen), self.facets(vector, target)
+
+    @torch.no_grad()
+    def search_many(self, requests: list[SearchRequest]) -> list[SearchResult | TaommError]:
+        """``search_with_facets`` of several requests at once: per request the result it
+        gives alone, or in its place the TaommError it raises. One forward pass of the text
+        encoder encodes every query, one ITM pass (``rerank_many``) scores every reranked
+        candidate. The vector searches stay one per request: faiss answers one in
+        microseconds on a flat index, and searching a batch at one common depth could change
+        an approximate index's answer to a request of another depth."""
+        out: list[SearchResult | TaommError | None] = [None] * len(requests)
+        ready: list[tuple[int, list[int], int | None]] = []  # (request, token ids, category id)
+        for i, req in enumerate(requests):
+            try:
+                if req.target not in ("image", "item"):
+                    raise TaommError(f"search target must be image or item, not {req.target!r}")
+                ids = self.query_ids(req.query)
+                ready.append((i, ids, None if req.category is None else self.resolve_category(req.category)))
+            except TaommError as exc:
+                out[i] = exc
+        vectors = self.encode_ids([ids for _, ids, _ in ready]) if ready else None  # (B, E)
+        recalled = []  # (request, token ids, scores, rows, rerank, facets)
+        for j, (i, ids, category) in enumerate(ready):
+            req, vector = requests[i], vectors[j:j + 1]
+            rerank = DEFAULT_RERANK[req.target] if req.rerank is None else req.rerank
+            try:
+                scores, rows = self._candidates(vector, req.target, max(req.k, rerank), category)
+                recalled.append((i, ids, scores, rows, rerank, self.facets(vector, req.target)))
+            except TaommError as exc:
+                out[i] = exc
+        asks = [r for r in recalled if r[4] > 0 and len(r[3])]
+        logits: dict[int, np.ndarray] = {}
+        try:
+            found = self.rerank_many([(ids, rows[:rerank]) for _, ids, _, rows, rerank, _ in asks])
+            logits = {r[0]: x for r, x in zip(asks, found, strict=True)}
+        except TaommError as exc:  # e.g. the store is gone: only the reranked requests fail
+            for r in asks:
+                out[r[0]] = exc
+        for i, _, scores, rows, _, facets in recalled:
+            if out[i] is None:
+                out[i] = (self._ranked(scores, rows, logits.get(i), requests[i].k), facets)
+        return out  # type: ignore[return-value]  # every entry is set by now
+
+    # --- explain ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def explain(self, query: str, item_id: str) -> dict[str, Any]:
+        """Why ``item_id`` matches ``query``: its photo's regions, each with its box, detector
+        class and a match score to the query, and the pair's ITM score.
+
+        Region score: one joint forward of (query, photo) through the retrieval model; each
+        region's final image-stream state (the image extractor's output at that region),
+        projected by ``image_proj`` and normalised, and its cosine with the query's text
+        vector (``encode_text``, the vector search itself uses). Why: ``image_proj`` maps
+        into the space where the vector search matched the query against photos (there it
+        projects the image [CLS], which starts as the mean of the regions), so a region scores
+        high when it alone would be found by the query; the states are those of the forward
+        that gives the ITM score, after the regions attended to the query in the interaction
+        layers; a cosine is bounded and compares across regions and queries. Attention
+        weights would not do: the last layers are the separate extractors, where the text
+        [CLS] does not attend to regions at all (only the interaction layers mix the two),
+        scaled_dot_product_attention returns no weights, and softmax weights are relative
+        (they sum to one over both modalities whatever the match).
+
+        Returns ``regions``: those the model sees (the store's first ``max_regions``, by
+        decreasing detector confidence; ``regions_total`` counts all), each ``{"index",
+        "box", "box_pixels", "class_id", "class_name", "confidence", "score"}`` where ``box``
+        is ``x1, y1, x2, y2`` as fractions (0-1) of the photo's width and height, so it draws
+        over the image at any displayed size, and ``box_pixels`` the same in pixels of the
+        ``width`` x ``height`` photo; ``class_id`` -1 (name None) when the detector gave no
+        class. ``best_region``: the index of the highest score (None without regions).
+        ``itm_score``: the pair's ITM match logit (what ITM rerank ranks by). A TaommError for
+        an unknown item, a QueryError for a query that cannot be searched."""
+        from taomm.retrieval import encode_items
+
+        row = self.index.rows.get(item_id)
+        if row is None:
+            raise TaommError(f"unknown item id {item_id!r} (not in the index {self.index.path})")
+        ids = self.query_ids(query)
+        store = self.store
+        try:
+            ordinal = store.ordinal(item_id)
+        except KeyError:
+            raise TaommError(f"item {item_id!r} is not in the feature store {self._store_path}") from None
+        item = store[ordinal]
+        cfg = self.model.config
+        enc = encode_items(store, [ordinal], self.tokenizer, max_tokens=self.max_text, max_regions=cfg.max_regions)
+        n = min(item.num_regions, cfg.max_regions)
+        input_ids = torch.tensor([ids], device=self.device)  # (1, T)
+        with autocast(self.device, self.bf16):
+            out = self.model(input_ids, torch.ones_like(input_ids, dtype=torch.bool),
+                             enc.region_features.to(self.device), enc.region_boxes.to(self.device),
+                             enc.region_mask.to(self.device))
+            states = out.backbone.image_hidden[0, 1:n + 1]  # (n, H): the regions, without the image [CLS]
+            regions = F.normalize(self.model.image_proj(states).float(), dim=-1).cpu().numpy()  # (n, E)
+        text = self.encode_ids([ids])[0].astype(np.float32)  # (E,) unit
+        scores = regions @ text  # (n,) cosines
+        classes = list(store.meta.classes)
+        w, h = item.width, item.height
+        rows = []
+        for i in range(n):
+            x1, y1, x2, y2 = (float(v) for v in item.boxes[i])
+            label = int(item.labels[i])
+            rows.append({"index": i, "box": [round(x1 / w, 6), round(y1 / h, 6), round(x2 / w, 6), round(y2 / h, 6)],
+                         "box_pixels": [round(v, 2) for v in (x1, y1, x2, y2)], "class_id": label,
+                         "class_name": classes[label] if 0 <= label < len(classes) else None,
+                         "confidence": round(float(item.scores[i]), 6), "score": round(float(scores[i]), 6)})
+        meta = self.index.items[row]
+        return {"query": query, "item_id": item_id, "title": meta.get("title", ""), "width": w, "height": h,
+                "itm_score": round(float(out.itm_logits.float()[0]), 6),
+                "best_region": int(np.argmax([r["score"] for r in rows])) if rows else None,
+                "category": meta.get("category"), "regions_total": item.num_regions, "regions": rows}

@@ -1,18 +1,32 @@
 """``taomm serve``: search and recommendations over HTTP (Starlette; run by uvicorn).
 
 Endpoints:
-- ``GET /`` the web page: a search box, a grid of result thumbnails with title and score;
-  clicking an item shows its similar items;
-- ``GET /api/search?q=QUERY&k=10[&rerank=K]`` (listings; ITM rerank of K only when asked) ->
-  ``{"query", "results": [{item_id, title, score, image_url}]}``;
+- ``GET /`` the web page: a search box, category chips, a grid of result thumbnails with
+  title and score; clicking an item shows its photo with the detector's regions, each
+  labelled with its class and match score (the best highlighted), and its similar items;
+- ``GET /api/search?q=QUERY&k=10[&rerank=K][&category=ID_OR_NAME]`` (listings; ITM rerank
+  of K only when asked; only items of that category) -> ``{"query", "results": [{item_id,
+  title, score, image_url}], "facets": [{category, name, count}]}`` (facets: the categories
+  of the query's 100 nearest items, ``SearchEngine.facets``; absent for an index exported
+  without categories);
+- ``GET /api/explain?q=QUERY&item_id=ID`` -> the item's regions with boxes (0-1 fractions
+  of the image), classes and match scores to the query, the best region and the pair's
+  ITM score (``SearchEngine.explain``), plus ``image_url``;
 - ``GET /api/recommend?item_id=ID&k=5`` -> ``{"item_id", "results": [...]}``;
 - ``GET /images/{item_id}`` the item's image (only files under the index's image root);
 - ``GET /health`` -> ``{"status": "ok", "items", "version"}``.
 
 The model and the index are loaded once. Queries longer than ``max_query_chars`` and out
 of range parameters get 422, queries that clean to nothing or look like spam 422 with the
-reason, unknown items 404; at most ``max_concurrency`` model calls run at a time (others
-wait their turn), each in a worker thread.
+reason, unknown items 404.
+
+Searches are micro-batched (``taomm.batching``): concurrent searches wait in a queue of
+``queue_size``, one worker gathers up to ``max_batch`` of them over ``batch_window_ms`` and
+runs them in a worker thread as one ``SearchEngine.search_many`` (one text-encoder pass, one
+ITM pass), each getting the answer it would get alone; a search that finds the queue full
+gets 503 with Retry-After. ``max_batch`` 1 or a window of 0 turns batching off: each search
+runs alone, as recommendations and explanations do, at most ``max_concurrency`` model calls
+at a time (others wait their turn), each in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -29,11 +45,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from taomm.batching import BATCH_WORKERS, MAX_BATCH, QUEUE_SIZE, WINDOW_MS, MicroBatcher, Overloaded
 from taomm.errors import TaommError
-from taomm.search import MAX_QUERY_CHARS, QueryError, SearchEngine
+from taomm.search import MAX_QUERY_CHARS, QueryError, SearchEngine, SearchRequest, SearchResult
 
 log = logging.getLogger(__name__)
 MAX_K, MAX_RERANK = 100, 64
+RETRY_AFTER_S = 1  # what a 503 tells a client to wait
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -53,14 +71,24 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
     return value
 
 
-def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: int = MAX_QUERY_CHARS) -> Starlette:
+def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: int = MAX_QUERY_CHARS,
+               batch_window_ms: float = WINDOW_MS, max_batch: int = MAX_BATCH,
+               queue_size: int = QUEUE_SIZE, batch_workers: int = BATCH_WORKERS) -> Starlette:
     gate: dict[str, asyncio.Semaphore] = {}
+    batching = max_batch > 1 and batch_window_ms > 0
+    batcher = MicroBatcher(engine.search_many, batch_window_ms, max_batch, queue_size, batch_workers) if batching \
+        else None
 
     async def call(fn: Any, *args: Any) -> Any:
         if "sem" not in gate:  # created inside the server's event loop
             gate["sem"] = asyncio.Semaphore(max_concurrency)
         async with gate["sem"]:
             return await run_in_threadpool(fn, *args)
+
+    async def run_search(req: SearchRequest) -> SearchResult:
+        if batcher is None:
+            return await call(engine.search_with_facets, req.query, req.k, req.rerank, req.target, req.category)
+        return await batcher.submit(req)
 
     def result_json(hit: Any) -> dict[str, Any]:
         data = hit.to_json()
@@ -86,13 +114,45 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
             rerank = _int_param(request, "rerank", None, 0, MAX_RERANK)
         except ValueError as exc:
             return _error(422, str(exc))
+        category = request.query_params.get("category") or None
+        if category is not None and len(category) > 128:
+            return _error(422, "category is too long")
         try:
-            hits = await call(engine.search, query, k, rerank)
+            hits, facets = await run_search(SearchRequest(query, k, rerank, "item", category))
+        except Overloaded as exc:
+            return JSONResponse({"error": f"the server is busy ({exc}): try again shortly"}, status_code=503,
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
         except QueryError as exc:
             return _error(422, str(exc))
         except TaommError as exc:
             return _error(400, str(exc))
-        return JSONResponse({"query": query, "results": [result_json(h) for h in hits]})
+        body: dict[str, Any] = {"query": query, "results": [result_json(h) for h in hits]}
+        if facets is not None:  # an index exported before categories has none
+            body["facets"] = facets
+        return JSONResponse(body)
+
+    async def explain(request: Request) -> Response:
+        query, item_id = request.query_params.get("q"), request.query_params.get("item_id")
+        if query is None or not query.strip():
+            return _error(422, "give a query: ?q=...")
+        if len(query) > max_query_chars:
+            return _error(422, f"the query is longer than {max_query_chars} characters")
+        if not item_id:
+            return _error(422, "give an item: ?item_id=...")
+        if len(item_id) > 256:
+            return _error(422, "item_id is too long")
+        row = engine.index.rows.get(item_id)
+        if row is None:
+            return _error(404, f"unknown item id {item_id!r}")
+        try:
+            data = await call(engine.explain, query, item_id)
+        except QueryError as exc:
+            return _error(422, str(exc))
+        except TaommError as exc:
+            return _error(400, str(exc))
+        known = engine.image_path(row) is not None
+        data["image_url"] = f"/images/{quote(item_id, safe='')}" if known else None
+        return JSONResponse(data)
 
     async def recommend(request: Request) -> Response:
         item_id = request.query_params.get("item_id")
@@ -122,8 +182,20 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
         return _error(500, "internal error")
 
     routes = [Route("/", page), Route("/health", health), Route("/api/search", search),
-              Route("/api/recommend", recommend), Route("/images/{item_id:path}", image)]
-    return Starlette(routes=routes, exception_handlers={Exception: server_error})
+              Route("/api/recommend", recommend), Route("/api/explain", explain),
+              Route("/images/{item_id:path}", image)]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if batcher is not None:
+            await batcher.start()
+        yield
+        if batcher is not None:
+            await batcher.close()
+
+    app = Starlette(routes=routes, exception_handlers={Exception: server_error}, lifespan=lifespan)
+    app.state.batcher = batcher  # None when batching is off; its stats tell how full batches ran
+    return app
 
 
 PAGE = """<!doctype html>
@@ -145,6 +217,19 @@ PAGE = """<!doctype html>
   .score { font-size: .75rem; color: #888; }
   #message { color: #b00; min-height: 1.2rem; }
   h2 { font-size: 1rem; margin-top: 2rem; }
+  #facets { display: flex; flex-wrap: wrap; gap: .4rem; margin-bottom: .8rem; }
+  .chip { font-size: .8rem; padding: .2rem .7rem; border: 1px solid #ccc; border-radius: 999px;
+          background: #fafafa; cursor: pointer; }
+  .chip.active { background: #e4393c; border-color: #e4393c; color: #fff; }
+  .photo { position: relative; display: inline-block; line-height: 0; }
+  .photo img, .photo .blank { display: block; width: 360px; max-width: 90vw; height: auto; background: #f6f6f6; }
+  .region { position: absolute; box-sizing: border-box; border: 2px solid rgba(0, 110, 230, .85); }
+  .region.best { border: 3px solid #e4393c; box-shadow: 0 0 0 2px rgba(228, 57, 60, .35); z-index: 1; }
+  .region .label { position: absolute; left: 0; top: 0; font-size: .7rem; line-height: 1.2; padding: 1px 3px;
+                   white-space: nowrap; color: #fff; background: rgba(0, 110, 230, .85); }
+  .region.best .label { background: #e4393c; }
+  #explain-regions { font-size: .85rem; }
+  #explain-regions .best { font-weight: bold; color: #e4393c; }
 </style>
 </head>
 <body>
@@ -154,7 +239,14 @@ PAGE = """<!doctype html>
   <button type="submit">搜索</button>
 </form>
 <div id="message"></div>
+<div id="facets"></div>
 <div id="results" class="grid"></div>
+<section id="explain" hidden>
+  <h2 id="explain-title"></h2>
+  <div id="explain-summary" class="score"></div>
+  <div id="explain-photo" class="photo"></div>
+  <ol id="explain-regions" start="0"></ol>
+</section>
 <h2 id="similar-title" hidden>相似商品 / similar items</h2>
 <div id="similar" class="grid"></div>
 <script>
@@ -177,8 +269,82 @@ function card(hit) {
   score.className = "score";
   score.textContent = hit.item_id + " · " + hit.score.toFixed(3);
   div.append(title, score);
-  div.addEventListener("click", () => similar(hit.item_id));
+  div.addEventListener("click", () => openItem(hit.item_id));
   return div;
+}
+let current = {q: null, category: null};
+let explainToken = 0;
+function openItem(itemId) {
+  explain(itemId);
+  similar(itemId);
+}
+function chip(text, className, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.addEventListener("click", onClick);
+  return b;
+}
+function renderFacets(facets) {
+  if (!facets || !facets.length) { $("facets").replaceChildren(); return; }
+  const chips = facets.map((f) => {
+    const active = current.category !== null && String(current.category) === String(f.category);
+    const c = chip(f.name + " (" + f.count + ")", active ? "chip active" : "chip", () => search(current.q, f.category));
+    c.dataset.category = f.category;
+    return c;
+  });
+  if (current.category !== null) chips.unshift(chip("全部 / all", "chip clear", () => search(current.q, null)));
+  $("facets").replaceChildren(...chips);
+}
+async function explain(itemId) {
+  if (!current.q) return;
+  const token = ++explainToken;  // a later click wins over a slower earlier answer
+  try {
+    const data = await getJSON("/api/explain?q=" + encodeURIComponent(current.q) +
+                               "&item_id=" + encodeURIComponent(itemId));
+    if (token === explainToken) renderExplain(data);
+  } catch (e) { $("message").textContent = e.message; }
+}
+function renderExplain(data) {
+  let base;
+  if (data.image_url) {
+    base = document.createElement("img");
+    base.className = "explain-img";
+    base.src = data.image_url;
+    base.alt = data.title;
+  } else {  // no photo to show: the regions over a blank of its shape
+    base = document.createElement("div");
+    base.className = "blank";
+    base.style.aspectRatio = data.width + " / " + data.height;
+  }
+  const name = (r) => r.class_name || "unknown";
+  const boxes = data.regions.map((r) => {
+    const div = document.createElement("div");
+    div.className = r.index === data.best_region ? "region best" : "region";
+    div.dataset.index = r.index;
+    const [x1, y1, x2, y2] = r.box;  // fractions of the photo's width and height
+    Object.assign(div.style, {left: 100 * x1 + "%", top: 100 * y1 + "%",
+                              width: 100 * (x2 - x1) + "%", height: 100 * (y2 - y1) + "%"});
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = name(r) + " " + r.score.toFixed(3);
+    div.title = name(r) + " · match " + r.score.toFixed(3) + " · detector " + r.confidence.toFixed(2);
+    div.appendChild(label);
+    return div;
+  });
+  $("explain-photo").replaceChildren(base, ...boxes);
+  $("explain-regions").replaceChildren(...data.regions.map((r) => {
+    const li = document.createElement("li");
+    if (r.index === data.best_region) li.className = "best";
+    li.textContent = name(r) + " · match " + r.score.toFixed(3) + " · detector " + r.confidence.toFixed(2);
+    return li;
+  }));
+  $("explain-title").textContent = data.title;
+  $("explain-summary").textContent = data.item_id + " · ITM " + data.itm_score.toFixed(3) +
+    (data.category ? " · " + data.category.name : "") + " · " + data.regions.length + " regions";
+  $("explain").hidden = false;
+  $("explain").scrollIntoView({behavior: "smooth"});
 }
 async function getJSON(url) {
   const r = await fetch(url);
@@ -186,13 +352,17 @@ async function getJSON(url) {
   if (!r.ok) throw new Error(data.error || r.statusText);
   return data;
 }
-async function search(q) {
+async function search(q, category = null) {
+  current = {q, category};
   $("message").textContent = "";
   $("results").replaceChildren();
   $("similar").replaceChildren();
   $("similar-title").hidden = true;
+  $("explain").hidden = true;
   try {
-    const data = await getJSON("/api/search?q=" + encodeURIComponent(q) + "&k=20");
+    const only = category === null ? "" : "&category=" + encodeURIComponent(category);
+    const data = await getJSON("/api/search?q=" + encodeURIComponent(q) + "&k=20" + only);
+    renderFacets(data.facets);
     if (!data.results.length) $("message").textContent = "no results";
     $("results").replaceChildren(...data.results.map(card));
   } catch (e) { $("message").textContent = e.message; }
