@@ -144,8 +144,8 @@ def recommend_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Similar items: the nearest items by the cross-modal item vector (image + title)."""
-    # No query to encode: the torch model is loaded anyway, an onnxruntime session would be idle.
-    hits = _engine(index, workspace, device, encoder="torch").recommend(item_id, k=k)
+    # no query to encode: the engine loads neither an encoder nor the model
+    hits = _engine(index, workspace, device).recommend(item_id, k=k)
     if json_out:
         print_json([{k2: v for k2, v in h.to_json().items() if k2 != "rank"} for h in hits])
         return

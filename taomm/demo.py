@@ -285,13 +285,20 @@ class Demo:
     def _export(self) -> dict[str, Any]:
         from taomm.datasets.sharded import open_store
         from taomm.index import export_index
+        from taomm.onnx_text import require_exporter
 
+        try:  # the ONNX query encoder too where the onnx extra is installed: a quick `taomm search`
+            require_exporter()
+            onnx = True
+        except TaommError:
+            onnx = False
         with open_store(self.store) as fs:
             total = len(fs)
         with self.progress("exporting item vectors", total) as advance:
             version = export_index(self.runs / "retrieval" / "model", self.store, self.index,
-                                   manifest=self.catalog / "items.jsonl", device=self._device(), on_progress=advance)
-        return {"items": total, "version": version.name}
+                                   manifest=self.catalog / "items.jsonl", device=self._device(),
+                                   onnx=onnx, on_progress=advance)
+        return {"items": total, "version": version.name, "onnx": onnx}
 
     def _search(self) -> dict[str, Any]:
         from taomm.search import SearchEngine

@@ -19,16 +19,14 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from taomm.device import autocast
 from taomm.errors import TaommError
 from taomm.index import ItemIndex, open_index, sha256_file
 
@@ -75,16 +73,42 @@ class SearchRequest:
 SearchResult = tuple[list[Hit], list[dict[str, Any]] | None]
 
 
+def _no_grad(fn: Any) -> Any:
+    """``torch.no_grad()`` for a method, importing torch only when the method runs: a search
+    with the ONNX encoder and no rerank never imports it (about 1.5 s of a CLI call)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _default_device() -> str:
+    """cuda when torch sees a GPU; cpu, without importing torch, on a machine with no NVIDIA
+    device node (then CUDA cannot be there)."""
+    if not os.path.exists("/dev/nvidiactl") and "torch" not in sys.modules:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class TorchTextEncoder:
     """The retrieval model's text tower in torch: token ids and mask (B, T) -> unit vectors (B, E)."""
 
     backend = "torch"
 
-    def __init__(self, model: Any, device: torch.device, bf16: bool) -> None:
+    def __init__(self, model: Any, device: Any, bf16: bool) -> None:
         self.model, self.device, self.bf16 = model, device, bf16
 
-    @torch.no_grad()
+    @_no_grad
     def __call__(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        from taomm.device import autocast
+
         ids = torch.from_numpy(input_ids).to(self.device)
         with autocast(self.device, self.bf16):
             vectors = self.model.encode_text(ids, torch.from_numpy(mask).to(self.device))
@@ -125,8 +149,7 @@ class SearchEngine:
     def __init__(self, index_path: str | os.PathLike[str], device: str | None = None, bf16: bool = True,
                  encoder: str = "auto") -> None:
         """``encoder``: what encodes queries (``ENCODERS``), see ``choose_text_encoder``."""
-        from taomm.model import InterBertForRetrieval
-        from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
+        from taomm.model.config import VOCAB_NAME, WEIGHTS_NAME
         from taomm.text.tokenizer import TitleTokenizer
 
         self.index: ItemIndex = open_index(index_path)
@@ -138,22 +161,59 @@ class SearchEngine:
         if sha256_file(weights) != manifest["model"]["sha256"]:
             raise TaommError(f"{weights} is not the model the index was exported with: re-run "
                              "`taomm export-embeddings`")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device_name = device or _default_device()
         self.bf16 = bf16
-        self.model = InterBertForRetrieval.from_pretrained(model_dir).to(self.device).eval()
+        self._model_dir = model_dir
+        self._model: Any = None
+        self._lock = threading.Lock()  # lazy loading from several server threads
         self.tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
-        self.max_text = min(40, self.model.config.max_position_embeddings)
-        self.text_encoder: Any = self.choose_text_encoder(encoder)
+        self.max_text = min(40, manifest["model"]["config"]["max_position_embeddings"])
+        if encoder not in ENCODERS:
+            raise TaommError(f"the query encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+        self._encoder_choice = encoder
+        # a chosen encoder is built now (its errors surface at once); auto's on the first query
+        # (recommend reads the stored vectors and never encodes text)
+        self._text_encoder: Any = self.choose_text_encoder(encoder) if encoder != "auto" else None
         self.image_root = Path(manifest["image_root"]) if manifest.get("image_root") else None
         self._store_path = manifest.get("store", {}).get("path")
         self._store: Any = None
         self._cleaner: Any = None
-        self._lock = threading.Lock()  # lazy loading from several server threads
         # A hit's image path, resolved once per item: resolving (a few syscalls a path) took
         # most of a batched search's time. The /images endpoint still checks each request.
         self._hit_image = functools.lru_cache(maxsize=1 << 16)(self.image_path)
 
     # --- pieces ------------------------------------------------------------------------
+
+    @property
+    def device(self) -> Any:
+        """The torch device the model runs on."""
+        import torch
+
+        return torch.device(self.device_name)
+
+    @property
+    def text_encoder(self) -> Any:
+        """What encodes queries (``choose_text_encoder``), built on first use."""
+        if self._text_encoder is None:
+            encoder = self.choose_text_encoder(self._encoder_choice)
+            with self._lock:
+                self._text_encoder = self._text_encoder or encoder
+        return self._text_encoder
+
+    @text_encoder.setter
+    def text_encoder(self, encoder: Any) -> None:
+        self._text_encoder = encoder
+
+    @property
+    def model(self) -> Any:
+        """The retrieval model, loaded on first use (the torch encoder, rerank, explain):
+        a search with the ONNX encoder and no rerank needs only the index and the tokenizer."""
+        with self._lock:
+            if self._model is None:
+                from taomm.model import InterBertForRetrieval
+
+                self._model = InterBertForRetrieval.from_pretrained(self._model_dir).to(self.device).eval()
+            return self._model
 
     def choose_text_encoder(self, encoder: str) -> Any:
         """The query encoder: ``onnx``, the index's ``text_encoder.onnx`` in onnxruntime (a
@@ -168,7 +228,7 @@ class SearchEngine:
             raise TaommError(f"the query encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
         digest = self.index.manifest["files"].get(ONNX_NAME)
         if encoder == "auto":
-            encoder = "onnx" if digest and self.device.type == "cpu" and onnxruntime_available() else "torch"
+            encoder = "onnx" if digest and self.device_name == "cpu" and onnxruntime_available() else "torch"
         if encoder == "torch":
             return TorchTextEncoder(self.model, self.device, self.bf16)
         if digest is None:
@@ -230,7 +290,6 @@ class SearchEngine:
 
     # --- search and recommend ------------------------------------------------------------
 
-    @torch.no_grad()
     def search(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item",
                category: int | None = None) -> list[Hit]:
         """The ``k`` best items for ``query``; the top ``rerank`` candidates of the vector
@@ -244,7 +303,6 @@ class SearchEngine:
         ids = self.query_ids(query)
         return self.search_encoded(ids, self.encode_ids([ids]), k, rerank, target, category)
 
-    @torch.no_grad()
     def search_encoded(self, ids: list[int], vector: np.ndarray, k: int = 10, rerank: int | None = None,
                        target: str = "item", category: int | None = None) -> list[Hit]:
         """``search`` for a query already encoded: its token ids and its (1, E) vector."""
@@ -268,8 +326,10 @@ class SearchEngine:
             ranked = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True)]
         return [self._hit(i + 1, row, score) for i, (row, score) in enumerate(ranked[:k])]
 
-    def encode_query(self, query: str) -> tuple[torch.Tensor, np.ndarray]:
+    def encode_query(self, query: str) -> tuple[Any, np.ndarray]:
         """A query's token ids (1, T) and its text vector (1, E), as search uses them."""
+        import torch
+
         ids = self.query_ids(query)
         return torch.tensor([ids], device=self.device), self.encode_ids([ids])
 
@@ -288,11 +348,11 @@ class SearchEngine:
             input_ids[i, :len(ids)], mask[i, :len(ids)] = ids, True
         return self.text_encoder(input_ids, mask)
 
-    def _itm(self, input_ids: torch.Tensor, rows: np.ndarray) -> np.ndarray:
+    def _itm(self, input_ids: Any, rows: np.ndarray) -> np.ndarray:
         """ITM logits (N,) of one query's token ids (1, T) against the items at ``rows``."""
         return self.rerank_many([(input_ids[0].tolist(), rows)])[0]
 
-    @torch.no_grad()
+    @_no_grad
     def rerank_many(self, pairs: list[tuple[list[int], np.ndarray]], chunk: int = 512) -> list[np.ndarray]:
         """ITM logits of several queries against their candidates: ``pairs`` of (query token
         ids, candidate rows) -> per pair a (len(rows),) float32 array, the logits a rerank of
@@ -302,6 +362,9 @@ class SearchEngine:
         short: a few regions and a few words). In fp32 a logit moves by ~1e-7 against one query's rerank;
         in bf16 by up to ~1e-3 (any change of batch shape does that), which can swap two
         candidates whose logits are that close."""
+        import torch
+
+        from taomm.device import autocast
         from taomm.retrieval import encode_regions
 
         store, max_regions = self.store, self.model.config.max_regions
@@ -404,7 +467,6 @@ class SearchEngine:
                        key=lambda p: (-p[1], p[0]))
         return [{"category": c, "name": self.category_names.get(c, str(c)), "count": m} for c, m in pairs]
 
-    @torch.no_grad()
     def search_with_facets(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item",
                            category: str | int | None = None) -> tuple[list[Hit], list[dict[str, Any]] | None]:
         """``search`` restricted to ``category`` (an id or a name, ``resolve_category``;
@@ -416,7 +478,6 @@ class SearchEngine:
         vector = self.encode_ids([ids])
         return self.search_encoded(ids, vector, k, rerank, target, chosen), self.facets(vector, target)
 
-    @torch.no_grad()
     def search_many(self, requests: list[SearchRequest]) -> list[SearchResult | TaommError]:
         """``search_with_facets`` of several requests at once: per request the result it
         gives alone, or in its place the TaommError it raises. One forward pass of the text
@@ -459,7 +520,7 @@ class SearchEngine:
 
     # --- explain ---------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @_no_grad
     def explain(self, query: str, item_id: str) -> dict[str, Any]:
         """Why ``item_id`` matches ``query``: its photo's regions, each with its box, detector
         class and a match score to the query, and the pair's ITM score.
@@ -487,6 +548,10 @@ class SearchEngine:
         class. ``best_region``: the index of the highest score (None without regions).
         ``itm_score``: the pair's ITM match logit (what ITM rerank ranks by). A TaommError for
         an unknown item, a QueryError for a query that cannot be searched."""
+        import torch
+        import torch.nn.functional as F
+
+        from taomm.device import autocast
         from taomm.retrieval import encode_items
 
         row = self.index.rows.get(item_id)

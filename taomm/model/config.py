@@ -17,6 +17,9 @@ from typing import Any
 
 from taomm.errors import TaommError
 
+# A checkpoint folder's files (``InterBertPreTrainedModel.save_pretrained``).
+CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME = "config.json", "model.safetensors", "vocab.txt"
+
 # What the language decides: the tokenizer's vocabulary (bert-base-chinese / -uncased) and
 # the detector's taxonomy (taobao33 / Visual Genome 1600) with its regions per image.
 LANGUAGE_DEFAULTS = {

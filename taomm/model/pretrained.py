@@ -22,10 +22,9 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from taomm.errors import TaommError
-from taomm.model.config import InterBertConfig
+from taomm.model.config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, InterBertConfig
 
 log = logging.getLogger(__name__)
-CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME = "config.json", "model.safetensors", "vocab.txt"
 BACKBONE = "interbert"
 
 
