@@ -23,7 +23,8 @@ IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder. De
                                                file_okay=False)]
 EncoderOpt = Annotated[str, typer.Option("--encoder", help="Query encoder: auto (the index's ONNX text encoder in "
                                          "onnxruntime when it has one, onnxruntime is installed and the device is "
-                                         "cpu; else torch), torch or onnx.")]
+                                         "cpu; else torch; serve with batching on: torch, faster for batches), "
+                                         "torch or onnx.")]
 
 
 def _index_path(index: Path | None, ws: Workspace | None) -> Path:
@@ -201,6 +202,11 @@ def serve_command(
         from taomm.serve import create_app
     except ImportError as exc:
         raise TaommError(f"serving needs the serve extra: pip install 'taomm[serve]' ({exc.name} is missing)") from None
+    if encoder == "auto" and max_batch > 1 and batch_window_ms > 0:
+        # Batches go faster through torch: measured on 2 cores, 50 clients, mini preset, 787 QPS
+        # with torch against 665 with onnxruntime (which wins for one query at a time: 367 QPS
+        # unbatched against torch's 128, and a 1.4 s `taomm search`).
+        encoder = "torch"
     engine = _engine(index, workspace, device, encoder)
     app = create_app(engine, max_concurrency=concurrency, batch_window_ms=batch_window_ms, max_batch=max_batch,
                      queue_size=queue_size, batch_workers=batch_workers)
