@@ -3,6 +3,7 @@ loopback; the web page in headless Chromium)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -230,24 +232,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(engine: SearchEngine):
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port, in a thread; yields its base URL."""
     import uvicorn
 
-    from taomm.serve import create_app
-
     port = free_port()
-    config = uvicorn.Config(create_app(engine, max_concurrency=2), host="127.0.0.1", port=port, log_level="error")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(engine: SearchEngine):
+    from taomm.serve import create_app
+
+    with serving(create_app(engine, max_concurrency=2)) as base:
+        yield base
 
 
 def get(url: str) -> tuple[int, bytes, str]:

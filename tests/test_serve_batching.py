@@ -5,27 +5,24 @@ bursts. The catalog is test_search's tiny one (a random fp32 model, so answers a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from email.message import Message
 
 import numpy as np
 import pytest
 import test_search
-from starlette.applications import Starlette
 
 from taomm.batching import MicroBatcher, Overloaded
 from taomm.errors import TaommError
 from taomm.search import SearchEngine, SearchRequest
 
 # test_search's fixtures (built once more for this module): the tiny catalog and its engine
-catalog, engine, free_port = test_search.catalog, test_search.engine, test_search.free_port
+catalog, engine, serving = test_search.catalog, test_search.engine, test_search.serving
 BAD_QUERIES = ["加微信领红包", "hello world", "<p> </p>", "!!!"]
 
 
@@ -202,26 +199,6 @@ def test_threads_reranking_at_once_read_the_store_one_at_a_time(catalog, monkeyp
 
 
 # --- the server ------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def serving(app: Starlette) -> Iterator[str]:
-    """``app`` served by uvicorn on a loopback port, in a thread; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
 
 def fetch(url: str) -> tuple[int, dict, Message]:
     """(status, JSON body, headers) of a GET."""
