@@ -470,13 +470,12 @@ class SearchEngine:
     def search_with_facets(self, query: str, k: int = 10, rerank: int | None = None, target: str = "item",
                            category: str | int | None = None) -> tuple[list[Hit], list[dict[str, Any]] | None]:
         """``search`` restricted to ``category`` (an id or a name, ``resolve_category``;
-        None: every item), and the query's ``facets``; the query is encoded once for both."""
-        if target not in ("image", "item"):
-            raise TaommError(f"search target must be image or item, not {target!r}")
-        ids = self.query_ids(query)
-        chosen = None if category is None else self.resolve_category(category)
-        vector = self.encode_ids([ids])
-        return self.search_encoded(ids, vector, k, rerank, target, chosen), self.facets(vector, target)
+        None: every item), and the query's ``facets``; the query is encoded once for both
+        (``search_many`` of this one request)."""
+        result = self.search_many([SearchRequest(query, k, rerank, target, category)])[0]
+        if isinstance(result, TaommError):
+            raise result
+        return result
 
     def search_many(self, requests: list[SearchRequest]) -> list[SearchResult | TaommError]:
         """``search_with_facets`` of several requests at once: per request the result it
