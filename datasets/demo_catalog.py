@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
@@ -380,7 +381,9 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
 
     jobs = [(seed, i, rec["attributes"], image_size) for i, rec in enumerate(records)]
     coco_images, coco_annotations = [], []
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    # forkserver, not fork: a fork copies whatever locks the caller's threads (onnxruntime's,
+    # torch's) hold at that moment, and a worker then waited forever inside PIL's drawing
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 else None
     try:
         results = pool.map(_render_job, jobs, chunksize=32) if pool else map(_render_job, jobs)
         for i, (jpeg, objects) in enumerate(results):
