@@ -24,8 +24,9 @@ import torch
 from torchvision.ops import batched_nms, nms
 
 from taomm.datasets.demo_catalog import generate_catalog
-from taomm.datasets.prepare import detector_extractor, prepare_store
+from taomm.datasets.prepare import prepare_store
 from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.extract import detector_extractor
 from taomm.taxonomy import load_taxonomy
 
 

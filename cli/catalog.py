@@ -8,31 +8,21 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.common import JsonOpt, print_json, progress_bar, stderr_console
-from taomm.datasets.demo_catalog import CatalogSummary, generate_catalog
-
-ItemsOpt = Annotated[int, typer.Option("--items", "-n", min=1, help="Number of products.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives byte-identical files.")]
-
-
-def build_catalog(out: Path, items: int, seed: int, image_size: int = 192, workers: int = 1,
-                  overwrite: bool = False) -> CatalogSummary:
-    with progress_bar("drawing products", items) as advance:
-        return generate_catalog(out, items=items, seed=seed, image_size=image_size, workers=workers,
-                                overwrite=overwrite, on_progress=advance)
-
-
-def describe(summary: CatalogSummary) -> str:
-    splits = ", ".join(f"{k} {v}" for k, v in summary.splits.items())
-    noise = ", ".join(f"{k} {v}" for k, v in sorted(summary.title_noise.items())) or "none"
-    return (f"wrote {summary.items} items ({splits}), {summary.annotations} boxes, {summary.queries} "
-            f"test queries and a search log of {summary.search_log} to {summary.out}\nbad titles on purpose: {noise}")
+from taomm.cli.common import (
+    CatalogItemsOpt,
+    CatalogSeedOpt,
+    JsonOpt,
+    build_catalog,
+    describe_catalog,
+    print_json,
+    stderr_console,
+)
 
 
 def demo_catalog(
     out: Annotated[Path, typer.Argument(help="Folder to write the catalog to.", file_okay=False)],
-    items: ItemsOpt = 2000,
-    seed: SeedOpt = 0,
+    items: CatalogItemsOpt = 2000,
+    seed: CatalogSeedOpt = 0,
     image_size: Annotated[int, typer.Option("--image-size", help="Image side in pixels.")] = 192,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Drawing processes.")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a catalog already in OUT.")] = False,
@@ -48,7 +38,7 @@ def demo_catalog(
     if json_out:
         print_json(asdict(summary))
     else:
-        stderr_console().print(describe(summary))
+        stderr_console().print(describe_catalog(summary))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI: error handling, workspace option, JSON output, progress bars."""
+"""Shared pieces of the CLI: error handling, workspace option, JSON output, progress bars; the
+training commands' options, processes and end-of-run summary; the demo catalog."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -23,8 +24,13 @@ from rich.progress import (
 )
 from typer.core import TyperGroup
 
-from taomm.errors import TaommError
-from taomm.workspace import ENV_VAR, find_workspace, require_workspace
+from taomm.errors import OptionError, TaommError
+from taomm.workspace import ENV_VAR, Workspace, find_workspace, require_workspace
+
+if TYPE_CHECKING:
+    from taomm.datasets.demo_catalog import CatalogSummary
+    from taomm.train import TrainResult
+    from taomm.train.distributed import DistInfo
 
 
 def stderr_console() -> Console:
@@ -38,6 +44,16 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+# The CLI's wording of library options (OptionError) where it is not ``--name`` (see OptionError.worded).
+FLAGS = {
+    "spec": "--config",  # InterBertConfig.from_spec
+    "run": "--out",  # the run folder of every training command
+    "bf16=False": "--fp32",
+    "rerank=0": "--no-rerank",
+    "overwrite=True": "--force",  # write_workspace (taomm init)
+}
+
+
 class TaommGroup(TyperGroup):
     """Turns user errors raised anywhere in a command into one line on stderr and an exit code."""
 
@@ -45,7 +61,7 @@ class TaommGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except TaommError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            raise fail(exc.worded(FLAGS) if isinstance(exc, OptionError) else str(exc), exc.exit_code) from None
         except OSError as exc:  # missing file, permission denied, disk full ...
             raise fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
         except KeyboardInterrupt:
@@ -67,6 +83,17 @@ def workspace_path(explicit_path: Path | None, workspace: Path | None, name: str
     if explicit_path is not None:
         return explicit_path
     return require_workspace(workspace, needed_for=flag).path(name)
+
+
+def store_path(store: Path | None, ws: Workspace | None, must_exist: bool = True) -> Path:
+    """``--store``, else the workspace's store; with ``must_exist``, refused when it is not there."""
+    if store is None:
+        if ws is None:
+            raise TaommError("no --store and no workspace: pass --store STORE")
+        store = ws.path("store")
+    if must_exist and not store.exists():
+        raise TaommError(f"no feature store at {store}: run `taomm prepare` first")
+    return store
 
 
 QueryLogOpt = Annotated[Path | None, typer.Option(
@@ -149,3 +176,100 @@ def training_progress(description: str, total: int, enabled: bool = True,
             loss = metrics.get("loss")
             progress.update(task, completed=step, loss=f"loss {loss:.4f}" if isinstance(loss, float) else "")
         yield on_step
+
+
+# --- training commands --------------------------------------------------------------------
+# Options the training commands share. The default stays at each command's parameter: they differ.
+MaxStepsOpt = Annotated[int, typer.Option("--max-steps", min=1, help="Optimizer steps (with --resume: the new "
+                                          "total).")]
+AccumStepsOpt = Annotated[int, typer.Option("--accum-steps", min=1, help="Micro-batches per step and process.")]
+WarmupStepsOpt = Annotated[int | None, typer.Option("--warmup-steps", min=0, help="Linear warm-up. Default: 10% of "
+                                                    "--max-steps, at most 10,000.")]
+SaveEveryOpt = Annotated[int, typer.Option("--save-every", min=1, help="Checkpoint every N steps.")]
+KeepLastOpt = Annotated[int, typer.Option("--keep-last", min=1, help="Checkpoints kept.")]
+LogEveryOpt = Annotated[int, typer.Option("--log-every", min=1, help="metrics.jsonl line every N steps.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the latest complete checkpoint in --out.")]
+InitOpt = Annotated[Path | None, typer.Option("--init", help="Pretraining run or model folder. Default: the "
+                                              "workspace's runs/pretrain.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers per process.")]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+# Also for the commands that run a model without training it.
+Bf16Opt = Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast where the hardware has bf16 (weights "
+                                       "stay fp32).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")]
+
+
+@contextmanager
+def training_processes(device: str) -> Iterator[DistInfo]:
+    """Join the torchrun process group (or run alone) on ``--device``; yields the process's
+    ``DistInfo``. The library's logs go to stderr, below warnings only from the main process."""
+    from taomm.train.distributed import setup, teardown
+
+    info = setup(device or None)
+    try:
+        with log_to_stderr(logging.INFO if info.is_main else logging.WARNING):
+            yield info
+    finally:
+        teardown()
+
+
+@contextmanager
+def training_run(device: str, description: str, steps: int, json_out: bool,
+                 header: tuple[str, ...] = ()) -> Iterator[tuple[DistInfo, Callable[[int, dict], None]]]:
+    """:func:`training_processes` with the :func:`training_progress` bar (and ``header``) on the
+    main process, unless --json; yields ``(info, on_step)``."""
+    with training_processes(device) as info, \
+            training_progress(description, steps, info.is_main and not json_out,
+                              header if info.is_main else ()) as on_step:
+        yield info, on_step
+
+
+def recipe_lines(start: str, settings: str, warning: str | None) -> tuple[str, ...]:
+    """The recipe a training command chose, one line for stderr (and its warning, one more)."""
+    return (f"recipe: {start}: {settings}", *([f"taomm: warning: {warning}"] if warning else []))
+
+
+def run_summary(out: Path, model_dir: Path | None, result: TrainResult, world_size: int) -> dict:
+    """What a training command reports at the end (--json)."""
+    return {"run": str(Path(out).resolve()), "model": str(model_dir.resolve()) if model_dir else None,
+            "start_step": result.start_step, "step": result.step, "skipped_steps": result.skipped,
+            "stopped": result.stopped, "seconds": round(result.seconds, 1),
+            "samples_per_s": round(result.samples_per_s, 2), "world_size": world_size, "last": result.last_metrics}
+
+
+def print_run_end(summary: dict, json_out: bool, finished: str, stopped: str | None = None) -> bool:
+    """The end of a training run: ``summary`` as JSON on stdout (--json), else one line on stderr,
+    ``stopped`` (by default: how to continue) or ``finished``. True when it printed ``finished``,
+    so that the command may add its results."""
+    if json_out:
+        print_json(summary)
+        return False
+    console = stderr_console()
+    if summary["stopped"]:
+        console.print(stopped or f"stopped at step {summary['step']}; continue with --resume")
+        return False
+    console.print(finished)
+    return True
+
+
+# --- the demo catalog (taomm demo-catalog, taomm init --demo) -------------------------------
+CatalogItemsOpt = Annotated[int, typer.Option("--items", "-n", min=1, help="Number of products.")]
+CatalogSeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives byte-identical files.")]
+
+
+def build_catalog(out: Path, items: int, seed: int, image_size: int = 192, workers: int = 1,
+                  overwrite: bool = False) -> CatalogSummary:
+    """Generate the demo catalog into ``out`` under a progress bar."""
+    from taomm.datasets.demo_catalog import generate_catalog
+
+    with progress_bar("drawing products", items) as advance:
+        return generate_catalog(out, items=items, seed=seed, image_size=image_size, workers=workers,
+                                overwrite=overwrite, on_progress=advance)
+
+
+def describe_catalog(summary: CatalogSummary) -> str:
+    """What :func:`build_catalog` wrote, in two lines."""
+    splits = ", ".join(f"{k} {v}" for k, v in summary.splits.items())
+    noise = ", ".join(f"{k} {v}" for k, v in sorted(summary.title_noise.items())) or "none"
+    return (f"wrote {summary.items} items ({splits}), {summary.annotations} boxes, {summary.queries} "
+            f"test queries and a search log of {summary.search_log} to {summary.out}\nbad titles on purpose: {noise}")

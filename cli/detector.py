@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
+from taomm.cli.common import (
+    DeviceOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    print_json,
+    progress_bar,
+    stderr_console,
+)
+from taomm.device import resolve_device
 from taomm.errors import TaommError
-from taomm.workspace import Workspace, find_workspace
+from taomm.workspace import DETECTOR_DIR, Workspace, find_workspace
 
-DETECTOR_DIR = "detector"  # under the workspace's runs/
+if TYPE_CHECKING:
+    from taomm.detectors.training import CocoBoxes, TrainResult
 
 AnnotationsOpt = Annotated[Path | None, typer.Option("--annotations", help="COCO detection JSON. Default: the workspace's.")]
 ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Folder of the COCO file_names. Default: ANNOTATIONS' folder/images.",
@@ -43,6 +52,15 @@ def _resolve(annotations: Path | None, images: Path | None, workspace: Path | No
     return annotations, images, ids, ws
 
 
+def _detector_dir(path: Path | None, ws: Workspace | None, flag: str) -> Path:
+    """``path``, by default the workspace's runs/detector."""
+    if path is not None:
+        return path
+    if ws is None:
+        raise TaommError(f"no {flag.split()[0]} and no workspace: pass {flag}")
+    return ws.path("runs") / DETECTOR_DIR
+
+
 def train_detector_command(
     annotations: AnnotationsOpt = None,
     images: ImagesOpt = None,
@@ -69,7 +87,7 @@ def train_detector_command(
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast where the hardware has bf16 (about 2.5x "
                                        "faster there; elsewhere fp32 is used).")] = True,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers.")] = 2,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    device: DeviceOpt = "",
     lang: Annotated[str, typer.Option("--lang", help="Taxonomy: zh (taobao33).")] = "zh",
     split: SplitOpt = None,
     workspace: WorkspaceOpt = None,
@@ -77,19 +95,14 @@ def train_detector_command(
 ) -> None:
     """Train the product detector on COCO-format boxes: from scratch (the demo), or finetuned
     from torchvision's pretrained weights with --weights (real catalogs)."""
-    import torch
-
     from taomm.detectors.training import train_detector
     from taomm.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 
     annotations, images, ids, ws = _resolve(annotations, images, workspace, split, "train")
-    if out is None:
-        if ws is None:
-            raise TaommError("no --out and no workspace: pass --out DIR")
-        out = ws.path("runs") / DETECTOR_DIR
+    out = _detector_dir(out, ws, "--out DIR")
     if lang not in DEFAULT_TAXONOMY:
         raise TaommError(f"no detector taxonomy for language {lang!r} yet")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     classes = list(load_taxonomy(DEFAULT_TAXONOMY[lang]).classes)
     with progress_bar("training detector", max_steps if epochs is None else None) as advance:
         result = train_detector(annotations, images, out, classes, backbone=backbone, max_steps=max_steps,
@@ -97,6 +110,16 @@ def train_detector_command(
                                 device=device, image_ids=ids, image_size=image_size, weights=weights,
                                 fpn_channels=fpn_channels or (256 if weights else 128),
                                 attribute_weight=attribute_weight, on_step=lambda step, loss: advance(1))
+    summary = _trained_summary(out, result, ids, weights)
+    if json_out:
+        print_json(summary)
+    else:
+        _print_trained(summary)
+
+
+def _trained_summary(out: Path, result: TrainResult, ids: list[int] | None,
+                     weights: str | None) -> dict[str, Any]:
+    """What train-detector reports (--json): the run, and the pretrained weights it started from."""
     summary = {"detector": str(Path(out).resolve()), "steps": result.steps, "seconds": round(result.seconds, 1),
                "first_loss": round(result.losses[0], 4), "final_loss": round(result.final_loss, 4),
                "images": len(ids) if ids is not None else None}
@@ -104,15 +127,17 @@ def train_detector_command(
         summary["weights"] = {"from": weights, "layout": result.pretrained["layout"],
                               "loaded": result.pretrained["loaded"], "new": result.pretrained["new"],
                               "initialised": len(result.pretrained["initialised"])}
-    if json_out:
-        print_json(summary)
-    else:
-        if "weights" in summary:
-            w = summary["weights"]
-            stderr_console().print(f"started from {weights} ({w['layout']} layout): {w['loaded']} tensors loaded, "
-                                   f"{len(w['new'])} replaced by new layers, {w['initialised']} initialised")
-        stderr_console().print(f"trained {summary['steps']} steps in {summary['seconds']} s, loss "
-                               f"{summary['first_loss']} -> {summary['final_loss']}; saved to {summary['detector']}")
+    return summary
+
+
+def _print_trained(summary: dict[str, Any]) -> None:
+    console = stderr_console()
+    if "weights" in summary:
+        w = summary["weights"]
+        console.print(f"started from {w['from']} ({w['layout']} layout): {w['loaded']} tensors loaded, "
+                      f"{len(w['new'])} replaced by new layers, {w['initialised']} initialised")
+    console.print(f"trained {summary['steps']} steps in {summary['seconds']} s, loss "
+                  f"{summary['first_loss']} -> {summary['final_loss']}; saved to {summary['detector']}")
 
 
 def evaluate_detector_command(
@@ -127,50 +152,60 @@ def evaluate_detector_command(
     probe_images: Annotated[int, typer.Option("--probe-images", min=0, help="At most this many images to fit the "
                                               "probe on (0: no probe).")] = 600,
     workers: Annotated[int, typer.Option("--workers", min=0)] = 2,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    device: DeviceOpt = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """COCO mAP (IoU 0.5:0.95) and mAP@0.5 of the detector (pycocotools), and what its region
     features carry: a linear probe per attribute group of the annotations (colour, pattern,
     style, product ...) beside the majority-class baseline."""
-    import torch
-
     from taomm.detectors.detector import ProductDetector
     from taomm.detectors.probe import probe_detector
-    from taomm.detectors.training import CocoBoxes, evaluate_detector, image_ids_for_split
+    from taomm.detectors.training import CocoBoxes, evaluate_detector
 
     annotations, images, ids, ws = _resolve(annotations, images, workspace, split, "test")
-    if detector is None:
-        if ws is None:
-            raise TaommError("no --detector and no workspace: pass --detector DIR")
-        detector = ws.path("runs") / DETECTOR_DIR
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    detector = _detector_dir(detector, ws, "--detector DIR")
+    device = resolve_device(device)
     model = ProductDetector.load(detector)
     with progress_bar("evaluating detector", len(ids) if ids is not None else None) as advance:
         metrics = evaluate_detector(model.to(device), annotations, images, image_ids=ids, workers=workers,
                                     on_batch=advance)
     annotated = CocoBoxes(annotations, images) if probe_images else None  # the file, read once
     if annotated is not None and annotated.attribute_vocab:
-        all_ids = [im["id"] for im in annotated.images]
-        manifest = ws.source("manifest") if ws else None
-        probe_split = probe_split or ("train" if manifest and ids is not None else None)
-        if probe_split:
-            if manifest is None:
-                raise TaommError("--probe-split needs a workspace manifest with splits")
-            fit_ids = image_ids_for_split(annotations, manifest, probe_split)[:probe_images]
-            fitted = set(fit_ids)
-            score_ids = ids if ids is not None else [i for i in all_ids if i not in fitted]
-        else:  # no splits: fit on every other evaluated image, score on the rest
-            every = ids if ids is not None else all_ids
-            fit_ids, score_ids = every[0::2][:probe_images], every[1::2]
+        probe_split, fit_ids, score_ids = _probe_images(annotated, annotations, ids, ws, probe_split, probe_images)
         with progress_bar("probing region features", len(fit_ids) + len(score_ids or [])) as advance:
             probe = probe_detector(model, annotations, images, fit_ids, score_ids, device=device, bf16=True,
                                    on_image=advance)
         metrics["probe"] = {"fit": probe_split or "half", **probe}
     if json_out:
         print_json(metrics)
-        return
+    else:
+        _print_metrics(metrics)
+
+
+def _probe_images(annotated: CocoBoxes, annotations: Path, ids: list[int] | None, ws: Workspace | None,
+                  probe_split: str | None, probe_images: int) -> tuple[str | None, list[int], list[int] | None]:
+    """The split the attribute probe fits on (None: half of the evaluated images), the images
+    it fits on and those it is scored on."""
+    from taomm.detectors.training import image_ids_for_split
+
+    all_ids = [im["id"] for im in annotated.images]
+    manifest = ws.source("manifest") if ws else None
+    probe_split = probe_split or ("train" if manifest and ids is not None else None)
+    if probe_split:
+        if manifest is None:
+            raise TaommError("--probe-split needs a workspace manifest with splits")
+        fit_ids = image_ids_for_split(annotations, manifest, probe_split)[:probe_images]
+        fitted = set(fit_ids)
+        score_ids = ids if ids is not None else [i for i in all_ids if i not in fitted]
+    else:  # no splits: fit on every other evaluated image, score on the rest
+        every = ids if ids is not None else all_ids
+        fit_ids, score_ids = every[0::2][:probe_images], every[1::2]
+    return probe_split, fit_ids, score_ids
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    """mAP on stdout, then the probe's accuracy per attribute group beside the majority class."""
     typer.echo(f"mAP {metrics['mAP']:.3f}   mAP@0.5 {metrics['mAP@0.5']:.3f}   "
                f"({metrics['images']} images, {metrics['detections']} detections)")
     probe = metrics.get("probe")

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from taomm.cli.common import (
+    Bf16Opt,
+    DeviceOpt,
     JsonOpt,
+    ResumeOpt,
+    SeedOpt,
+    WorkersOpt,
     WorkspaceOpt,
-    log_to_stderr,
-    print_json,
+    print_run_end,
     run_paths,
-    stderr_console,
+    run_summary,
+    training_processes,
     training_progress,
 )
-from taomm.cli.train import PRETRAIN_DIR, run_summary
+from taomm.workspace import PRETRAIN_DIR
+
+if TYPE_CHECKING:
+    from taomm.datasets.glue import GlueTask
 
 TASK_NAMES = "qnli, cola, sst2, stsb, rte, mnli, qqp or mrpc"
 
@@ -39,11 +46,11 @@ def finetune_glue_command(
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (paper: 2e-5).")] = 2e-5,
     max_length: Annotated[int, typer.Option("--max-length", min=4, help="Tokens per example, [CLS] and [SEP]s "
                                             "included (paper: 128).")] = 128,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest checkpoint in --out.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader workers per process.")] = 2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (weights stay fp32).")] = True,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    resume: ResumeOpt = False,
+    workers: WorkersOpt = 2,
+    seed: SeedOpt = 0,
+    bf16: Bf16Opt = True,
+    device: DeviceOpt = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -55,37 +62,29 @@ def finetune_glue_command(
     """
     from taomm.datasets.glue import get_task
     from taomm.train import TrainConfig
-    from taomm.train.distributed import setup, teardown
     from taomm.train.glue import finetune_glue, load_glue
 
     spec = get_task(task)
     init, out = run_paths(workspace, init, out, PRETRAIN_DIR, f"glue-{spec.name}")
-    info = setup(device or None)
-    try:
-        with log_to_stderr(logging.INFO if info.is_main else logging.WARNING):
-            prepared = load_glue(spec.name, data, init, max_length=max_length, seed=seed)
-            steps = max_steps or prepared.steps_for(epochs, batch_size)
-            train = TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers,
-                                bf16=bf16)
-            with training_progress(f"finetuning {spec.folder}", steps, info.is_main and not json_out) as on_step:
-                result, model_dir, scores = finetune_glue(prepared, out, train=train, resume=resume, info=info,
-                                                          on_step=on_step)
-    finally:
-        teardown()
+    with training_processes(device) as info:
+        prepared = load_glue(spec.name, data, init, max_length=max_length, seed=seed)
+        steps = max_steps or prepared.steps_for(epochs, batch_size)
+        train = TrainConfig(max_steps=steps, batch_size=batch_size, lr=lr, seed=seed, workers=workers, bf16=bf16)
+        with training_progress(f"finetuning {spec.folder}", steps, info.is_main and not json_out) as on_step:
+            result, model_dir, scores = finetune_glue(prepared, out, train=train, resume=resume, info=info,
+                                                      on_step=on_step)
     if not info.is_main:
         return
     summary = {**run_summary(out, model_dir, result, info.world_size), "train_examples": len(prepared.train),
                "train_skipped": prepared.train.skipped, "eval": scores}
-    if json_out:
-        print_json(summary)
-        return
-    console = stderr_console()
-    if scores is None:
-        console.print(f"stopped at step {result.step}; continue with --resume")
-        return
-    console.print(f"finetuned {spec.folder} for {result.step} steps in {summary['seconds']} s "
-                  f"({len(prepared.train)} examples; malformed rows skipped: {prepared.train.skipped}); model saved to "
-                  f"{summary['model']}")
+    finished = (f"finetuned {spec.folder} for {result.step} steps in {summary['seconds']} s ({len(prepared.train)} "
+                f"examples; malformed rows skipped: {prepared.train.skipped}); model saved to {summary['model']}")
+    if print_run_end(summary, json_out, finished):
+        _print_scores(spec, scores)
+
+
+def _print_scores(spec: GlueTask, scores: dict) -> None:
+    """One line per dev split on stdout: the paper's metric, then the others."""
     for name, split in scores["splits"].items():
         others = ", ".join(f"{k} {v:.4f}" for k, v in split.items() if k not in (spec.metric, "examples", "skipped"))
         typer.echo(f"{spec.folder} {name} {spec.metric}: {split[spec.metric]:.4f}"

@@ -47,7 +47,7 @@ def mine_negatives(
         indices, sims = _mine(docs, top_k, max_sim, chunk_size)
         _write_jsonl(out, indices, sims)
     else:
-        from taomm.text.mining import mine_store_negatives
+        from taomm.datasets.store_negatives import mine_store_negatives
 
         path = workspace_path(store, workspace, "store", "--store PATH")
         with FeatureStore(path) as fs:

@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 
 from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
-from taomm.cli.detector import DETECTOR_DIR
 from taomm.errors import TaommError
-from taomm.workspace import find_workspace
+from taomm.model.config import LANGUAGE_DEFAULTS
+from taomm.model.config import MIN_REGIONS as LANGUAGE_MIN_REGIONS
+from taomm.workspace import DETECTOR_DIR, find_workspace
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -22,44 +23,60 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 FORMATS = ("manifest", "coco", "karpathy", "cc", "img2dataset", "sbu", "vcr")
-# Regions per image by language: the paper's at most 16 for zh; bottom-up attention's 10-100 for en.
-REGIONS = {"zh": (1, 16), "en": (10, 100)}
+# Regions per image by language, as the help shows them: "16 (zh), 100 (en)" (their owner is the model config).
+MAX_REGIONS = ", ".join(f"{d['max_regions']} ({lang})" for lang, d in LANGUAGE_DEFAULTS.items())
+MIN_REGIONS = ", ".join(f"{n} ({lang})" for lang, n in LANGUAGE_MIN_REGIONS.items())
+
+
+SourceArg = Annotated[Path | None, typer.Argument(
+    metavar="[SOURCE]", help="Items: a manifest (JSONL or CSV with item_id, title, image relative to it, split; "
+    "default: the workspace's), or a dataset file in --format.", show_default=False)]
+FormatOpt = Annotated[str, typer.Option("--format", help=f"SOURCE's format: {', '.join(FORMATS)} (see the README's "
+                                        "English path for each dataset's layout).")]
+ImagesOpt = Annotated[Path | None, typer.Option("--images", help="Image root of a dataset (default: its usual place "
+                                                "beside SOURCE).", file_okay=False)]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="train, val or test for a dataset file that does not "
+                                              "say (COCO, CC, SBU).")]
+KarpathyOpt = Annotated[Path | None, typer.Option("--karpathy", help="With --format coco: Karpathy's "
+                                                  "dataset_coco.json for the splits.", dir_okay=False)]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Store folder. Default: the workspace's store.",
+                                             file_okay=False)]
+DetectorOpt = Annotated[Path | None, typer.Option("--detector", help="Detector folder. Default: the workspace's "
+                                                  "runs/detector.", file_okay=False)]
+MaxRegionsOpt = Annotated[int | None, typer.Option("--max-regions", min=1, help="Regions per image at most. "
+                                                   f"Default: {MAX_REGIONS}.", show_default=False)]
+MinRegionsOpt = Annotated[int | None, typer.Option(
+    "--min-regions", min=1, help="Regions per image at least, the best-scoring ones below the confidence threshold "
+    f"filling up. Default: {MIN_REGIONS}.", show_default=False)]
+ShardOpt = Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts, into "
+                                       "STORE/shard-I-of-N (the folder then reads as one store).")]
+Bf16Opt = Annotated[bool, typer.Option("--bf16/--fp32", help="Detect under bf16 autocast where the hardware has bf16 "
+                                       "(about 1.3x faster there; elsewhere fp32 is used), as the demo does.")]
+FeaturesOpt = Annotated[Path | None, typer.Option("--features", help="Import pre-extracted region features "
+                                                  "(bottom-up-attention or KDD Cup 2020 TSV) instead of detecting.",
+                                                  dir_okay=False)]
+CaptionsOpt = Annotated[Path | None, typer.Option("--captions", help="With --features in bottom-up format: JSONL of "
+                                                  "item_id (= image id), title, split (or give SOURCE and --format).",
+                                                  dir_okay=False)]
 
 
 def prepare_command(
-    source: Annotated[Path | None, typer.Argument(metavar="[SOURCE]", help="Items: a manifest (JSONL or CSV with item_id, "
-                                                  "title, image relative to it, split; default: the workspace's), or a "
-                                                  "dataset file in --format.", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", help=f"SOURCE's format: {', '.join(FORMATS)} (see the README's "
-                                     "English path for each dataset's layout).")] = "manifest",
-    images: Annotated[Path | None, typer.Option("--images", help="Image root of a dataset (default: its usual "
-                                                "place beside SOURCE).", file_okay=False)] = None,
-    split: Annotated[str | None, typer.Option("--split", help="train, val or test for a dataset file that does not "
-                                              "say (COCO, CC, SBU).")] = None,
-    karpathy: Annotated[Path | None, typer.Option("--karpathy", help="With --format coco: Karpathy's "
-                                                  "dataset_coco.json for the splits.", dir_okay=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Store folder. Default: the workspace's store.",
-                                             file_okay=False)] = None,
-    detector: Annotated[Path | None, typer.Option("--detector", help="Detector folder. Default: the workspace's "
-                                                  "runs/detector.", file_okay=False)] = None,
+    source: SourceArg = None,
+    fmt: FormatOpt = "manifest",
+    images: ImagesOpt = None,
+    split: SplitOpt = None,
+    karpathy: KarpathyOpt = None,
+    out: OutOpt = None,
+    detector: DetectorOpt = None,
     lang: Annotated[str | None, typer.Option("--lang", help="zh or en. Default: the workspace's, else zh.")] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Image-decoding processes.")] = 2,
-    max_regions: Annotated[int | None, typer.Option("--max-regions", min=1, help="Regions per image at most. "
-                                                    "Default: 16 (zh), 100 (en).", show_default=False)] = None,
-    min_regions: Annotated[int | None, typer.Option("--min-regions", min=1, help="Regions per image at least, "
-                                                    "the best-scoring ones below the confidence threshold filling "
-                                                    "up. Default: 1 (zh), 10 (en).", show_default=False)] = None,
-    shard: Annotated[str, typer.Option("--shard", help="I/N: prepare only the I-th of N disjoint parts, into "
-                                       "STORE/shard-I-of-N (the folder then reads as one store).")] = "0/1",
+    max_regions: MaxRegionsOpt = None,
+    min_regions: MinRegionsOpt = None,
+    shard: ShardOpt = "0/1",
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="Detect under bf16 autocast where the hardware has bf16 "
-                                       "(about 1.3x faster there; elsewhere fp32 is used), as the demo does.")] = True,
-    features: Annotated[Path | None, typer.Option("--features", help="Import pre-extracted region features "
-                                                  "(bottom-up-attention or KDD Cup 2020 TSV) instead of detecting.",
-                                                  dir_okay=False)] = None,
-    captions: Annotated[Path | None, typer.Option("--captions", help="With --features in bottom-up format: JSONL of "
-                                                  "item_id (= image id), title, split (or give SOURCE and --format).",
-                                                  dir_okay=False)] = None,
+    bf16: Bf16Opt = True,
+    features: FeaturesOpt = None,
+    captions: CaptionsOpt = None,
     feature_dim: Annotated[int, typer.Option("--feature-dim", min=1, help="With --features: region feature size.")] = 2048,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
@@ -81,8 +98,6 @@ def prepare_command(
         raise TaommError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt != "manifest" and source is None:
         raise TaommError(f"--format {fmt} needs SOURCE: the dataset's file (or folder for vcr, img2dataset)")
-    min_regions = min_regions or REGIONS[lang][0]
-    max_regions = max_regions or REGIONS[lang][1]
     index, total = _shard(shard)
     if out is None and ws is not None:
         out = ws.path("store")
@@ -92,10 +107,18 @@ def prepare_command(
         from taomm.datasets.sharded import shard_folder
 
         out = shard_folder(out, index, total)  # read back as one store: taomm inspect STORE
-    if features is not None:
-        _import_features(features, captions, source, fmt, images, split, karpathy, out, lang, feature_dim,
-                         max_regions, (index, total), json_out)
-        return
+    if features is None:
+        source, detector = _workspace_inputs(ws, source, detector)
+    from taomm.detectors.extract import PrepareSource, prepare
+
+    report = prepare(PrepareSource(source, fmt, images, split, karpathy, features, captions, feature_dim), out,
+                     language=lang, detector=detector, regions=(min_regions, max_regions), workers=workers,
+                     shard=(index, total), device=device, bf16=bf16, progress=progress_bar)
+    _print_report(report, out, json_out)
+
+
+def _workspace_inputs(ws, source: Path | None, detector: Path | None) -> tuple[Path, Path]:
+    """SOURCE and --detector, by default the workspace's manifest and detector."""
     if source is None:
         if ws is None or ws.source("manifest") is None:
             raise TaommError("no manifest: pass SOURCE, or run inside a workspace with sources.manifest (taomm init)")
@@ -104,74 +127,7 @@ def prepare_command(
         if ws is None:
             raise TaommError("no --detector and no workspace: pass --detector DIR (train one with taomm train-detector)")
         detector = ws.path("runs") / DETECTOR_DIR
-    _detect(source, fmt, images, split, karpathy, out, detector, lang, workers, (min_regions, max_regions),
-            (index, total), device, bf16, json_out)
-
-
-def _detect(source: Path, fmt: str, images: Path | None, split: str | None, karpathy: Path | None, out: Path,
-            detector: Path, lang: str, workers: int, regions: tuple[int, int], shard: tuple[int, int], device: str,
-            bf16: bool, json_out: bool) -> None:
-    import torch
-
-    from taomm.datasets.prepare import detector_extractor, prepare_store
-    from taomm.detectors.detector import ProductDetector
-    from taomm.taxonomy import DEFAULT_TAXONOMY
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = ProductDetector.load(detector)
-    extract = detector_extractor(model, regions[1], device=device, bf16=bf16, min_regions=regions[0])
-    common = {"feature_dim": model.config.representation_size, "taxonomy": DEFAULT_TAXONOMY[lang],
-              "classes": model.config.classes, "language": lang}
-    if fmt == "vcr":  # regions: the annotated boxes the question tags point at, features at them
-        from taomm.datasets.vcr import box_feature_extractor, prepare_vcr
-
-        if not source.is_dir():
-            raise TaommError(f"--format vcr: SOURCE must be the VCR folder (train.jsonl, vcr1images/), not {source}")
-        with progress_bar("preparing VCR images", None) as advance:
-            report = prepare_vcr(source, out, box_feature_extractor(model, device=device, bf16=bf16),
-                                 splits=[split] if split else None, feature_dim=model.config.representation_size,
-                                 max_regions=regions[1], workers=workers, on_progress=advance)
-        _print_report(report, out, json_out)
-        return
-    if fmt == "manifest":
-        entries, count = source, _count_lines(source)
-    else:
-        from taomm.datasets.captions import read_caption_manifest
-
-        entries, count = read_caption_manifest(fmt, source, images=images, split=split, karpathy=karpathy), None
-    with progress_bar("preparing items", count) as advance:
-        report = prepare_store(entries, out, extract, **common, workers=workers, shard=shard, on_progress=advance)
-    _print_report(report, out, json_out)
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if line.strip())
-
-
-def _import_features(features: Path, captions: Path | None, source: Path | None, fmt: str, images: Path | None,
-                     split: str | None, karpathy: Path | None, out: Path, lang: str, feature_dim: int,
-                     max_regions: int, shard: tuple[int, int], json_out: bool) -> None:
-    from taomm.datasets.prepare import prepare_from_features
-    from taomm.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
-
-    rejected: list = []
-    if source is not None and fmt not in ("manifest", "vcr"):
-        from taomm.datasets.captions import captions_by_image, read_captions
-
-        if captions is not None:
-            raise TaommError("give either --captions or SOURCE with --format, not both")
-        records = read_captions(fmt, source, images=images, split=split, karpathy=karpathy)
-        captions = captions_by_image(records, on_reject=rejected.append)
-    elif source is not None:
-        raise TaommError(f"--features takes its captions from --captions JSONL or a caption dataset (--format "
-                         f"coco, karpathy, cc, img2dataset, sbu), not --format {fmt}")
-    taxonomy = load_taxonomy(DEFAULT_TAXONOMY[lang])
-    with progress_bar("importing features", None) as advance:
-        report = prepare_from_features(features, out, feature_dim, taxonomy.name, list(taxonomy.classes),
-                                       language=lang, captions=captions, rejected=rejected, max_regions=max_regions,
-                                       shard=shard, on_progress=advance)
-    _print_report(report, out, json_out)
+    return source, detector
 
 
 def _print_report(report, out: Path, json_out: bool) -> None:

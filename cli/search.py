@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from taomm.batching import BATCH_WORKERS, MAX_BATCH, QUEUE_SIZE, WINDOW_MS
 from taomm.cli.common import (
+    Bf16Opt,
+    DeviceOpt,
     JsonOpt,
     StoreOpt,
     WorkspaceOpt,
     print_json,
     progress_bar,
     stderr_console,
+    store_path,
 )
 from taomm.errors import TaommError
-from taomm.workspace import Workspace, find_workspace
+from taomm.workspace import RETRIEVAL_DIR, Workspace, find_workspace
 
 IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder. Default: the workspace's index.",
                                                file_okay=False)]
@@ -51,8 +54,8 @@ def export_embeddings_command(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Items manifest, for image paths. Default: "
                                                   "the workspace's.", dir_okay=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 128,
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    bf16: Bf16Opt = True,
+    device: DeviceOpt = "",
     onnx: Annotated[bool, typer.Option("--onnx", help="Also export the text (query) encoder as ONNX "
                                        "(text_encoder.onnx, hashed in the manifest): search and serve then encode "
                                        "queries with onnxruntime on CPU, faster than torch. Needs "
@@ -68,23 +71,10 @@ def export_embeddings_command(
     """
     from taomm.datasets.sharded import open_store
     from taomm.index import IndexParams, export_index
-    from taomm.onnx_text import ONNX_NAME
     from taomm.train.finetune import resolve_model_dir
 
     ws = find_workspace(workspace)
-    if model is None:
-        if ws is None:
-            raise TaommError("no --model and no workspace: pass --model DIR")
-        model = ws.path("runs") / "retrieval"
-    if store is None:
-        if ws is None:
-            raise TaommError("no --store and no workspace: pass --store STORE")
-        store = ws.path("store")
-    if not store.exists():
-        raise TaommError(f"no feature store at {store}: run `taomm prepare` first")
-    out = _index_path(out, ws)
-    if manifest is None and ws is not None:
-        manifest = ws.source("manifest")
+    model, store, out, manifest = _export_paths(ws, model, store, out, manifest)
     params = IndexParams(kind=index_type, hnsw_m=hnsw_m, hnsw_ef_search=ef_search, ivf_nlist=nlist, ivf_nprobe=nprobe)
     with open_store(store) as fs:
         total = len(fs)
@@ -92,17 +82,38 @@ def export_embeddings_command(
         version = export_index(resolve_model_dir(model), store, out, params, manifest=manifest,
                                device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance,
                                onnx=onnx)
-    import json
-
-    data = json.loads((version / "manifest.json").read_text("utf-8"))
-    summary = {"index": str(Path(out).resolve()), "version": data["version"], "items": data["count"],
-               "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"],
-               "onnx": ONNX_NAME in data["files"]}
+    summary = _export_summary(out, version)
     if json_out:
         print_json(summary)
     else:
         stderr_console().print(f"exported {summary['items']} items to {version} "
-                               f"({data['index']['image']['type']} index, now current)")
+                               f"({summary['index_params']['image']['type']} index, now current)")
+
+
+def _export_paths(ws: Workspace | None, model: Path | None, store: Path | None, out: Path | None,
+                  manifest: Path | None) -> tuple[Path, Path, Path, Path | None]:
+    """--model, --store, --out and --manifest, by default the workspace's."""
+    if model is None:
+        if ws is None:
+            raise TaommError("no --model and no workspace: pass --model DIR")
+        model = ws.path("runs") / RETRIEVAL_DIR
+    store = store_path(store, ws)
+    out = _index_path(out, ws)
+    if manifest is None and ws is not None:
+        manifest = ws.source("manifest")
+    return model, store, out, manifest
+
+
+def _export_summary(out: Path, version: Path) -> dict[str, Any]:
+    """What export-embeddings reports (--json), from the new version's manifest."""
+    import json
+
+    from taomm.onnx_text import ONNX_NAME
+
+    data = json.loads((version / "manifest.json").read_text("utf-8"))
+    return {"index": str(Path(out).resolve()), "version": data["version"], "items": data["count"],
+            "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"],
+            "onnx": ONNX_NAME in data["files"]}
 
 
 def _engine(index: Path | None, workspace: Path | None, device: str, encoder: str = "auto"):
@@ -121,7 +132,7 @@ def search_command(
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Vector search only.")] = False,
     target: Annotated[str, typer.Option("--target", help="item: the listings' vectors (photo + title); image: "
                                         "the photos alone.")] = "item",
-    device: Annotated[str, typer.Option("--device")] = "",
+    device: DeviceOpt = "",
     encoder: EncoderOpt = "auto",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
@@ -140,7 +151,7 @@ def recommend_command(
     item_id: Annotated[str, typer.Argument(help="An item id of the index.")],
     index: IndexOpt = None,
     k: Annotated[int, typer.Option("--k", min=1, max=1000, help="Similar items to show.")] = 5,
-    device: Annotated[str, typer.Option("--device")] = "",
+    device: DeviceOpt = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -190,7 +201,7 @@ def serve_command(
     batch_workers: Annotated[int, typer.Option("--batch-workers", min=1, help="Batches run at the same time "
                                                "(each in its own thread); 2 measured no faster on 2 cores."
                                                )] = BATCH_WORKERS,
-    device: Annotated[str, typer.Option("--device")] = "",
+    device: DeviceOpt = "",
     encoder: EncoderOpt = "auto",
     workspace: WorkspaceOpt = None,
 ) -> None:

@@ -23,9 +23,9 @@ from taomm.cli.common import (
     stderr_console,
     workspace_path,
 )
+from taomm.datasets.store_vocab import build_store_vocab
 from taomm.errors import TaommError
 from taomm.text import MAX_TITLE_CHARS
-from taomm.text.tokenizer import build_store_vocab
 
 
 def _read_titles(lines: Iterator[str], field: str, origin: str) -> Iterator[str]:

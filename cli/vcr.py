@@ -3,32 +3,41 @@ builds its store."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from taomm.cli.common import (
+    AccumStepsOpt,
+    Bf16Opt,
+    DeviceOpt,
+    InitOpt,
     JsonOpt,
+    KeepLastOpt,
+    LogEveryOpt,
+    ResumeOpt,
+    SaveEveryOpt,
+    SeedOpt,
     StoreOpt,
+    WarmupStepsOpt,
+    WorkersOpt,
     WorkspaceOpt,
-    log_to_stderr,
-    print_json,
+    print_run_end,
     run_paths,
-    stderr_console,
-    training_progress,
+    run_summary,
+    training_run,
     workspace_path,
 )
-from taomm.cli.train import PRETRAIN_DIR, run_summary
 from taomm.errors import TaommError
+from taomm.workspace import PRETRAIN_DIR, VCR_DIR
 
-VCR_DIR = "vcr"
+if TYPE_CHECKING:
+    from taomm.train import TrainResult
 
 
 def finetune_vcr_command(
-    init: Annotated[Path | None, typer.Option("--init", help="Pretraining run or model folder. Default: the "
-                                              "workspace's runs/pretrain.")] = None,
+    init: InitOpt = None,
     store: StoreOpt = None,
     annotations: Annotated[Path | None, typer.Option("--annotations", help="Folder of VCR's train.jsonl and "
                                                      "val.jsonl. Default: STORE/vcr (taomm prepare --lang en --format vcr).",
@@ -41,23 +50,23 @@ def finetune_vcr_command(
                                                   "--epochs).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Questions per step over all processes "
                                             "(each with 4 answers and 4 rationales; paper: 32).")] = 32,
-    accum_steps: Annotated[int, typer.Option("--accum-steps", min=1)] = 1,
+    accum_steps: AccumStepsOpt = 1,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (paper: 2e-5).")] = 2e-5,
-    warmup_steps: Annotated[int | None, typer.Option("--warmup-steps", min=0)] = None,
+    warmup_steps: WarmupStepsOpt = None,
     subtask: Annotated[str, typer.Option("--subtask", help="qa (Q->A), qar (QA->R) or both.")] = "both",
     ema: Annotated[float | None, typer.Option("--ema", min=0.0, max=1.0, help="Keep, evaluate and save an "
                                               "exponential moving average of the weights with this decay "
                                               "(paper: 0.9999).")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate on val at the end "
                                            "(RUN/eval.json).")] = True,
-    save_every: Annotated[int, typer.Option("--save-every", min=1)] = 500,
-    keep_last: Annotated[int, typer.Option("--keep-last", min=1)] = 3,
-    log_every: Annotated[int, typer.Option("--log-every", min=1)] = 10,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest checkpoint in --out.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=0)] = 2,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32")] = True,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    save_every: SaveEveryOpt = 500,
+    keep_last: KeepLastOpt = 3,
+    log_every: LogEveryOpt = 10,
+    resume: ResumeOpt = False,
+    workers: WorkersOpt = 2,
+    seed: SeedOpt = 0,
+    bf16: Bf16Opt = True,
+    device: DeviceOpt = "",
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -67,7 +76,6 @@ def finetune_vcr_command(
     Same trainer as pretraining: checkpoints, --resume, SIGTERM, bf16, torchrun DDP.
     """
     from taomm.train import TrainConfig
-    from taomm.train.distributed import setup, teardown
     from taomm.train.vcr import epoch_steps, finetune_vcr
 
     store = workspace_path(store, workspace, "store", "--store STORE")
@@ -78,26 +86,20 @@ def finetune_vcr_command(
     train = TrainConfig(max_steps=steps, batch_size=batch_size, accum_steps=accum_steps, lr=lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
                         seed=seed, workers=workers, bf16=bf16)
-    info = setup(device or None)
-    try:
-        with log_to_stderr(logging.INFO if info.is_main else logging.WARNING), \
-                training_progress("finetuning VCR", steps, info.is_main and not json_out) as on_step:
-            result, model_dir, metrics = finetune_vcr(
-                store, init, out, train=train, subtask=subtask, ema=ema, annotations=annotations,
-                eval_split="val" if evaluate else None, resume=resume, info=info, on_step=on_step)
-    finally:
-        teardown()
-    if not info.is_main:
-        return
-    summary = {**run_summary(out, model_dir, result, info.world_size), "eval": metrics}
-    if json_out:
-        print_json(summary)
-    elif result.stopped:
-        stderr_console().print(f"stopped at step {result.step}; continue with --resume")
-    else:
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in (metrics or {}).items() if "->" in k)
-        stderr_console().print(f"finetuned to step {result.step} in {summary['seconds']} s; model saved to "
-                               f"{summary['model']}" + (f"; val {scores}" if scores else ""))
+    with training_run(device, "finetuning VCR", steps, json_out) as (info, on_step):
+        result, model_dir, metrics = finetune_vcr(
+            store, init, out, train=train, subtask=subtask, ema=ema, annotations=annotations,
+            eval_split="val" if evaluate else None, resume=resume, info=info, on_step=on_step)
+    if info.is_main:
+        _print_end(out, model_dir, result, info.world_size, metrics, json_out)
+
+
+def _print_end(out: Path, model_dir: Path | None, result: TrainResult, world_size: int, metrics: dict | None,
+               json_out: bool) -> None:
+    summary = {**run_summary(out, model_dir, result, world_size), "eval": metrics}
+    scores = ", ".join(f"{k} {v:.3f}" for k, v in (metrics or {}).items() if "->" in k)
+    print_run_end(summary, json_out, f"finetuned to step {result.step} in {summary['seconds']} s; model saved to "
+                                     f"{summary['model']}" + (f"; val {scores}" if scores else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,9 +8,18 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.catalog import ItemsOpt, SeedOpt, build_catalog, describe
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, stderr_console
+from taomm.cli.common import (
+    CatalogItemsOpt,
+    CatalogSeedOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    build_catalog,
+    describe_catalog,
+    print_json,
+    stderr_console,
+)
 from taomm.workspace import (
+    CATALOG_DIR,
     LANGUAGES,
     ModelSettings,
     Sources,
@@ -19,14 +28,12 @@ from taomm.workspace import (
     write_workspace,
 )
 
-CATALOG_DIR = "catalog"
-
 
 def init(
     directory: Annotated[Path, typer.Argument(help="Workspace folder (created if missing).", file_okay=False)] = Path("."),
     demo: Annotated[bool, typer.Option("--demo", help="Also generate the demo catalog and use it as the source.")] = False,
-    items: ItemsOpt = 2000,
-    seed: SeedOpt = 0,
+    items: CatalogItemsOpt = 2000,
+    seed: CatalogSeedOpt = 0,
     lang: Annotated[str, typer.Option("--lang", help=f"Language: {' or '.join(LANGUAGES)}.")] = "zh",
     preset: Annotated[str, typer.Option("--preset", help="Model preset: base, small, mini or tiny.")] = "small",
     manifest: Annotated[str | None, typer.Option("--manifest", help="Items manifest (JSONL), relative to DIR.")] = None,
@@ -51,7 +58,7 @@ def init(
     console = stderr_console()
     console.print(f"wrote {ws.config_path}")
     if summary:
-        console.print(describe(summary))
+        console.print(describe_catalog(summary))
 
 
 def config(workspace: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:

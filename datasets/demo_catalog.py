@@ -40,7 +40,7 @@ import numpy as np
 
 from taomm.datasets import demo_vocab as vocab
 from taomm.datasets.demo_drawing import background, draw_object
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 from taomm.taxonomy import load_taxonomy
 from taomm.text import MAX_TITLE_CHARS
 
@@ -348,9 +348,9 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
                      on_progress: Callable[[int], None] | None = None) -> CatalogSummary:
     """Write a demo catalog of ``items`` products to ``out`` (see the module docstring)."""
     if items < 1:
-        raise TaommError("--items must be at least 1")
+        raise OptionError("{items} must be at least 1", "items")
     if not 64 <= image_size <= 1024:
-        raise TaommError("--image-size must be between 64 and 1024")
+        raise OptionError("{image_size} must be between 64 and 1024", "image_size")
     out = Path(out)
     if (out / "items.jsonl").exists():
         if not overwrite:
@@ -358,8 +358,28 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
         # Same seed -> same files: leave no image of a previous, larger catalog behind.
         shutil.rmtree(out / "images", ignore_errors=True)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    taxonomy = load_taxonomy("taobao33")
 
+    split_of = _assign_splits(items, seed)
+    records = [_item_record(seed, i, str(split_of[i])) for i in range(items)]
+    coco_images, coco_annotations = _render_images(out, records, seed, image_size, workers, on_progress)
+    _write_jsonl(out / "items.jsonl", records)
+    coco = _coco_json(seed, items, image_size, coco_images, coco_annotations)
+    (out / "annotations.json").write_text(json.dumps(coco, ensure_ascii=False), "utf-8")
+    queries = build_queries(records, max_queries)
+    _write_jsonl(out / "queries.jsonl", queries)
+    search_log = build_search_log(records, {q["query"] for q in queries})
+    _write_jsonl(out / "search_log.jsonl", search_log)
+
+    noise_counts: dict[str, int] = {}
+    for rec in records:
+        if rec["title_noise"]:
+            noise_counts[rec["title_noise"]] = noise_counts.get(rec["title_noise"], 0) + 1
+    return CatalogSummary(out.resolve(), items, len(coco_images), len(coco_annotations), len(queries),
+                          len(search_log), {name: int((split_of == name).sum()) for name, _ in SPLITS}, noise_counts)
+
+
+def _assign_splits(items: int, seed: int) -> np.ndarray:
+    """The split name of every item: a seeded permutation cut by the SPLITS shares."""
     split_rng = np.random.default_rng([seed, 1 << 31])
     order = split_rng.permutation(items)
     split_of = np.empty(items, dtype=object)
@@ -368,17 +388,23 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
         count = items - start if name == SPLITS[-1][0] else int(round(share * items))
         split_of[order[start:start + count]] = name
         start += count
+    return split_of
 
-    records = []
-    for i in range(items):
-        attrs = sample_attributes(_item_rng(seed, i, 0))
-        title_rng = _item_rng(seed, i, 1)
-        noise = _sample_noise(title_rng)
-        item_id = f"demo{i:06d}"
-        records.append({"item_id": item_id, "title": make_title(attrs, noise, title_rng),
-                        "image": f"images/{item_id}.jpg", "split": str(split_of[i]),
-                        "attributes": attrs, "title_noise": noise})
 
+def _item_record(seed: int, i: int, split: str) -> dict[str, Any]:
+    """The items.jsonl line of item ``i``: its attributes, title (maybe noisy) and image."""
+    attrs = sample_attributes(_item_rng(seed, i, 0))
+    title_rng = _item_rng(seed, i, 1)
+    noise = _sample_noise(title_rng)
+    item_id = f"demo{i:06d}"
+    return {"item_id": item_id, "title": make_title(attrs, noise, title_rng),
+            "image": f"images/{item_id}.jpg", "split": split,
+            "attributes": attrs, "title_noise": noise}
+
+
+def _render_images(out: Path, records: list[dict[str, Any]], seed: int, image_size: int, workers: int,
+                   on_progress: Callable[[int], None] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Draw and write every item's image; its COCO ``images`` and ``annotations`` entries."""
     jobs = [(seed, i, rec["attributes"], image_size) for i, rec in enumerate(records)]
     coco_images, coco_annotations = [], []
     # forkserver, not fork: a fork copies whatever locks the caller's threads (onnxruntime's,
@@ -402,11 +428,14 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
     finally:
         if pool:
             pool.shutdown()
+    return coco_images, coco_annotations
 
-    with open(out / "items.jsonl", "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    coco = {
+
+def _coco_json(seed: int, items: int, image_size: int, coco_images: list[dict[str, Any]],
+               coco_annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """annotations.json: COCO detection boxes plus the vocabulary of their attributes."""
+    taxonomy = load_taxonomy("taobao33")
+    return {
         "info": {"description": "taomm demo catalog", "seed": seed, "items": items, "image_size": image_size},
         "images": coco_images,
         "annotations": coco_annotations,
@@ -414,19 +443,9 @@ def generate_catalog(out: str | os.PathLike[str], items: int = 2000, seed: int =
         "attribute_vocab": {"colour": [c.name for c in vocab.COLOURS], "pattern": [p.name for p in vocab.PATTERNS],
                             "product": [p.name for p in vocab.PRODUCTS], "style": list(vocab.STYLES)},
     }
-    (out / "annotations.json").write_text(json.dumps(coco, ensure_ascii=False), "utf-8")
-    queries = build_queries(records, max_queries)
-    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
-        for q in queries:
-            f.write(json.dumps(q, ensure_ascii=False) + "\n")
-    search_log = build_search_log(records, {q["query"] for q in queries})
-    with open(out / "search_log.jsonl", "w", encoding="utf-8") as f:
-        for row in search_log:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    noise_counts: dict[str, int] = {}
-    for rec in records:
-        if rec["title_noise"]:
-            noise_counts[rec["title_noise"]] = noise_counts.get(rec["title_noise"], 0) + 1
-    return CatalogSummary(out.resolve(), items, len(coco_images), len(coco_annotations), len(queries),
-                          len(search_log), {name: int((split_of == name).sum()) for name, _ in SPLITS}, noise_counts)
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

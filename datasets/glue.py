@@ -5,8 +5,9 @@ quoting (GLUE text holds unbalanced quote characters), columns found by their he
 CoLA alone has no header (source, label, original label or ``*``, sentence). Rows with a
 wrong field count or without a valid label are skipped and counted, never fatal.
 
-Metrics are written here with numpy: accuracy, binary F1 (positive class 1), Matthews
-correlation, Pearson and Spearman (average ranks for ties). Table 6 reports F1 for QQP and
+Metrics: accuracy, binary F1 (positive class 1) and Matthews correlation with numpy (so
+scikit-learn stays a test-only dependency), Pearson and Spearman (average ranks for ties)
+with scipy.stats; a constant side gives 0, not NaN. Table 6 reports F1 for QQP and
 MRPC, Spearman for STS-B and accuracy for the rest; its CoLA column (BERT-base 56.7) is on
 the Matthews scale that GLUE uses for CoLA, so CoLA's metric here is Matthews.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 
 from taomm.errors import TaommError
 from taomm.text.tokenizer import TitleTokenizer
@@ -151,27 +153,28 @@ def matthews(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; 0 when either side is constant."""
+    """Pearson correlation; 0 when either side is constant (or has fewer than 2 values)."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    den = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    return float(xc @ yc / den) if den else 0.0
+    if len(x) < 2 or _constant(x) or _constant(y):
+        return 0.0
+    return float(stats.pearsonr(x, y).statistic)
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks; tied values share the mean of their ranks."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="stable")
-    ordered = x[order]
-    starts = np.concatenate([[0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1])
-    ends = np.concatenate([starts[1:], [len(x)]])
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
-    return ranks
+    return stats.rankdata(x, method="average")
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    return pearson(average_ranks(x), average_ranks(y))
+    """Spearman correlation (average ranks for ties); 0 when either side is constant."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or _constant(x) or _constant(y):
+        return 0.0
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def _constant(x: np.ndarray) -> bool:
+    return bool(np.all(x == x[0]))
 
 
 def glue_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:

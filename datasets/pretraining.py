@@ -38,6 +38,7 @@ import torch
 
 from taomm.datasets.store import image_key
 from taomm.errors import TaommError
+from taomm.model.config import MAX_TEXT_TOKENS
 from taomm.text.tokenizer import SPECIAL_TOKENS, TitleTokenizer
 
 IGNORE = -100
@@ -56,7 +57,7 @@ class MaskingOptions:
     region_iou: float = 0.4
     match_p: float = 0.5  # ITM: share of matched pairs
     hard_negative_p: float = 0.2  # ITM: share of unmatched pairs with a mined hard negative
-    max_text_tokens: int = 40  # [CLS] + title tokens + [SEP], the title truncated to fit
+    max_text_tokens: int = MAX_TEXT_TOKENS  # [CLS] + title tokens + [SEP], the title truncated to fit
     max_regions: int = 100  # regions per image kept (further capped by the model's max_regions: 16 zh)
 
     def __post_init__(self) -> None:
@@ -141,7 +142,7 @@ class ItemPositions(torch.utils.data.Dataset):
     stream = 0  # subclasses draw from their own stream of generators
 
     def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
-                 max_text_tokens: int = 40, max_regions: int = 16) -> None:
+                 max_text_tokens: int = MAX_TEXT_TOKENS, max_regions: int = 16) -> None:
         self.store = store
         self.tokenizer = tokenizer
         self.ordinals = np.asarray(ordinals, dtype=np.int64)

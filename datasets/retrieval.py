@@ -39,6 +39,7 @@ import torch
 
 from taomm.datasets.pretraining import ItemPositions
 from taomm.errors import TaommError
+from taomm.model.config import MAX_TEXT_TOKENS
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -46,7 +47,7 @@ class RetrievalData(ItemPositions):
     stream = 2
 
     def __init__(self, store: Any, tokenizer: TitleTokenizer, ordinals: Sequence[int], seed: int = 0,
-                 negatives: int = 3, hard_p: float = 0.5, max_text_tokens: int = 40, max_regions: int = 16,
+                 negatives: int = 3, hard_p: float = 0.5, max_text_tokens: int = MAX_TEXT_TOKENS, max_regions: int = 16,
                  query_p: float = 0.5, query_keep: float = 0.5,
                  query_log: Mapping[int, Sequence[Sequence[str]]] | None = None, log_p: float = 0.5) -> None:
         super().__init__(store, tokenizer, ordinals, seed, max_text_tokens, max_regions)

@@ -32,7 +32,7 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign, nms
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 CONFIG_NAME, WEIGHTS_NAME = "detector.json", "detector.safetensors"
@@ -290,19 +290,20 @@ def pretrained_state(weights: str, backbone: str) -> dict[str, torch.Tensor]:
 
         if weights == "coco":
             if backbone != "resnet50":
-                raise TaommError("--weights coco is torchvision's Faster R-CNN ResNet-50-FPN: use --backbone resnet50 "
-                                 "(or --weights imagenet for another backbone)")
+                raise OptionError("{weights=coco} is torchvision's Faster R-CNN ResNet-50-FPN: use "
+                                  "{backbone=resnet50} (or {weights=imagenet} for another backbone)",
+                                  "weights=coco", "backbone=resnet50", "weights=imagenet")
             entry = torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
         else:
             entry = torchvision.models.get_model_weights(backbone).IMAGENET1K_V1
         try:
             return torch.hub.load_state_dict_from_url(entry.url, progress=True, check_hash=True, weights_only=True)
         except OSError as exc:  # URLError included: no network
-            raise TaommError(f"cannot fetch torchvision's {weights} weights ({exc}); on a machine without network "
-                             f"download {entry.url} elsewhere and pass --weights PATH") from None
+            raise OptionError(f"cannot fetch torchvision's {weights} weights ({exc}); on a machine without network "
+                              f"download {entry.url} elsewhere and pass its path as {{weights}}", "weights") from None
     path = Path(weights)
     if not path.is_file():
-        raise TaommError(f"--weights {weights}: not coco, imagenet or a file")
+        raise OptionError(f"{{weights}} {weights}: not coco, imagenet or a file", "weights")
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
@@ -352,8 +353,8 @@ def load_pretrained(model: ProductDetector, state: dict[str, torch.Tensor]) -> d
     if unknown or shapes or missing:
         what = (f"unknown keys {unknown[:3]}" if unknown else f"other shapes {shapes[:3]}" if shapes
                 else f"{len(missing)} tensors missing, e.g. {missing[:2]}")
-        raise TaommError(f"weights do not fit a {model.config.backbone} detector: {what} "
-                         "(is --backbone the weights' backbone?)")
+        raise OptionError(f"weights do not fit a {model.config.backbone} detector: {what} "
+                          "(is {backbone} the weights' backbone?)", "backbone")
     model.load_state_dict(mapped, strict=False)
     return {"layout": layout, "loaded": len(mapped), "new": new, "dropped": dropped,
             "initialised": sorted(k for k in own if k not in mapped)}

@@ -34,7 +34,7 @@ from taomm.detectors.detector import (
     pretrained_state,
 )
 from taomm.device import autocast
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 
 
 def image_tensor(path: Path) -> torch.Tensor:
@@ -112,6 +112,18 @@ class TrainResult:
     pretrained: dict[str, Any] | None = None  # what --weights loaded (load_pretrained's report)
 
 
+def _new_detector(data: CocoBoxes, classes: list[str], backbone: str, image_size: int | None, weights: str | None,
+                  fpn_channels: int) -> tuple[ProductDetector, dict[str, Any] | None]:
+    """The detector to train, with ``weights`` loaded (frozen BatchNorm, three trainable
+    backbone stages, as torchvision does), and the load report (None from scratch)."""
+    sizes = {} if image_size is None else {"min_size": image_size, "max_size": 2 * image_size}
+    start_from = {} if weights is None else {"norm": "frozen", "trainable_layers": 3, "weights": str(weights)}
+    model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
+                                           fpn_channels=fpn_channels, **sizes, **start_from))
+    pretrained = None if weights is None else load_pretrained(model, pretrained_state(str(weights), backbone))
+    return model, pretrained
+
+
 def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLike[str], out: str | os.PathLike[str],
                    classes: list[str], backbone: str = "resnet18", max_steps: int = 300, epochs: int | None = None,
                    batch_size: int = 8, lr: float = 0.02, warmup: int = 50, bf16: bool = True, workers: int = 2,
@@ -136,11 +148,7 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     unknown = sorted({c for c in data.categories if not 0 <= c < len(classes)})
     if unknown:
         raise TaommError(f"category ids {unknown[:5]} are outside the taxonomy of {len(classes)} classes")
-    sizes = {} if image_size is None else {"min_size": image_size, "max_size": 2 * image_size}
-    start_from = {} if weights is None else {"norm": "frozen", "trainable_layers": 3, "weights": str(weights)}
-    model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
-                                           fpn_channels=fpn_channels, **sizes, **start_from))
-    pretrained = None if weights is None else load_pretrained(model, pretrained_state(str(weights), backbone))
+    model, pretrained = _new_detector(data, classes, backbone, image_size, weights, fpn_channels)
     model = model.to(device).train()
     if epochs is not None:
         max_steps = epochs * math.ceil(len(data) / batch_size)
@@ -164,7 +172,7 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
             loss_parts["loss_attributes"] = attribute_weight * loss_parts["loss_attributes"]
         loss = sum(loss_parts.values())
         if not torch.isfinite(loss):
-            raise TaommError(f"detector training diverged at step {step} (loss {loss.item()}); lower --lr")
+            raise OptionError(f"detector training diverged at step {step} (loss {loss.item()}); lower {{lr}}", "lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 5.0)

@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
+from taomm.workspace import (
+    CATALOG_DIR,
+    CONFIG_NAME,
+    DETECTOR_DIR,
+    PRETRAIN_DIR,
+    RETRIEVAL_DIR,
+    Paths,
+)
 
 STATE_FILE = "demo.json"
 STAGES = ("catalog", "detector", "prepare", "negatives", "vocab", "pretrain", "finetune", "evaluate", "export",
@@ -93,30 +101,31 @@ class Demo:
         self.device = device
         self.state_path = self.root / STATE_FILE
         self.records: dict[str, StageRecord] = {}
-        if not self.state_path.is_file() and (self.root / "taomm.toml").is_file():
-            raise TaommError(f"{self.root} is a workspace not made by taomm demo: choose another --workdir")
+        if not self.state_path.is_file() and (self.root / CONFIG_NAME).is_file():
+            raise OptionError(f"{self.root} is a workspace not made by taomm demo: choose another {{workdir}}",
+                              "workdir")
         if self.state_path.is_file():
             state = json.loads(self.state_path.read_text("utf-8"))
             if state.get("config") != config.to_json():
                 old, new = state.get("config") or {}, config.to_json()
                 changed = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
-                raise TaommError(f"{self.root} holds a demo made with other settings ({', '.join(changed)}): "
-                                 "use another --workdir, or --restart to start it again")
+                raise OptionError(f"{self.root} holds a demo made with other settings ({', '.join(changed)}): "
+                                  "use another {workdir}, or {restart} to start it again", "workdir", "restart")
             self.records = {k: StageRecord(**v) for k, v in state.get("stages", {}).items()}
 
     # --- paths ---------------------------------------------------------------------------
 
     @property
     def catalog(self) -> Path:
-        return self.root / "catalog"
+        return self.root / CATALOG_DIR
 
     @property
     def store(self) -> Path:
-        return self.root / "store"
+        return self.root / Paths.store
 
     @property
     def runs(self) -> Path:
-        return self.root / "runs"
+        return self.root / Paths.runs
 
     @property
     def query_log(self) -> Path:
@@ -124,7 +133,7 @@ class Demo:
 
     @property
     def index(self) -> Path:
-        return self.root / "index"
+        return self.root / Paths.index
 
     # --- running -------------------------------------------------------------------------
 
@@ -155,8 +164,8 @@ class Demo:
         from taomm.workspace import ModelSettings, Sources, WorkspaceConfig, write_workspace
 
         cfg = self.config
-        sources = Sources(manifest="catalog/items.jsonl", annotations="catalog/annotations.json",
-                          queries="catalog/queries.jsonl", query_log="catalog/search_log.jsonl")
+        sources = Sources(manifest=f"{CATALOG_DIR}/items.jsonl", annotations=f"{CATALOG_DIR}/annotations.json",
+                          queries=f"{CATALOG_DIR}/queries.jsonl", query_log=f"{CATALOG_DIR}/search_log.jsonl")
         write_workspace(self.root, WorkspaceConfig(sources=sources, model=ModelSettings(preset=cfg.preset)),
                         overwrite=True)
         with self.progress("drawing products", cfg.items) as advance:
@@ -171,7 +180,7 @@ class Demo:
         from taomm.taxonomy import load_taxonomy
 
         cfg = self.config
-        out = self.runs / "detector"
+        out = self.runs / DETECTOR_DIR
         annotations, manifest = self.catalog / "annotations.json", self.catalog / "items.jsonl"
         with self.progress("training the detector", cfg.detector_steps) as advance:
             result = train_detector(annotations, self.catalog / "images", out, list(load_taxonomy("taobao33").classes),
@@ -188,17 +197,10 @@ class Demo:
                 "mAP": round(metrics["mAP"], 3), "mAP@0.5": round(metrics["mAP@0.5"], 3)}
 
     def _prepare(self) -> dict[str, Any]:
-        from taomm.datasets.prepare import detector_extractor, prepare_store
-        from taomm.detectors.detector import ProductDetector
+        from taomm.detectors.extract import PrepareSource, prepare
 
-        model = ProductDetector.load(self.runs / "detector")
-        device = self._device()
-        with self.progress("preparing items", self.config.items) as advance:
-            report = prepare_store(self.catalog / "items.jsonl", self.store,
-                                   detector_extractor(model, device=device, bf16=True),
-                                   feature_dim=model.config.representation_size, taxonomy="taobao33",
-                                   classes=model.config.classes, workers=self.config.workers,
-                                   on_progress=advance)
+        report = prepare(PrepareSource(self.catalog / "items.jsonl"), self.store, detector=self.runs / DETECTOR_DIR,
+                         workers=self.config.workers, device=self._device(), progress=self.progress)
         return {"inputs": report.inputs, "ok": report.ok, "quarantined": report.quarantined,
                 "reasons": report.reasons, "probe": self._probe()}
 
@@ -218,7 +220,7 @@ class Demo:
         return probe_attributes(train, test, parts[0].attribute_vocab)
 
     def _negatives(self) -> dict[str, Any]:
-        from taomm.text.mining import mine_store_negatives
+        from taomm.datasets.store_negatives import mine_store_negatives
 
         with self.progress("mining hard negatives", None) as advance:
             indices = mine_store_negatives(self.store, on_progress=advance)
@@ -226,7 +228,7 @@ class Demo:
 
     def _vocab(self) -> dict[str, Any]:
         from taomm.datasets.retrieval import logged_queries
-        from taomm.text.tokenizer import build_store_vocab
+        from taomm.datasets.store_vocab import build_store_vocab
 
         _, info, _ = build_store_vocab(self.store, extra_texts=logged_queries(self.query_log))
         return {"vocab_size": info["vocab_size"]}
@@ -237,7 +239,7 @@ class Demo:
         from taomm.train.recipe import resolve_pretrain
 
         cfg = self.config
-        run = self.runs / "pretrain"
+        run = self.runs / PRETRAIN_DIR
         recipe, _ = resolve_pretrain(from_scratch=True)
         with self.progress("pretraining", cfg.pretrain_steps) as advance:
             result, _ = pretrain(self.store, run, model_config=InterBertConfig.from_preset(cfg.preset),
@@ -251,7 +253,7 @@ class Demo:
         from taomm.train.recipe import initialised_from, resolve_finetune
 
         cfg = self.config
-        run, init = self.runs / "retrieval", self.runs / "pretrain"
+        run, init = self.runs / RETRIEVAL_DIR, self.runs / PRETRAIN_DIR
         recipe, _ = resolve_finetune(from_scratch=initialised_from(init) is None)
         with self.progress("finetuning retrieval", cfg.finetune_steps) as advance:
             result, _ = finetune_retrieval(self.store, init, run,
@@ -272,9 +274,9 @@ class Demo:
         rows: dict[str, dict[str, Any]] = {}
         with open_store(self.store) as store:
             ordinals = np.sort(store.split("test"))
-            for name, cls, folder, mode in (("random", InterBertForRetrieval, "retrieval", "random"),
-                                             ("zero-shot (pretrained)", InterBertForPretraining, "pretrain", "rerank"),
-                                             ("finetuned", InterBertForRetrieval, "retrieval", "rerank")):
+            for name, cls, folder, mode in (("random", InterBertForRetrieval, RETRIEVAL_DIR, "random"),
+                                             ("zero-shot (pretrained)", InterBertForPretraining, PRETRAIN_DIR, "rerank"),
+                                             ("finetuned", InterBertForRetrieval, RETRIEVAL_DIR, "rerank")):
                 model_dir = self.runs / folder / "model"
                 model = cls.from_pretrained(model_dir).eval()
                 result = evaluate(model, store, TitleTokenizer(model_dir / VOCAB_NAME), ordinals, mode, k=k,
@@ -295,7 +297,7 @@ class Demo:
         with open_store(self.store) as fs:
             total = len(fs)
         with self.progress("exporting item vectors", total) as advance:
-            version = export_index(self.runs / "retrieval" / "model", self.store, self.index,
+            version = export_index(self.runs / RETRIEVAL_DIR / "model", self.store, self.index,
                                    manifest=self.catalog / "items.jsonl", device=self._device(),
                                    onnx=onnx, on_progress=advance)
         return {"items": total, "version": version.name, "onnx": onnx}
@@ -319,11 +321,9 @@ class Demo:
     # --- helpers -------------------------------------------------------------------------
 
     def _device(self) -> str:
-        if self.device:
-            return self.device
-        import torch
+        from taomm.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def _train_config(self, steps: int, lr: float):
         from taomm.train import TrainConfig
@@ -339,13 +339,13 @@ def restart(workdir: str | os.PathLike[str]) -> None:
     root = Path(workdir)
     if not (root / STATE_FILE).is_file():
         if root.is_dir() and any(root.iterdir()):
-            raise TaommError(f"{root} holds no demo ({STATE_FILE} is missing): not removing anything; "
-                             "choose another --workdir")
+            raise OptionError(f"{root} holds no demo ({STATE_FILE} is missing): not removing anything; "
+                              "choose another {workdir}", "workdir")
         return
-    for name in ("catalog", "store", "runs", "index"):
+    for name in (CATALOG_DIR, Paths.store, Paths.runs, Paths.index):
         if (root / name).is_dir():
             shutil.rmtree(root / name)
-    for name in (STATE_FILE, "taomm.toml"):
+    for name in (STATE_FILE, CONFIG_NAME):
         (root / name).unlink(missing_ok=True)
 
 
@@ -407,7 +407,7 @@ def precision_by_kind(engine: Any, queries: list[dict[str, Any]], attributes: di
     with torch.no_grad(), autocast(engine.device, engine.bf16):
         for start in range(0, len(ordinals), batch_size):
             enc = encode_items(store, ordinals[start:start + batch_size], engine.tokenizer,
-                               max_tokens=min(40, cfg.max_position_embeddings), max_regions=cfg.max_regions)
+                               max_tokens=cfg.max_text_tokens, max_regions=cfg.max_regions)
             text = (enc.input_ids.to(engine.device), enc.attention_mask.to(engine.device))
             regions = tuple(t.to(engine.device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
             parts["title"].append(model.encode_text(*text).float().cpu().numpy())

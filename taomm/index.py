@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from taomm.errors import TaommError
+from taomm.errors import IndexIntegrityError, OptionError, TaommError
 
 FORMAT = 1
 MANIFEST, IDS, ITEMS = "manifest.json", "ids.json", "items.jsonl"
@@ -47,10 +47,6 @@ EXACT_LIMIT = 100_000  # auto: exact search up to this many items, IVF-PQ + exac
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
 REFINE_K_FACTOR = 16  # IVF-PQ: candidates re-ranked exactly = k x this
 _VERSION = re.compile(r"^v(\d{4,})$")
-
-
-class IndexIntegrityError(TaommError):
-    pass
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -90,7 +86,7 @@ class IndexParams:
             nlist = self.ivf_nlist or max(1, min(count // 39, int(4 * count ** 0.5)))
             pq_m = self.pq_m or max(1, dim // 4)
             if dim % pq_m:
-                raise TaommError(f"--pq-m {pq_m} must divide the vector dimension {dim}")
+                raise OptionError(f"{{pq_m}} {pq_m} must divide the vector dimension {dim}", "pq_m")
             return {"type": "ivfpq", "nlist": nlist, "nprobe": min(self.ivf_nprobe, nlist), "pq_m": pq_m,
                     "refine": self.refine}
         return {"type": "flat"}
@@ -309,7 +305,7 @@ def export_vectors(model: Any, store: Any, tokenizer: Any, ordinals: np.ndarray,
     with torch.no_grad(), autocast(device, bf16):
         for start in range(0, len(ordinals), batch_size):
             enc = encode_items(store, ordinals[start:start + batch_size], tokenizer,
-                               max_tokens=min(40, cfg.max_position_embeddings), max_regions=cfg.max_regions)
+                               max_tokens=cfg.max_text_tokens, max_regions=cfg.max_regions)
             feats, boxes, mask = (t.to(device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
             out["image"].append(model.encode_image(feats, boxes, mask).float().cpu().numpy())
             out["item"].append(model.encode_item(enc.input_ids.to(device), enc.attention_mask.to(device), feats,
@@ -356,9 +352,8 @@ def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLik
     """Vectors of every item of the store by the retrieval model in ``model_dir``, written
     as a new current version of the index ``out``; with ``onnx``, the model's text encoder
     too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU."""
-    import torch
-
     from taomm.datasets.sharded import open_store
+    from taomm.device import resolve_device
     from taomm.model import InterBertForRetrieval
     from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
     from taomm.text.tokenizer import TitleTokenizer
@@ -371,7 +366,7 @@ def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLik
     model = InterBertForRetrieval.from_pretrained(model_dir)
     if model.load_report.missing:
         raise TaommError(f"{model_dir} lacks the retrieval heads: finetune it with `taomm finetune-retrieval`")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model.to(device)
     tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
     root, images = image_map(manifest)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from taomm.errors import TaommError
+from taomm.errors import IndexIntegrityError, TaommError
 
 ONNX_NAME = "text_encoder.onnx"  # its file name in an index version folder
 # ONNX's own Gelu op is opset 20; onnxruntime runs opset 20 from 1.17 on (the extra's floor).
@@ -114,7 +114,7 @@ def _check_parity(tower: Any, path: Path) -> None:
 
 class OnnxTextEncoder:
     """The text tower in onnxruntime on CPU: token ids and mask (B, T) -> unit vectors (B, E),
-    as ``taomm.search.TorchTextEncoder``. With ``sha256``, the bytes loaded are checked
+    as ``taomm.query_encoder.TorchTextEncoder``. With ``sha256``, the bytes loaded are checked
     against it (the ones read, not the file as it was checked before)."""
 
     backend = "onnx"
@@ -126,10 +126,8 @@ class OnnxTextEncoder:
         self.path = Path(path)
         data = self.path.read_bytes()
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-            from taomm.index import IndexIntegrityError
-
             raise IndexIntegrityError(f"{self.path} does not match its sha256 in the manifest (changed or "
-                                      "truncated): re-run `taomm export-embeddings --onnx`")
+                                      "truncated): export the index again with its ONNX encoder")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per physical core
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -19,6 +19,7 @@ import torch
 from taomm.datasets.pretraining import normalized_boxes
 from taomm.datasets.store import image_key
 from taomm.device import autocast
+from taomm.model.config import MAX_TEXT_TOKENS
 from taomm.text.tokenizer import TitleTokenizer
 
 
@@ -33,7 +34,7 @@ class Encoded:
     region_mask: torch.Tensor  # (N, R) bool
 
 
-def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer, max_tokens: int = 40,
+def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer, max_tokens: int = MAX_TEXT_TOKENS,
                  max_regions: int = 16) -> Encoded:
     """Titles -> [CLS] tokens [SEP] (truncated to ``max_tokens``); regions -> features and
     normalised boxes (x1/W, y1/H, x2/W, y2/H, area), padded."""
@@ -176,7 +177,7 @@ def evaluate(model: torch.nn.Module, store: Any, tokenizer: TitleTokenizer, ordi
         raise ValueError(f"mode must be one of {MODES}")
     t0 = time.perf_counter()
     cfg = model.config
-    texts = encode_items(store, ordinals, tokenizer, max_tokens=min(40, cfg.max_position_embeddings),
+    texts = encode_items(store, ordinals, tokenizer, max_tokens=cfg.max_text_tokens,
                          max_regions=cfg.max_regions)
     first, relevant = caption_images([store[int(o)].item_id for o in ordinals])
     images = texts if len(first) == len(ordinals) else _subset(texts, first)

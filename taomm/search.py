@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from taomm.errors import TaommError
+from taomm.device import resolve_device
+from taomm.errors import OptionError, TaommError
+from taomm.explain import explain_match
 from taomm.index import ItemIndex, open_index, sha256_file
+from taomm.query_encoder import TorchTextEncoder
 
 MAX_QUERY_CHARS = 64
 # Candidates ITM reranks when a search does not say, by target: photos yes; listings no, as
@@ -85,36 +87,6 @@ def _no_grad(fn: Any) -> Any:
     return wrapper
 
 
-def _default_device() -> str:
-    """cuda when torch sees a GPU; cpu, without importing torch, on a machine with no NVIDIA
-    device node (then CUDA cannot be there)."""
-    if not os.path.exists("/dev/nvidiactl") and "torch" not in sys.modules:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class TorchTextEncoder:
-    """The retrieval model's text tower in torch: token ids and mask (B, T) -> unit vectors (B, E)."""
-
-    backend = "torch"
-
-    def __init__(self, model: Any, device: Any, bf16: bool) -> None:
-        self.model, self.device, self.bf16 = model, device, bf16
-
-    @_no_grad
-    def __call__(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        from taomm.device import autocast
-
-        ids = torch.from_numpy(input_ids).to(self.device)
-        with autocast(self.device, self.bf16):
-            vectors = self.model.encode_text(ids, torch.from_numpy(mask).to(self.device))
-        return vectors.float().cpu().numpy()
-
-
 class SerialStore:
     """A feature store whose records are read by one thread at a time. The store reads
     through one LMDB read transaction per process, and LMDB allows a transaction to one
@@ -149,7 +121,7 @@ class SearchEngine:
     def __init__(self, index_path: str | os.PathLike[str], device: str | None = None, bf16: bool = True,
                  encoder: str = "auto") -> None:
         """``encoder``: what encodes queries (``ENCODERS``), see ``choose_text_encoder``."""
-        from taomm.model.config import VOCAB_NAME, WEIGHTS_NAME
+        from taomm.model.config import VOCAB_NAME, WEIGHTS_NAME, InterBertConfig
         from taomm.text.tokenizer import TitleTokenizer
 
         self.index: ItemIndex = open_index(index_path)
@@ -161,13 +133,13 @@ class SearchEngine:
         if sha256_file(weights) != manifest["model"]["sha256"]:
             raise TaommError(f"{weights} is not the model the index was exported with: re-run "
                              "`taomm export-embeddings`")
-        self.device_name = device or _default_device()
+        self.device_name = resolve_device(device)  # cpu without importing torch on a machine with no GPU
         self.bf16 = bf16
         self._model_dir = model_dir
         self._model: Any = None
         self._lock = threading.Lock()  # lazy loading from several server threads
         self.tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
-        self.max_text = min(40, manifest["model"]["config"]["max_position_embeddings"])
+        self.max_text = InterBertConfig.from_dict(manifest["model"]["config"]).max_text_tokens  # as trained
         if encoder not in ENCODERS:
             raise TaommError(f"the query encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
         self._encoder_choice = encoder
@@ -232,8 +204,8 @@ class SearchEngine:
         if encoder == "torch":
             return TorchTextEncoder(self.model, self.device, self.bf16)
         if digest is None:
-            raise TaommError(f"the index {self.index.path} has no {ONNX_NAME}: re-export it with "
-                             "`taomm export-embeddings --onnx`")
+            raise OptionError(f"the index {self.index.path} has no {ONNX_NAME}: export it again with the ONNX "
+                              "query encoder ({onnx=True})", "onnx=True")
         return OnnxTextEncoder(self.index.path / ONNX_NAME, sha256=digest)
 
     @property
@@ -252,8 +224,8 @@ class SearchEngine:
                 from taomm.datasets.sharded import open_store
 
                 if not self._store_path or not Path(self._store_path).exists():
-                    raise TaommError(f"reranking needs the feature store {self._store_path}, which is gone "
-                                     "(use --no-rerank)")
+                    raise OptionError(f"reranking needs the feature store {self._store_path}, which is gone "
+                                      "(search with {rerank=0})", "rerank=0")
                 self._store = SerialStore(open_store(self._store_path))
             return self._store
 
@@ -519,74 +491,7 @@ class SearchEngine:
 
     # --- explain ---------------------------------------------------------------------------
 
-    @_no_grad
     def explain(self, query: str, item_id: str) -> dict[str, Any]:
-        """Why ``item_id`` matches ``query``: its photo's regions, each with its box, detector
-        class and a match score to the query, and the pair's ITM score.
-
-        Region score: one joint forward of (query, photo) through the retrieval model; each
-        region's final image-stream state (the image extractor's output at that region),
-        projected by ``image_proj`` and normalised, and its cosine with the query's text
-        vector (``encode_text``, the vector search itself uses). Why: ``image_proj`` maps
-        into the space where the vector search matched the query against photos (there it
-        projects the image [CLS], which starts as the mean of the regions), so a region scores
-        high when it alone would be found by the query; the states are those of the forward
-        that gives the ITM score, after the regions attended to the query in the interaction
-        layers; a cosine is bounded and compares across regions and queries. Attention
-        weights would not do: the last layers are the separate extractors, where the text
-        [CLS] does not attend to regions at all (only the interaction layers mix the two),
-        scaled_dot_product_attention returns no weights, and softmax weights are relative
-        (they sum to one over both modalities whatever the match).
-
-        Returns ``regions``: those the model sees (the store's first ``max_regions``, by
-        decreasing detector confidence; ``regions_total`` counts all), each ``{"index",
-        "box", "box_pixels", "class_id", "class_name", "confidence", "score"}`` where ``box``
-        is ``x1, y1, x2, y2`` as fractions (0-1) of the photo's width and height, so it draws
-        over the image at any displayed size, and ``box_pixels`` the same in pixels of the
-        ``width`` x ``height`` photo; ``class_id`` -1 (name None) when the detector gave no
-        class. ``best_region``: the index of the highest score (None without regions).
-        ``itm_score``: the pair's ITM match logit (what ITM rerank ranks by). A TaommError for
-        an unknown item, a QueryError for a query that cannot be searched."""
-        import torch
-        import torch.nn.functional as F
-
-        from taomm.device import autocast
-        from taomm.retrieval import encode_items
-
-        row = self.index.rows.get(item_id)
-        if row is None:
-            raise TaommError(f"unknown item id {item_id!r} (not in the index {self.index.path})")
-        ids = self.query_ids(query)
-        store = self.store
-        try:
-            ordinal = store.ordinal(item_id)
-        except KeyError:
-            raise TaommError(f"item {item_id!r} is not in the feature store {self._store_path}") from None
-        item = store[ordinal]
-        cfg = self.model.config
-        enc = encode_items(store, [ordinal], self.tokenizer, max_tokens=self.max_text, max_regions=cfg.max_regions)
-        n = min(item.num_regions, cfg.max_regions)
-        input_ids = torch.tensor([ids], device=self.device)  # (1, T)
-        with autocast(self.device, self.bf16):
-            out = self.model(input_ids, torch.ones_like(input_ids, dtype=torch.bool),
-                             enc.region_features.to(self.device), enc.region_boxes.to(self.device),
-                             enc.region_mask.to(self.device))
-            states = out.backbone.image_hidden[0, 1:n + 1]  # (n, H): the regions, without the image [CLS]
-            regions = F.normalize(self.model.image_proj(states).float(), dim=-1).cpu().numpy()  # (n, E)
-        text = self.encode_ids([ids])[0].astype(np.float32)  # (E,) unit
-        scores = regions @ text  # (n,) cosines
-        classes = list(store.meta.classes)
-        w, h = item.width, item.height
-        rows = []
-        for i in range(n):
-            x1, y1, x2, y2 = (float(v) for v in item.boxes[i])
-            label = int(item.labels[i])
-            rows.append({"index": i, "box": [round(x1 / w, 6), round(y1 / h, 6), round(x2 / w, 6), round(y2 / h, 6)],
-                         "box_pixels": [round(v, 2) for v in (x1, y1, x2, y2)], "class_id": label,
-                         "class_name": classes[label] if 0 <= label < len(classes) else None,
-                         "confidence": round(float(item.scores[i]), 6), "score": round(float(scores[i]), 6)})
-        meta = self.index.items[row]
-        return {"query": query, "item_id": item_id, "title": meta.get("title", ""), "width": w, "height": h,
-                "itm_score": round(float(out.itm_logits.float()[0]), 6),
-                "best_region": int(np.argmax([r["score"] for r in rows])) if rows else None,
-                "category": meta.get("category"), "regions_total": item.num_regions, "regions": rows}
+        """Why ``item_id`` matches ``query``: its photo's regions, each with a match score to the
+        query, and the pair's ITM score (``taomm.explain.explain_match``)."""
+        return explain_match(self, query, item_id)

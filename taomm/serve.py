@@ -71,44 +71,75 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
     return value
 
 
-def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: int = MAX_QUERY_CHARS,
-               batch_window_ms: float = WINDOW_MS, max_batch: int = MAX_BATCH,
-               queue_size: int = QUEUE_SIZE, batch_workers: int = BATCH_WORKERS) -> Starlette:
-    gate: dict[str, asyncio.Semaphore] = {}
-    batching = max_batch > 1 and batch_window_ms > 0
-    batcher = MicroBatcher(engine.search_many, batch_window_ms, max_batch, queue_size, batch_workers) if batching \
-        else None
+def _query_problem(query: str | None, max_query_chars: int) -> str | None:
+    """Why ``?q=`` cannot be searched (a 422), or None."""
+    if query is None or not query.strip():
+        return "give a query: ?q=..."
+    if len(query) > max_query_chars:
+        return f"the query is longer than {max_query_chars} characters"
+    return None
 
-    async def call(fn: Any, *args: Any) -> Any:
-        if "sem" not in gate:  # created inside the server's event loop
-            gate["sem"] = asyncio.Semaphore(max_concurrency)
-        async with gate["sem"]:
+
+def _item_problem(item_id: str | None) -> str | None:
+    """Why ``?item_id=`` cannot be looked up (a 422), or None."""
+    if not item_id:
+        return "give an item: ?item_id=..."
+    if len(item_id) > 256:
+        return "item_id is too long"
+    return None
+
+
+def _result_json(hit: Any) -> dict[str, Any]:
+    data = hit.to_json()
+    data["image_url"] = f"/images/{quote(hit.item_id, safe='')}" if hit.image else None
+    del data["image"]
+    return data
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("error serving %s", request.url.path)
+    return _error(500, "internal error")
+
+
+class _Endpoints:
+    """The handlers of one app, sharing its engine, its limits and its gate on model calls."""
+
+    def __init__(self, engine: SearchEngine, max_concurrency: int, max_query_chars: int,
+                 batcher: MicroBatcher | None) -> None:
+        self.engine, self.max_concurrency, self.max_query_chars = engine, max_concurrency, max_query_chars
+        self.batcher = batcher
+        self.gate: asyncio.Semaphore | None = None  # created inside the server's event loop
+
+    def routes(self) -> list[Route]:
+        return [Route("/", self.page), Route("/health", self.health), Route("/api/search", self.search),
+                Route("/api/recommend", self.recommend), Route("/api/explain", self.explain),
+                Route("/images/{item_id:path}", self.image)]
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread, at most ``max_concurrency`` at a time."""
+        if self.gate is None:
+            self.gate = asyncio.Semaphore(self.max_concurrency)
+        async with self.gate:
             return await run_in_threadpool(fn, *args)
 
-    async def run_search(req: SearchRequest) -> SearchResult:
-        if batcher is None:
-            return await call(engine.search_with_facets, req.query, req.k, req.rerank, req.target, req.category)
-        return await batcher.submit(req)
+    async def run_search(self, req: SearchRequest) -> SearchResult:
+        if self.batcher is None:
+            return await self.call(self.engine.search_with_facets, req.query, req.k, req.rerank, req.target,
+                                   req.category)
+        return await self.batcher.submit(req)
 
-    def result_json(hit: Any) -> dict[str, Any]:
-        data = hit.to_json()
-        data["image_url"] = f"/images/{quote(hit.item_id, safe='')}" if hit.image else None
-        del data["image"]
-        return data
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(PAGE.replace("__MAX__", str(self.max_query_chars)))
 
-    async def page(request: Request) -> Response:
-        return HTMLResponse(PAGE.replace("__MAX__", str(max_query_chars)))
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "items": len(self.engine.index),
+                             "version": self.engine.index.manifest.get("version")})
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "items": len(engine.index),
-                             "version": engine.index.manifest.get("version")})
-
-    async def search(request: Request) -> Response:
+    async def search(self, request: Request) -> Response:
         query = request.query_params.get("q")
-        if query is None or not query.strip():
-            return _error(422, "give a query: ?q=...")
-        if len(query) > max_query_chars:
-            return _error(422, f"the query is longer than {max_query_chars} characters")
+        problem = _query_problem(query, self.max_query_chars)
+        if problem is not None:
+            return _error(422, problem)
         try:
             k = _int_param(request, "k", 10, 1, MAX_K)
             rerank = _int_param(request, "rerank", None, 0, MAX_RERANK)
@@ -118,7 +149,7 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
         if category is not None and len(category) > 128:
             return _error(422, "category is too long")
         try:
-            hits, facets = await run_search(SearchRequest(query, k, rerank, "item", category))
+            hits, facets = await self.run_search(SearchRequest(query, k, rerank, "item", category))
         except Overloaded as exc:
             return JSONResponse({"error": f"the server is busy ({exc}): try again shortly"}, status_code=503,
                                 headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -126,64 +157,60 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
             return _error(422, str(exc))
         except TaommError as exc:
             return _error(400, str(exc))
-        body: dict[str, Any] = {"query": query, "results": [result_json(h) for h in hits]}
+        body: dict[str, Any] = {"query": query, "results": [_result_json(h) for h in hits]}
         if facets is not None:  # an index exported before categories has none
             body["facets"] = facets
         return JSONResponse(body)
 
-    async def explain(request: Request) -> Response:
+    async def explain(self, request: Request) -> Response:
         query, item_id = request.query_params.get("q"), request.query_params.get("item_id")
-        if query is None or not query.strip():
-            return _error(422, "give a query: ?q=...")
-        if len(query) > max_query_chars:
-            return _error(422, f"the query is longer than {max_query_chars} characters")
-        if not item_id:
-            return _error(422, "give an item: ?item_id=...")
-        if len(item_id) > 256:
-            return _error(422, "item_id is too long")
-        row = engine.index.rows.get(item_id)
+        problem = _query_problem(query, self.max_query_chars) or _item_problem(item_id)
+        if problem is not None:
+            return _error(422, problem)
+        row = self.engine.index.rows.get(item_id)
         if row is None:
             return _error(404, f"unknown item id {item_id!r}")
         try:
-            data = await call(engine.explain, query, item_id)
+            data = await self.call(self.engine.explain, query, item_id)
         except QueryError as exc:
             return _error(422, str(exc))
         except TaommError as exc:
             return _error(400, str(exc))
-        known = engine.image_path(row) is not None
+        known = self.engine.image_path(row) is not None
         data["image_url"] = f"/images/{quote(item_id, safe='')}" if known else None
         return JSONResponse(data)
 
-    async def recommend(request: Request) -> Response:
+    async def recommend(self, request: Request) -> Response:
         item_id = request.query_params.get("item_id")
-        if not item_id:
-            return _error(422, "give an item: ?item_id=...")
-        if len(item_id) > 256:
-            return _error(422, "item_id is too long")
+        problem = _item_problem(item_id)
+        if problem is not None:
+            return _error(422, problem)
         try:
             k = _int_param(request, "k", 5, 1, MAX_K)
         except ValueError as exc:
             return _error(422, str(exc))
-        if item_id not in engine.index.rows:
+        if item_id not in self.engine.index.rows:
             return _error(404, f"unknown item id {item_id!r}")
-        hits = await call(engine.recommend, item_id, k)
-        return JSONResponse({"item_id": item_id, "results": [result_json(h) for h in hits]})
+        hits = await self.call(self.engine.recommend, item_id, k)
+        return JSONResponse({"item_id": item_id, "results": [_result_json(h) for h in hits]})
 
-    async def image(request: Request) -> Response:
-        row = engine.index.rows.get(request.path_params["item_id"])
-        path = engine.image_path(row) if row is not None else None
+    async def image(self, request: Request) -> Response:
+        row = self.engine.index.rows.get(request.path_params["item_id"])
+        path = self.engine.image_path(row) if row is not None else None
         if path is None:
             return _error(404, "no image for this item")
         media = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
 
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("error serving %s", request.url.path)
-        return _error(500, "internal error")
 
-    routes = [Route("/", page), Route("/health", health), Route("/api/search", search),
-              Route("/api/recommend", recommend), Route("/api/explain", explain),
-              Route("/images/{item_id:path}", image)]
+def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: int = MAX_QUERY_CHARS,
+               batch_window_ms: float = WINDOW_MS, max_batch: int = MAX_BATCH,
+               queue_size: int = QUEUE_SIZE, batch_workers: int = BATCH_WORKERS) -> Starlette:
+    """The Starlette app of ``taomm serve`` over ``engine`` (endpoints: the module docstring)."""
+    batching = max_batch > 1 and batch_window_ms > 0
+    batcher = MicroBatcher(engine.search_many, batch_window_ms, max_batch, queue_size, batch_workers) if batching \
+        else None
+    endpoints = _Endpoints(engine, max_concurrency, max_query_chars, batcher)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -193,7 +220,7 @@ def create_app(engine: SearchEngine, max_concurrency: int = 2, max_query_chars: 
         if batcher is not None:
             await batcher.close()
 
-    app = Starlette(routes=routes, exception_handlers={Exception: server_error}, lifespan=lifespan)
+    app = Starlette(routes=endpoints.routes(), exception_handlers={Exception: _server_error}, lifespan=lifespan)
     app.state.batcher = batcher  # None when batching is off; its stats tell how full batches ran
     return app
 

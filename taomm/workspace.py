@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from taomm.errors import ConfigError, WorkspaceNotFoundError
+from taomm.errors import ConfigError, WorkspaceExistsError, WorkspaceNotFoundError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +25,14 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 CONFIG_NAME = "taomm.toml"
 ENV_VAR = "TAOMM_WORKSPACE"
 LANGUAGES = ("zh", "en")
+
+# Folder names the commands agree on, so that each finds what another wrote without a flag.
+CATALOG_DIR = "catalog"  # the demo catalog (`taomm init --demo`), in the workspace folder
+# Run folders, under the workspace's runs/ path:
+DETECTOR_DIR = "detector"  # `taomm train-detector`; read by `taomm prepare`
+PRETRAIN_DIR = "pretrain"  # `taomm pretrain`; the default --init of every finetuning command
+RETRIEVAL_DIR = "retrieval"  # `taomm finetune-retrieval`; the model `taomm search` serves
+VCR_DIR = "vcr"  # `taomm finetune-vcr`
 
 
 @dataclass
@@ -165,7 +173,7 @@ def require_workspace(explicit: str | os.PathLike[str] | None, needed_for: str) 
     if workspace is None:
         raise WorkspaceNotFoundError(
             f"no workspace here ({CONFIG_NAME} not found in {Path.cwd()} or its parents): "
-            f"pass {needed_for}, use --workspace DIR or {ENV_VAR}, or create one with `taomm init`"
+            f"pass {needed_for}, use {{workspace}} DIR or {ENV_VAR}, or create one with `taomm init`", "workspace"
         )
     return workspace
 
@@ -176,7 +184,7 @@ def write_workspace(root: str | os.PathLike[str], config: WorkspaceConfig, overw
     root.mkdir(parents=True, exist_ok=True)
     path = root / CONFIG_NAME
     if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists (use --force to overwrite it)")
+        raise WorkspaceExistsError(f"{path} already exists (use {{overwrite=True}} to overwrite it)", "overwrite=True")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(config.to_toml(), "utf-8")
     os.replace(tmp, path)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from taomm.datasets import captions
+from taomm.datasets import captions_text
 from taomm.datasets.captions import (
     CaptionRecord,
     caption_entries,
@@ -232,7 +232,7 @@ def test_cc_symlink_leaving_the_root_is_rejected(cc: Path, tmp_path: Path) -> No
 
 
 def test_cc_without_images_gives_records_without_paths(cc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(captions, "MAX_LINE_CHARS", 150)  # only row 1 (0-based) is longer
+    monkeypatch.setattr(captions_text, "MAX_LINE_CHARS", 150)  # only row 1 (0-based) is longer
     records = check(read_captions("cc", cc / CC_TSV))
     assert [r.image for r in ok(records)] == [None] * 5
     assert rejected(records)[(2, None)] == "bad_manifest_line"

@@ -40,7 +40,7 @@ def test_pretrain_in_a_workspace_needs_no_paths(runner: CliRunner, workspace: Pa
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1  # --log-every 10: the last step
     assert json.loads((run / "run.json").read_text())["masking"]["mask_mode"] == "segment"
     again = runner.invoke(app, ["pretrain", *FAST])
-    assert_one_line_error(again, 1, "--resume")
+    assert_one_line_error(again, 1, "pass --resume to continue it or choose another --out")
     more = runner.invoke(app, ["pretrain", *FAST[:2], "--max-steps", "5", "--batch-size", "4", "--workers", "0",
                                "--resume"])
     assert more.exit_code == 0, more.output

@@ -317,7 +317,7 @@ def test_torchvision_backbone_weights_and_errors(tmp_path: Path) -> None:
         load_pretrained(ProductDetector(DetectorConfig(classes=CLASSES, backbone="resnet34", norm="frozen")), state)
     with pytest.raises(TaommError, match="neither of torchvision's layouts"):
         load_pretrained(model, {"encoder.weight": torch.zeros(2)})
-    with pytest.raises(TaommError, match="use --backbone resnet50"):
+    with pytest.raises(TaommError, match="use `backbone=resnet50`"):
         pretrained_state("coco", "resnet18")
     with pytest.raises(TaommError, match="not coco, imagenet or a file"):
         pretrained_state(str(tmp_path / "missing.pth"), "resnet18")

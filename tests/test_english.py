@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from taomm.cli.app import app
 from taomm.datasets.manifest import ManifestEntry, Rejected
-from taomm.datasets.prepare import prepare_from_features, prepare_store
+from taomm.datasets.prepare import import_regions, prepare_store
 from taomm.datasets.pretraining import MaskingOptions, PretrainingData
 from taomm.datasets.store import FeatureStore, Item, StoreWriter, image_key, word_ends_of
 from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.extract import feature_rows
 from taomm.retrieval import caption_images, recall_at_k
 from taomm.taxonomy import load_taxonomy
 from taomm.text.english import MAX_CAPTION_WORDS, CaptionCleaner
@@ -166,8 +167,8 @@ def test_bottom_up_features_with_several_captions_per_image(tmp_path: Path) -> N
     captions = {"1000092795": [("1000092795#0", "Two young guys with shaggy hair .", "train"),
                                ("1000092795#1", "Two men in green shirts .", "train")],
                 "10002456": [("10002456#0", "Several men in hard hats", "test")]}
-    report = prepare_from_features(tmp_path / "feats.tsv", tmp_path / "store", 16, VG.name, list(VG.classes),
-                                   language="en", captions=captions, max_regions=100)
+    report = import_regions(feature_rows(tmp_path / "feats.tsv", 16), tmp_path / "store", 16, VG.name,
+                            list(VG.classes), language="en", captions=captions, max_regions=100)
     assert (report.inputs, report.ok) == (3, 3)
     with FeatureStore(tmp_path / "store") as store:
         a, b = store.get("1000092795#0"), store.get("1000092795#1")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from taomm.cli.app import app
+from taomm.datasets.pretraining import normalized_boxes
 from taomm.errors import TaommError
 from taomm.model import (
     InterBertConfig,
@@ -18,7 +20,6 @@ from taomm.model import (
     InterBertForRetrieval,
     InterBertModel,
     count_parameters,
-    normalize_boxes,
 )
 
 V, B, T, R = 50, 3, 9, 5
@@ -62,6 +63,20 @@ def test_presets_and_config_round_trip(tmp_path: Path) -> None:
         tiny(hidden_size=30)
     with pytest.raises(TaommError, match="unknown model preset"):
         InterBertConfig.from_preset("huge")
+
+
+def test_text_length_is_saved_and_old_configs_keep_theirs(tmp_path: Path) -> None:
+    """max_text_tokens round-trips through config.json; a config.json written before it was
+    saved gets min(40, max_position_embeddings), the length the code used then."""
+    assert tiny().max_text_tokens == 40 and tiny(max_text_tokens=24).max_text_tokens == 24
+    tiny(max_text_tokens=24).to_json_file(tmp_path / "config.json")
+    assert InterBertConfig.from_json_file(tmp_path / "config.json").max_text_tokens == 24
+    for positions, expected in ((512, 40), (32, 32)):
+        old = tiny(max_position_embeddings=positions).to_dict()
+        del old["max_text_tokens"]
+        (tmp_path / "old.json").write_text(json.dumps(old))
+        assert InterBertConfig.from_json_file(tmp_path / "old.json").max_text_tokens == expected
+    assert tiny(max_position_embeddings=16, max_text_tokens=40).max_text_tokens == 16
 
 
 def test_pretraining_heads_and_losses(pretraining: InterBertForPretraining) -> None:
@@ -153,10 +168,11 @@ def test_image_cls_is_the_mean_region_with_the_whole_box() -> None:
     assert f[0, 0].tolist() == [2.0, 3.0] and b[0, 0].tolist() == [0, 0, 1, 1, 1] and m[0].tolist() == [1, 1, 1, 0]
 
 
-def test_normalize_boxes() -> None:
-    boxes = torch.tensor([[[10.0, 20.0, 110.0, 70.0], [0.0, 0.0, 200.0, 100.0]]])  # (B=1, R=2, 4)
-    out = normalize_boxes(boxes, torch.tensor([200.0]), torch.tensor([100.0]))
-    torch.testing.assert_close(out, torch.tensor([[[0.05, 0.2, 0.55, 0.7, 0.25], [0.0, 0.0, 1.0, 1.0, 1.0]]]))
+def test_normalized_boxes() -> None:
+    boxes = np.array([[10.0, 20.0, 110.0, 70.0], [0.0, 0.0, 200.0, 100.0]])  # (R=2, 4) pixels
+    out = normalized_boxes(boxes, 200, 100)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.05, 0.2, 0.55, 0.7, 0.25], [0.0, 0.0, 1.0, 1.0, 1.0]], rtol=1e-6)
 
 
 def test_retrieval_vectors() -> None:
@@ -221,12 +237,11 @@ def test_loading_across_model_classes(pretraining: InterBertForPretraining, tmp_
     backbone = InterBertModel.from_pretrained(tmp_path / "pre")
     assert backbone.load_report.missing == []
     assert {k.split(".")[0] for k in backbone.load_report.unexpected} == {"msm_head", "mrm_head", "itm_head",
-                                                                           "text_proj", "image_proj", "logit_scale"}
+                                                                           "contrastive"}
     backbone.save_pretrained(tmp_path / "backbone")
     retrieval = InterBertForRetrieval.from_pretrained(tmp_path / "backbone")
     assert retrieval.load_report.unexpected == []
-    assert {k.split(".")[0] for k in retrieval.load_report.missing} == {"itm_head", "text_proj", "image_proj",
-                                                                          "item_head", "logit_scale"}
+    assert {k.split(".")[0] for k in retrieval.load_report.missing} == {"itm_head", "contrastive", "item_head"}
     torch.testing.assert_close(retrieval.interbert.embeddings.word_embeddings.weight,
                                pretraining.interbert.embeddings.word_embeddings.weight)
     config = json.loads((tmp_path / "pre" / "config.json").read_text())
@@ -237,6 +252,35 @@ def test_loading_across_model_classes(pretraining: InterBertForPretraining, tmp_
         InterBertForPretraining.from_pretrained(tmp_path / "pre")
     with pytest.raises(TaommError, match="not an InterBERT checkpoint"):
         InterBertModel.from_pretrained(tmp_path / "missing")
+
+
+def legacy_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as the code before InterBertContrastiveHead wrote it: its tensors at the top."""
+    return {k.removeprefix("contrastive."): v.clone() for k, v in state.items()}
+
+
+@pytest.mark.parametrize("cls", [InterBertForRetrieval, InterBertForPretraining])
+def test_checkpoints_of_the_old_layout_load(cls, tmp_path: Path) -> None:
+    """Before the contrastive head was a submodule, checkpoints held ``text_proj.*``,
+    ``image_proj.*`` and ``logit_scale`` at the top: they load into ``contrastive.*``."""
+    torch.manual_seed(1)
+    model = cls(tiny()).eval()
+    with torch.no_grad():
+        model.contrastive.logit_scale.fill_(3.5)  # not its initial value: it must come from the file
+    state = model.state_dict()
+    old = legacy_layout(state)
+    assert {"text_proj.weight", "image_proj.bias", "logit_scale"} <= old.keys()
+    (tmp_path / "old").mkdir()
+    tiny().to_json_file(tmp_path / "old" / "config.json")
+    save_file({k: v for k, v in old.items() if k != "msm_head.decoder.weight"},  # tied: stored once
+              str(tmp_path / "old" / "model.safetensors"))
+    torch.manual_seed(2)
+    loaded = cls.from_pretrained(tmp_path / "old").eval()
+    assert loaded.load_report.missing == [] and loaded.load_report.unexpected == []
+    assert all(torch.equal(state[k], v) for k, v in loaded.state_dict().items())
+    ids, mask, feats, boxes, rmask = batch()
+    assert torch.equal(loaded.encode_text(ids, mask), model.encode_text(ids, mask))
+    assert torch.equal(loaded.encode_image(feats, boxes, rmask), model.encode_image(feats, boxes, rmask))
 
 
 def test_parameter_counts() -> None:

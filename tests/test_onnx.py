@@ -169,7 +169,7 @@ def test_auto_uses_onnx_when_the_index_has_it_and_onnxruntime_imports(catalog, t
     assert SearchEngine(catalog["index"], device="cpu", encoder="torch").text_encoder.backend == "torch"
     plain = without_onnx(catalog, tmp_path)
     assert SearchEngine(plain, device="cpu").text_encoder.backend == "torch"
-    with pytest.raises(TaommError, match="export-embeddings --onnx"):
+    with pytest.raises(TaommError, match=r"export it again with the ONNX query encoder \(`onnx=True`\)"):
         SearchEngine(plain, device="cpu", encoder="onnx")
     with pytest.raises(TaommError, match="auto, torch, onnx"):
         SearchEngine(catalog["index"], device="cpu", encoder="tensorrt")

@@ -197,9 +197,11 @@ FOREIGN = Path(__file__).parent / "fixtures" / "foreign"
 
 
 def test_import_kdd2020_features(tmp_path: Path) -> None:
-    from taomm.datasets.prepare import prepare_from_features
+    from taomm.datasets.prepare import import_regions
+    from taomm.detectors.extract import feature_rows
 
-    report = prepare_from_features(FOREIGN / "kdd2020.tsv", tmp_path / "store", 2048, "taobao33", CLASSES)
+    report = import_regions(feature_rows(FOREIGN / "kdd2020.tsv", 2048), tmp_path / "store", 2048, "taobao33",
+                            CLASSES)
     assert report.inputs == 4 and report.ok + report.quarantined == 4
     assert report.reasons == {"no_regions": 1}  # product 100002 has no box
     with FeatureStore(tmp_path / "store") as store:
@@ -210,15 +212,16 @@ def test_import_kdd2020_features(tmp_path: Path) -> None:
 
 
 def test_import_bottom_up_features_with_captions(tmp_path: Path) -> None:
-    from taomm.datasets.prepare import prepare_from_features
+    from taomm.datasets.prepare import import_regions
+    from taomm.detectors.extract import feature_rows
 
     captions = tmp_path / "captions.jsonl"
     captions.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
         {"item_id": "391895", "title": "一个男人骑着自行车", "split": "train"},
         {"item_id": "184613", "title": "Two dogs play", "split": "test"},
     ]) + "\n", "utf-8")
-    report = prepare_from_features(FOREIGN / "bottom_up.tsv", tmp_path / "store", 2048, "taobao33", CLASSES,
-                                   captions=captions, max_regions=1)
+    report = import_regions(feature_rows(FOREIGN / "bottom_up.tsv", 2048), tmp_path / "store", 2048, "taobao33",
+                            CLASSES, captions=captions, max_regions=1)
     assert report.reasons == {"missing_title": 2, "no_chinese": 1}  # 522418 and 318219 have no caption
     with FeatureStore(tmp_path / "store") as store:
         item = store.get("391895")
@@ -275,8 +278,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def test_real_photos_through_prepare_with_the_detector(tmp_path: Path) -> None:
     import shutil
 
-    from taomm.datasets.prepare import detector_extractor
     from taomm.detectors.detector import DetectorConfig, ProductDetector
+    from taomm.detectors.extract import detector_extractor
 
     flickr, muge = SHARED / "flickr30k-cn-sample", SHARED / "muge-sample"
     if not (flickr / "captions.tsv").is_file() or not muge.is_dir():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import build_pretraining_store
+from safetensors.torch import load_file, save_file
 
 from taomm.datasets.pretraining import MaskingOptions, PretrainingData
 from taomm.datasets.store import FeatureStore
@@ -22,10 +23,10 @@ from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train import TrainConfig, Trainer
-from taomm.train.checkpoint import MODEL_FILE, latest_checkpoint, list_checkpoints
+from taomm.train.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_checkpoints
 from taomm.train.pretrain import PretrainTask, pretrain
 from taomm.train.recipe import SCRATCH_PRETRAIN
-from taomm.train.trainer import NonFiniteLossError
+from taomm.train.trainer import NonFiniteLossError, param_groups
 
 TINY = InterBertConfig.from_preset("tiny")
 
@@ -69,7 +70,7 @@ def test_contrastive_task(store: Path, tmp_path: Path) -> None:
     assert rows[-1]["itc"] < rows[0]["itc"] - 0.1
     assert rows[0]["loss"] == pytest.approx(rows[0]["msm"] + rows[0]["mrm"] + rows[0]["itm"] + rows[0]["itc"], rel=1e-4)
     model = InterBertForPretraining.from_pretrained(tmp_path / "run" / "model")
-    assert "text_proj.weight" not in model.load_report.missing
+    assert "contrastive.text_proj.weight" not in model.load_report.missing
 
 
 class Crash(Exception):
@@ -94,6 +95,51 @@ def test_exact_resume(store: Path, tmp_path: Path) -> None:
     assert [r["step"] for r in b] == list(range(1, 21))  # the crashed run's steps 11-12 were dropped
     for x, y in zip(a[10:], b[10:], strict=True):
         assert (x["loss"], x["msm"], x["mrm"], x["itm"], x["lr"]) == (y["loss"], y["msm"], y["mrm"], y["itm"], y["lr"])
+    state_a = InterBertForPretraining.from_pretrained(straight / "model").state_dict()
+    state_b = InterBertForPretraining.from_pretrained(crashed / "model").state_dict()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def write_old_layout(checkpoint: Path, model: InterBertForPretraining) -> None:
+    """Rewrite a trainer checkpoint of ``model`` as the code before InterBertContrastiveHead
+    wrote it: the head's tensors at the top of the weights, and in the optimizer state the
+    model's own ``logit_scale`` first of its group (it came first in ``named_parameters``)."""
+    weights = load_file(str(checkpoint / MODEL_FILE))
+    save_file({k.removeprefix("contrastive."): v for k, v in weights.items()}, str(checkpoint / MODEL_FILE))
+    state = torch.load(checkpoint / STATE_FILE, weights_only=True)
+    names = {id(p): n for n, p in model.named_parameters()}
+    new = dict(state["optimizer"]["state"])  # parameter index -> its AdamW state
+    for group, saved in zip(param_groups(model, 0.01), state["optimizer"]["param_groups"], strict=True):
+        now = [names[id(p)] for p in group["params"]]
+        if "contrastive.logit_scale" in now:
+            at = now.index("contrastive.logit_scale")
+            assert at > 0  # else the old and the new order agree and this test proves nothing
+            moved = saved["params"][at]
+            then = [moved, *(i for i in saved["params"] if i != moved)]  # today's indices, in the old order
+            for index, source in zip(saved["params"], then, strict=True):
+                state["optimizer"]["state"][index] = new[source]
+    torch.save(state, checkpoint / STATE_FILE)
+
+
+def test_resume_from_a_checkpoint_of_the_old_layout(store: Path, tmp_path: Path) -> None:
+    """A run checkpointed before the contrastive head became a submodule resumes exactly."""
+    straight = tmp_path / "straight"
+    pretrain(store, straight, model_config=TINY, itc_weight=1.0, train=train_config(max_steps=10))
+
+    def crash_at_7(step: int, _: dict) -> None:
+        if step == 7:
+            raise Crash  # after the checkpoint of step 5
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        pretrain(store, crashed, model_config=TINY, itc_weight=1.0, train=train_config(max_steps=10),
+                 on_step=crash_at_7)
+    config = InterBertConfig.from_json_file(crashed / "config.json")
+    write_old_layout(latest_checkpoint(crashed)[1], InterBertForPretraining(config))
+    result, _ = pretrain(store, crashed, model_config=TINY, itc_weight=1.0, train=train_config(max_steps=10),
+                         resume=True)
+    assert result.start_step == 5
+    a, b = metrics(straight), metrics(crashed)
+    assert [(r["loss"], r["itc"]) for r in a[5:]] == [(r["loss"], r["itc"]) for r in b[5:]]
     state_a = InterBertForPretraining.from_pretrained(straight / "model").state_dict()
     state_b = InterBertForPretraining.from_pretrained(crashed / "model").state_dict()
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
@@ -210,6 +256,22 @@ def test_sigterm_checkpoints_and_exits_zero(store: Path, tmp_path: Path) -> None
     result, model_dir = pretrain(store, run, model_config=TINY, resume=True, itc_weight=SCRATCH_PRETRAIN.itc,
                                  train=TrainConfig(max_steps=step + 2, batch_size=4, log_every=1, workers=0))
     assert (result.start_step, result.step) == (step, step + 2) and model_dir is not None
+
+
+def test_a_sigterm_during_the_step_all_reduce_is_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM that lands after the step's flags were packed (here: inside the all-reduce)
+    still stops the run at the next step; it once was overwritten by the packed 0."""
+    from taomm.train import trainer as trainer_module
+
+    trainer = Trainer(TrainConfig(max_steps=10, batch_size=4, workers=0))
+
+    def reduce_then_signal(tensor, info):
+        trainer.request_stop()
+        return tensor
+
+    monkeypatch.setattr(trainer_module, "all_reduce_sum", reduce_then_signal)
+    means, bad, flops = trainer._all_reduce(torch.tensor([2.0, 4.0]), torch.tensor([2.0, 2.0]), 0.0)
+    assert means.tolist() == [1.0, 2.0] and not bad and trainer._stop
 
 
 def test_torchrun_matches_single_process(store: Path, tmp_path: Path) -> None:

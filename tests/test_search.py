@@ -218,7 +218,7 @@ def test_index_of_another_model_is_refused(catalog, tmp_path: Path) -> None:
     export_index(model, catalog["store"], out, bf16=False)
     retrained = InterBertForRetrieval.from_pretrained(model)
     with torch.no_grad():
-        retrained.text_proj.weight.add_(1.0)
+        retrained.contrastive.text_proj.weight.add_(1.0)
     retrained.save_pretrained(model)
     with pytest.raises(TaommError, match="not the model the index was exported with"):
         SearchEngine(out, device="cpu")

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore
 from taomm.datasets.vcr import (
+    BadLine,
     VcrExamples,
-    _BadLine,
     check_relative,
     collate_vcr,
     encode_pair,
@@ -31,6 +31,7 @@ from taomm.datasets.vcr import (
     render,
 )
 from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.extract import box_feature_extractor
 from taomm.model import InterBertConfig, InterBertForMultipleChoice, InterBertForPretraining
 from taomm.taxonomy import load_taxonomy
 from taomm.text.tokenizer import TitleTokenizer
@@ -85,7 +86,7 @@ def detector() -> ProductDetector:
 @pytest.fixture(scope="module")
 def store(vcr_root: Path, detector: ProductDetector, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("vcr-store") / "store"
-    prepare_vcr(vcr_root, path, detector, workers=0)
+    prepare_vcr(vcr_root, path, box_feature_extractor(detector), feature_dim=FEATURE_DIM, workers=0)
     return path
 
 
@@ -128,7 +129,7 @@ def test_read_fixture_and_build_examples(vcr_root: Path) -> None:
 
 @pytest.mark.parametrize("path", ["../x.jpg", "a/../../b.jpg", "/etc/passwd", "C:\\x.jpg", "..\\x.jpg"])
 def test_paths_must_stay_inside_the_images(path: str) -> None:
-    with pytest.raises(_BadLine) as err:
+    with pytest.raises(BadLine) as err:
         check_relative(path, "img_fn")
     assert err.value.reason == "path_outside_root"
     assert check_relative("movie/a..b@0.jpg", "img_fn") == "movie/a..b@0.jpg"
@@ -184,13 +185,15 @@ def test_prepare_vcr_max_regions_missing_image_and_resume(vcr_root: Path, detect
     root = tmp_path / "vcr"
     shutil.copytree(vcr_root, root)
     (root / "vcr1images" / IMAGE_B).unlink()
-    report = prepare_vcr(root, tmp_path / "store", detector, splits=["train"], max_regions=2, workers=0)
+    report = prepare_vcr(root, tmp_path / "store", box_feature_extractor(detector), splits=["train"],
+                         feature_dim=FEATURE_DIM, max_regions=2, workers=0)
     assert report.reasons == {"bad_line": 2, "image_missing": 1, "path_outside_root": 1} and report.written == 2
     with FeatureStore(tmp_path / "store") as fs:
         assert fs.get(IMAGE_A).num_regions == 2 and IMAGE_B not in fs
         questions = load_split(fs, root / "train.jsonl").questions
     assert questions[0].answers[0].text == "He is driving the car ."  # box 2 was dropped: still its name
-    again = prepare_vcr(root, tmp_path / "store", detector, splits=["train"], max_regions=2, workers=0)
+    again = prepare_vcr(root, tmp_path / "store", box_feature_extractor(detector), splits=["train"],
+                         feature_dim=FEATURE_DIM, max_regions=2, workers=0)
     assert again.written == 0 and again.ok == 2
 
 

@@ -13,12 +13,12 @@ from typing import Any
 _WHERE = {
     "InterBertConfig": "config",
     "InterBertForSequenceClassification": "glue",
+    "InterBertContrastiveHead": "heads",
     "InterBertForPretraining": "heads",
     "InterBertForRetrieval": "heads",
     "InterBertPretrainingOutput": "heads",
     "InterBertModel": "modeling",
     "InterBertOutput": "modeling",
-    "normalize_boxes": "modeling",
     "InterBertPreTrainedModel": "pretrained",
     "LoadReport": "pretrained",
     "bert_key_map": "pretrained",

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 
 # A checkpoint folder's files (``InterBertPreTrainedModel.save_pretrained``).
 CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME = "config.json", "model.safetensors", "vocab.txt"
@@ -26,7 +26,13 @@ LANGUAGE_DEFAULTS = {
     "zh": {"vocab_size": 21128, "num_region_classes": 33, "max_regions": 16},
     "en": {"vocab_size": 30522, "num_region_classes": 1600, "max_regions": 100},
 }
+# Regions per image ``taomm prepare`` keeps at least (at most: max_regions above), the best
+# below the detector's confidence threshold filling up: 1 for zh; bottom-up attention's 10 for en.
+MIN_REGIONS = {"zh": 1, "en": 10}
 PRESETS = ("base", "small", "mini", "tiny")
+# The longest title the model reads, in tokens with [CLS] and [SEP] (InterBertConfig.max_text_tokens):
+# what training truncates to is what search truncates queries to.
+MAX_TEXT_TOKENS = 40
 
 
 @dataclass
@@ -38,6 +44,10 @@ class InterBertConfig:
     num_extractor_layers: int = 6  # layers of each two-stream extractor (image, text), new weights
     vocab_size: int = 21128  # the tokenizer's vocabulary (bert-base-chinese)
     max_position_embeddings: int = 512  # longest text, in tokens
+    # Titles and queries: [CLS] + tokens + [SEP], truncated to this at training and search; lowered to
+    # max_position_embeddings (a config.json without it, written before it was saved, gets
+    # min(40, max_position_embeddings): what the code then used).
+    max_text_tokens: int = MAX_TEXT_TOKENS
     type_vocab_size: int = 2  # segments: 0 text, 1 image
     region_feature_dim: int = 2048  # detector RoI feature size
     box_dim: int = 5  # x1, y1, x2, y2, area, normalised by the image size
@@ -58,6 +68,7 @@ class InterBertConfig:
             value = getattr(self, f.name)
             if f.type == "int" and (not isinstance(value, int) or value < 0):
                 raise TaommError(f"config: {f.name} must be a non-negative integer, not {value!r}")
+        self.max_text_tokens = min(self.max_text_tokens, self.max_position_embeddings)
 
     @property
     def head_dim(self) -> int:
@@ -89,7 +100,7 @@ class InterBertConfig:
             return cls.from_preset(spec, lang)
         path = Path(spec)
         if not path.is_file():
-            raise TaommError(f"--config {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+            raise OptionError(f"{{spec}} {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file", "spec")
         try:
             data = json.loads(path.read_text("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -104,34 +104,36 @@ class InterBertPretrainingOutput:
     logit_scale: torch.Tensor | None = None
 
 
-class ContrastiveHeads:
-    """Single-modal vectors: text alone and image alone through the backbone, projected and
-    normalised, with a learnable temperature (``logit_scale``). Expects ``self.interbert``,
-    ``self.text_proj``, ``self.image_proj`` and ``self.logit_scale``."""
+class InterBertContrastiveHead(nn.Module):
+    """Single-modal vectors (search recall): the backbone's output for text alone or image
+    alone, its [CLS] projected to E = retrieval_embedding_size and normalised, and a learnable
+    temperature for their similarity logits. A task model holds it as ``contrastive``."""
 
-    def _init_contrastive(self, config: InterBertConfig) -> None:
+    def __init__(self, config: InterBertConfig) -> None:
+        super().__init__()
         self.text_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
         self.image_proj = nn.Linear(config.hidden_size, config.retrieval_embedding_size)
-
-    def _init_temperature(self) -> None:
-        # CLIP's initial temperature 0.07, learned in log space (set after init_weights)
+        # CLIP's initial temperature 0.07, learned in log space; init_weights leaves a bare
+        # Parameter as it is, so it keeps this value
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Text alone -> (B, E) unit vector."""
-        out = self.interbert(input_ids, attention_mask)
-        return F.normalize(self.text_proj(out.text_cls), dim=-1)
+    def encode_text(self, out: InterBertOutput) -> torch.Tensor:
+        """The backbone's output for text alone -> (B, E) unit vector."""
+        return F.normalize(self.text_proj(out.text_cls), dim=-1)  # (B, H) -> (B, E)
 
-    def encode_image(self, region_features, region_boxes, region_mask=None) -> torch.Tensor:
-        """Image alone -> (B, E) unit vector."""
-        out = self.interbert(region_features=region_features, region_boxes=region_boxes, region_mask=region_mask)
-        return F.normalize(self.image_proj(out.image_cls), dim=-1)
+    def encode_image(self, out: InterBertOutput) -> torch.Tensor:
+        """The backbone's output for an image alone -> (B, E) unit vector."""
+        return F.normalize(self.image_proj(out.image_cls), dim=-1)  # (B, H) -> (B, E)
+
+    def logits(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """(B_text, B_image) similarity logits of unit vectors, scaled by the temperature."""
+        return self.logit_scale.clamp(max=math.log(100.0)).exp() * text @ image.T
 
 
-class InterBertForPretraining(ContrastiveHeads, InterBertPreTrainedModel):
+class InterBertForPretraining(InterBertPreTrainedModel):
     """Backbone + MSM, MRM and ITM heads; L = w_msm MSM + w_mrm MRM + w_itm ITM.
 
-    Beyond the paper, it also carries the contrastive heads of the retrieval model (text-alone
+    Beyond the paper, it also carries the contrastive head of the retrieval model (text-alone
     and image-alone vectors): pretraining can align them (``itc_input_ids``, ALBEF's
     "align before fuse"), and retrieval finetuning starts from them."""
 
@@ -143,13 +145,21 @@ class InterBertForPretraining(ContrastiveHeads, InterBertPreTrainedModel):
         self.msm_head = InterBertMSMHead(config)
         self.mrm_head = InterBertMRMHead(config)
         self.itm_head = InterBertITMHead(config)
-        self._init_contrastive(config)
+        self.contrastive = InterBertContrastiveHead(config)
         self.loss_weights = loss_weights
         self.init_weights()
-        self._init_temperature()
 
     def tie_weights(self) -> None:
         self.msm_head.decoder.weight = self.interbert.embeddings.word_embeddings.weight
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Text alone -> (B, E) unit vector."""
+        return self.contrastive.encode_text(self.interbert(input_ids, attention_mask))
+
+    def encode_image(self, region_features, region_boxes, region_mask=None) -> torch.Tensor:
+        """Image alone -> (B, E) unit vector."""
+        return self.contrastive.encode_image(self.interbert(region_features=region_features,
+                                                            region_boxes=region_boxes, region_mask=region_mask))
 
     def forward(
         self,
@@ -199,7 +209,7 @@ class InterBertForPretraining(ContrastiveHeads, InterBertPreTrainedModel):
         if itc_input_ids is not None:
             result.text_vectors = self.encode_text(itc_input_ids, itc_attention_mask)
             result.image_vectors = self.encode_image(region_features, region_boxes, region_mask)
-            result.logit_scale = self.logit_scale
+            result.logit_scale = self.contrastive.logit_scale
         return result
 
 
@@ -218,7 +228,7 @@ class InterBertRetrievalOutput:
     backbone: InterBertOutput
 
 
-class InterBertForRetrieval(ContrastiveHeads, InterBertPreTrainedModel):
+class InterBertForRetrieval(InterBertPreTrainedModel):
     """Backbone + ITM head for pair scores, single-modal contrastive vectors (text alone,
     image alone; normalised, learnable temperature) and the cross-modal item vector."""
 
@@ -226,14 +236,22 @@ class InterBertForRetrieval(ContrastiveHeads, InterBertPreTrainedModel):
         super().__init__(config)
         self.interbert = InterBertModel(config)
         self.itm_head = InterBertITMHead(config)
-        self._init_contrastive(config)
+        self.contrastive = InterBertContrastiveHead(config)
         self.item_head = InterBertItemHead(config)
         self.init_weights()
-        self._init_temperature()
 
     def forward(self, input_ids, attention_mask, region_features, region_boxes, region_mask=None) -> InterBertRetrievalOutput:
         out = self.interbert(input_ids, attention_mask, region_features, region_boxes, region_mask)
         return InterBertRetrievalOutput(self.itm_head(out.image_cls, out.text_cls), out)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Text alone -> (B, E) unit vector (the query vector of search)."""
+        return self.contrastive.encode_text(self.interbert(input_ids, attention_mask))
+
+    def encode_image(self, region_features, region_boxes, region_mask=None) -> torch.Tensor:
+        """Image alone -> (B, E) unit vector."""
+        return self.contrastive.encode_image(self.interbert(region_features=region_features,
+                                                            region_boxes=region_boxes, region_mask=region_mask))
 
     def encode_item(self, input_ids, attention_mask, region_features, region_boxes, region_mask=None) -> torch.Tensor:
         """Image and title together -> (B, item_embedding_size) unit vector (recommendation)."""
@@ -242,4 +260,4 @@ class InterBertForRetrieval(ContrastiveHeads, InterBertPreTrainedModel):
 
     def contrastive_logits(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """(B_text, B_image) similarity logits of unit vectors, scaled by the temperature."""
-        return self.logit_scale.clamp(max=math.log(100.0)).exp() * text @ image.T
+        return self.contrastive.logits(text, image)

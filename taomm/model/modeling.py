@@ -74,15 +74,6 @@ def with_image_cls(features: torch.Tensor, boxes: torch.Tensor, mask: torch.Tens
     return torch.cat([mean, features], 1), torch.cat([whole, boxes], 1), torch.cat([cls_mask, mask], 1)
 
 
-def normalize_boxes(boxes: torch.Tensor, width: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-    """Pixel boxes (B, R, 4) x1 y1 x2 y2 of images of size width, height (B,) ->
-    (B, R, 5): x1/W, y1/H, x2/W, y2/H, area/(W H)."""
-    w = width.to(boxes.dtype).unsqueeze(-1)
-    h = height.to(boxes.dtype).unsqueeze(-1)
-    x1, y1, x2, y2 = (boxes[..., 0] / w, boxes[..., 1] / h, boxes[..., 2] / w, boxes[..., 3] / h)
-    return torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)], -1)
-
-
 class InterBertAttention(nn.Module):
     """Multi-head self-attention (scaled_dot_product_attention) with BERT's residual LayerNorm."""
 
@@ -189,7 +180,8 @@ class InterBertModel(InterBertPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
     ) -> InterBertOutput:
         """input_ids (B, T) with CLS and SEP, attention_mask (B, T); region_features (B, R, D),
-        region_boxes (B, R, 5) normalised (see normalize_boxes), region_mask (B, R)."""
+        region_boxes (B, R, 5) x1/W, y1/H, x2/W, y2/H, area (``taomm.datasets.pretraining.normalized_boxes``),
+        region_mask (B, R)."""
         has_text, has_image = input_ids is not None, region_features is not None
         if not (has_text or has_image):
             raise ValueError("give input_ids, region_features or both")

@@ -3,7 +3,8 @@
 Every InterBERT model derives from :class:`InterBertPreTrainedModel`. Task models keep the
 backbone in ``self.interbert``; a checkpoint of the backbone loads into a task model (its
 keys get the ``interbert.`` prefix) and a task checkpoint loads into the backbone (the
-prefix is stripped, the heads are reported as unexpected).
+prefix is stripped, the heads are reported as unexpected). Checkpoints of the earlier
+layout load too (``upgrade_state_dict``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from taomm.model.config import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME, InterBertC
 
 log = logging.getLogger(__name__)
 BACKBONE = "interbert"
+CONTRASTIVE = "contrastive"  # the task models' InterBertContrastiveHead
+# Before the contrastive head was a submodule, its tensors sat at the top of the task model's
+# state dict: ``text_proj.*``, ``image_proj.*`` and ``logit_scale`` are now ``contrastive.*``.
+LEGACY_CONTRASTIVE = ("text_proj", "image_proj", "logit_scale")
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with the keys of the earlier layout (``LEGACY_CONTRASTIVE``) renamed to
+    today's; other keys as they are. No key of today's models starts with those names."""
+    return {(f"{CONTRASTIVE}.{key}" if key.split(".")[0] in LEGACY_CONTRASTIVE else key): tensor
+            for key, tensor in state.items()}
 
 
 @dataclass
@@ -65,10 +77,9 @@ class InterBertPreTrainedModel(nn.Module):
         return getattr(self, BACKBONE, self)
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
-        from taomm.model.modeling import InterBertEncoder
-
+        """Recompute activations in backward, in every layer stack that can (``InterBertEncoder``)."""
         for module in self.modules():
-            if isinstance(module, InterBertEncoder):
+            if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = enabled
 
     # --- save / load -------------------------------------------------------------------
@@ -99,7 +110,7 @@ class InterBertPreTrainedModel(nn.Module):
         own = self.state_dict()
         has_backbone = self.backbone is not self
         adapted: dict[str, torch.Tensor] = {}
-        for key, tensor in state.items():
+        for key, tensor in upgrade_state_dict(state).items():
             if has_backbone and key not in own and f"{BACKBONE}.{key}" in own:
                 key = f"{BACKBONE}.{key}"
             elif not has_backbone and key.startswith(BACKBONE + "."):

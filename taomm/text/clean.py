@@ -15,27 +15,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 from taomm.text import MAX_TITLE_CHARS
+from taomm.text.cleaned import CleanTitle
+from taomm.text.english import CaptionCleaner
 from taomm.text.normalize import has_chinese, normalize_title
 from taomm.text.segment import get_segmenter
 from taomm.text.spam import SpamFilter
 
 REASONS = ("empty", "no_chinese")  # plus "spam:<category>"
-
-
-@dataclass(frozen=True)
-class CleanTitle:
-    input: str
-    title: str  # the cleaned text
-    words: tuple[str, ...]  # its words: "".join(words) == title
-    kept: bool
-    reason: str | None  # None when kept
-
-    def to_json(self) -> dict:
-        return {"input": self.input, "title": self.title, "words": list(self.words),
-                "kept": self.kept, "reason": self.reason}
 
 
 def truncate_words(words: Sequence[str], max_chars: int = MAX_TITLE_CHARS) -> list[str]:
@@ -87,8 +75,6 @@ class TitleCleaner:
 def make_cleaner(language: str = "zh"):
     """The title pipeline of a language: ``TitleCleaner`` (zh) or ``CaptionCleaner`` (en)."""
     if language == "en":
-        from taomm.text.english import CaptionCleaner
-
         return CaptionCleaner()
     return TitleCleaner()
 

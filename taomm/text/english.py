@@ -1,7 +1,7 @@
 """The caption pipeline of the English path (``--lang en``): normalise, reject, split into
 words, truncate.
 
-The same :class:`~taomm.text.clean.CleanTitle` as the Chinese pipeline, with English rules:
+The same :class:`~taomm.text.cleaned.CleanTitle` as the Chinese pipeline, with English rules:
 
 - normalisation as for titles (HTML, NFKC, invisible characters, whitespace) without the
   traditional -> simplified step;
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from taomm.text.clean import CleanTitle
+from taomm.text.cleaned import CleanTitle
 from taomm.text.normalize import normalize_title
 
 MAX_CAPTION_WORDS = 40

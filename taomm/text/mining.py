@@ -105,23 +105,7 @@ def mine_hard_negatives(
         return indices, sims
     x = sp.csr_matrix(x, dtype=np.float64)
     x.sort_indices()  # the same term order in both rows of a pair: symmetric sums
-    xt = x.T.tocsr()
-    xt.sort_indices()
-    df = np.diff(xt.indptr)
-    common = np.zeros(x.shape[1], dtype=np.bool_)
-    common[np.argsort(-df, kind="stable")[:n_common]] = True
-    common &= df > 1  # a word of one caption is never shared
-    # The common part of every row on its own (CSR, column order kept) and its norm.
-    keep = common[x.indices]
-    rows = np.repeat(np.arange(n), np.diff(x.indptr))[keep]
-    c_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
-    c_indices, c_data = x.indices[keep].astype(np.int64), x.data[keep]
-    cnorm = np.sqrt(np.bincount(rows, weights=c_data ** 2, minlength=n))
-    by_cnorm = np.argsort(-cnorm, kind="stable").astype(np.int64)
-    args = (x.indptr.astype(np.int64), x.indices.astype(np.int64), x.data, xt.indptr.astype(np.int64),
-            xt.indices.astype(np.int64), xt.data, common, c_indptr.astype(np.int64), c_indices, c_data,
-            cnorm, by_cnorm, np.ascontiguousarray(cnorm[by_cnorm]), group_ids, top_k, np.float32(max_sim),
-            indices, sims)
+    args = (*_join_inputs(x, n_common), group_ids, top_k, np.float32(max_sim), indices, sims)
     # Rows go to threads in blocks of chunk_size (the compiled kernel runs without the GIL),
     # all queued at once so no thread waits for another; each thread keeps its own
     # length-N buffers for the whole run.
@@ -141,6 +125,28 @@ def mine_hard_negatives(
             if on_progress is not None:
                 on_progress(done)
     return indices, sims
+
+
+def _join_inputs(x: sp.csr_matrix, n_common: int) -> tuple[np.ndarray, ...]:
+    """The arrays ``_mine_rows`` joins over, from the sorted TF-IDF rows ``x``: ``x`` and its
+    transpose (CSR, int64 indices), the common-term mask, the common part of every row on its
+    own (CSR, column order kept), its norm, rows by that norm descending and those norms."""
+    n = x.shape[0]
+    xt = x.T.tocsr()
+    xt.sort_indices()
+    df = np.diff(xt.indptr)
+    common = np.zeros(x.shape[1], dtype=np.bool_)
+    common[np.argsort(-df, kind="stable")[:n_common]] = True
+    common &= df > 1  # a word of one caption is never shared
+    keep = common[x.indices]
+    rows = np.repeat(np.arange(n), np.diff(x.indptr))[keep]
+    c_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+    c_indices, c_data = x.indices[keep].astype(np.int64), x.data[keep]
+    cnorm = np.sqrt(np.bincount(rows, weights=c_data ** 2, minlength=n))
+    by_cnorm = np.argsort(-cnorm, kind="stable").astype(np.int64)
+    return (x.indptr.astype(np.int64), x.indices.astype(np.int64), x.data, xt.indptr.astype(np.int64),
+            xt.indices.astype(np.int64), xt.data, common, c_indptr.astype(np.int64), c_indices, c_data,
+            cnorm, by_cnorm, np.ascontiguousarray(cnorm[by_cnorm]))
 
 
 # Slack of the pruning bound for the float64 rounding of the bound itself. A caption is
@@ -285,22 +291,3 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
             out_idx[i, m] = best_j[m]
             out_sim[i, m] = best_s[m]
 
-
-def mine_store_negatives(path: str | os.PathLike[str], top_k: int = 30, max_sim: float = 0.5, chunk_size: int = 256,
-                         on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Mine the hard negatives of every item of the feature store at ``path`` and write them
-    into it; captions of one photo (``IMAGE#K``) are not each other's negatives. Returns the
-    ``(N, top_k)`` indices (-1 padded)."""
-    from taomm.datasets.store import FeatureStore, StoreWriter, image_key
-
-    with FeatureStore(path) as fs:
-        meta = fs.meta
-        docs = [item.words for item in fs]
-        photos: dict[str, int] = {}
-        groups = [photos.setdefault(image_key(item_id), len(photos)) for item_id in fs.item_ids()]
-    indices, _ = mine_hard_negatives(docs, groups, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
-                                     on_progress=on_progress)
-    with StoreWriter(path, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
-                     classes=meta.classes) as writer:
-        writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
-    return indices

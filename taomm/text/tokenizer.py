@@ -129,24 +129,3 @@ def train_vocab(texts: Iterable[str], out: str | os.PathLike[str], vocab_size: i
     os.replace(tmp, out)
     return out
 
-
-def build_store_vocab(store: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
-                      vocab_size: int = 8000, min_frequency: int = 2,
-                      extra_texts: Iterable[str] = ()) -> tuple[Path, dict, int]:
-    """Train a vocabulary on the titles of the feature store at ``store`` (default output
-    ``STORE/vocab.txt``), plus ``extra_texts`` (a query log's queries: words shoppers type
-    that sellers do not), and record it in the store. Returns the file, its tokenizer info
-    and the number of titles."""
-    from taomm.datasets.store import FeatureStore, StoreWriter
-
-    with FeatureStore(store) as fs:
-        titles = [item.title for item in fs]
-        meta = fs.meta
-    if not titles:
-        raise TaommError(f"{store} holds no items to learn a vocabulary from")
-    vocab = train_vocab([*titles, *extra_texts], out or Path(store) / "vocab.txt", vocab_size=vocab_size, min_frequency=min_frequency)
-    info = TitleTokenizer(vocab).info()
-    with StoreWriter(store, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
-                     classes=meta.classes) as writer:
-        writer.set_tokenizer({**info, "vocab_file": str(vocab.resolve())})
-    return vocab, info, len(titles)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from taomm.errors import TaommError
+from taomm.model.pretrained import CONTRASTIVE, LEGACY_CONTRASTIVE, upgrade_state_dict
 from taomm.train.distributed import DistInfo, barrier
 
 CHECKPOINTS = "checkpoints"
@@ -97,9 +98,12 @@ def save_checkpoint(run: str | os.PathLike[str], step: int, model: nn.Module, st
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def load_checkpoint(path: Path, model: nn.Module, rank: int, optimizer: torch.optim.Optimizer | None = None
+                    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Load the weights into ``model``; return the trainer state and this rank's RNG state
-    (None when the checkpoint was written by fewer ranks)."""
+    (None when the checkpoint was written by fewer ranks). A checkpoint of the earlier layout
+    (``taomm.model.pretrained.upgrade_state_dict``) loads too, its optimizer state put in the
+    order of ``optimizer``'s parameters (``legacy_optimizer_state``)."""
     try:
         weights = load_file(str(path / MODEL_FILE))
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
@@ -107,11 +111,35 @@ def load_checkpoint(path: Path, model: nn.Module, rank: int) -> tuple[dict[str, 
         rng = torch.load(rng_path, map_location="cpu", weights_only=True) if rng_path.is_file() else None
     except Exception as exc:  # a corrupt file: say which checkpoint
         raise TaommError(f"cannot read checkpoint {path}: {exc}") from exc
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    legacy = any(key.split(".")[0] in LEGACY_CONTRASTIVE for key in weights)
+    missing, unexpected = model.load_state_dict(upgrade_state_dict(weights), strict=False)
     tied = set(getattr(model, "tied_keys", ()))
     if unexpected or [k for k in missing if k not in tied]:
         raise TaommError(f"checkpoint {path} does not fit the model (missing {len(missing)} keys, "
                          f"unexpected {len(unexpected)})")
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+    if legacy and optimizer is not None:
+        state["optimizer"] = legacy_optimizer_state(state["optimizer"], optimizer, model)
     return state, rng
+
+
+def legacy_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer, model: nn.Module
+                           ) -> dict[str, Any]:
+    """``saved``, an optimizer state of the earlier layout, with its parameters in the order of
+    ``optimizer``'s. The optimizer pairs saved and current parameters by position in each
+    group, in ``named_parameters`` order: then the task model's own ``logit_scale`` came first,
+    now it comes with the other ``contrastive`` tensors. Groups of other sizes: unchanged, for
+    ``load_state_dict`` to refuse."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if sizes != [len(g["params"]) for g in saved["param_groups"]]:
+        return saved
+    groups = []
+    for group, old in zip(optimizer.param_groups, saved["param_groups"], strict=True):
+        now = [names[id(p)] for p in group["params"]]
+        # then: the head's own tensors (contrastive.X, X without a dot) were the model's, first
+        then = sorted(now, key=lambda n: not (n.startswith(CONTRASTIVE + ".") and n.count(".") == 1))
+        position = dict(zip(then, old["params"], strict=True))
+        groups.append({**old, "params": [position[n] for n in now]})
+    return {**saved, "param_groups": groups}

@@ -46,7 +46,7 @@ from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForRetrieval
 from taomm.model.pretrained import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
 from taomm.text.tokenizer import TitleTokenizer
-from taomm.train.distributed import DistInfo, setup
+from taomm.train.distributed import DistInfo, parallelize, setup
 from taomm.train.flops import layer_macs
 from taomm.train.losses import contrastive_sums, gather_with_grad, leave_out, same_group
 from taomm.train.pretrain import MAX_LOGIT_SCALE, MODEL_DIR, RUN_OPTIONS, training_ordinals
@@ -92,7 +92,7 @@ class RetrievalTraining(nn.Module):
             h = out.backbone
             item = self.model.item_head(h.image_cls.view(B, C, -1)[:, 0], h.text_cls.view(B, C, -1)[:, 0])  # (B, E)
         return (out.itm_logits.view(B, C), text, image, item,
-                self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
+                self.model.contrastive.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
 @dataclass
@@ -149,6 +149,29 @@ class RetrievalTask:
         return 2 * 3 * B * (C * pair + query + image + item)
 
 
+def _read_log(query_log: str | os.PathLike[str] | None, store: Any,
+              log_p: float) -> tuple[dict[int, list[list[str]]], dict[str, Any] | None]:
+    """The logged queries by item ordinal (none without ``query_log``) and what the run records of the log."""
+    if query_log is None:
+        return {}, None
+    read = read_query_log(query_log, store, store.meta.language)
+    if not read.queries:
+        raise TaommError(f"query log {query_log}: no usable (query, item) pair ({read.skipped or 'empty file'})")
+    return read.queries, {"path": str(Path(query_log).resolve()), "lines": read.lines, "pairs": read.pairs,
+                          "items": len(read.queries), "skipped": read.skipped, "log_p": log_p}
+
+
+def _freeze_unused(model: InterBertForRetrieval, losses: tuple[str, ...]) -> None:
+    """Freeze the heads no loss in ``losses`` uses: untouched, and DDP does not wait for their gradients."""
+    head = model.contrastive
+    unused = [*(() if "contrastive" in losses else (head.image_proj, head.logit_scale)),
+              *(() if len(losses) > 1 else (head.text_proj,)),
+              *(() if "item" in losses else (model.item_head,))]
+    for part in unused:
+        for param in ([part] if isinstance(part, nn.Parameter) else part.parameters()):
+            param.requires_grad_(False)
+
+
 def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLike[str], run: str | os.PathLike[str], *,
                        train: TrainConfig, negatives: int = 3, hard_p: float = 0.5, split: str | None = None,
                        query_log: str | os.PathLike[str] | None = None, log_p: float = 0.5, resume: bool = False, device: str | None = None, info: DistInfo | None = None,
@@ -184,25 +207,12 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     if store.meta.feature_dim != model.config.region_feature_dim:
         raise TaommError(f"the store's features are {store.meta.feature_dim}-d, the model expects "
                          f"{model.config.region_feature_dim}")
-    log_info = None
-    logged: dict[int, list[list[str]]] = {}
-    if query_log is not None:
-        read = read_query_log(query_log, store, store.meta.language)
-        logged = read.queries
-        log_info = {"path": str(Path(query_log).resolve()), "lines": read.lines, "pairs": read.pairs,
-                    "items": len(logged), "skipped": read.skipped, "log_p": log_p}
-        if not logged:
-            raise TaommError(f"query log {query_log}: no usable (query, item) pair ({read.skipped or 'empty file'})")
+    logged, log_info = _read_log(query_log, store, log_p)
     data = RetrievalData(store, tokenizer, training_ordinals(store, split), seed=train.seed, negatives=negatives,
-                         hard_p=hard_p, max_text_tokens=min(40, model.config.max_position_embeddings),
+                         hard_p=hard_p, max_text_tokens=model.config.max_text_tokens,
                          max_regions=model.config.max_regions, query_log=logged, log_p=log_p)
     task = RetrievalTask(data, model.config, contrastive, item_loss)
-    unused = [*(() if "contrastive" in task.loss_names else (model.image_proj, model.logit_scale)),
-              *(() if len(task.loss_names) > 1 else (model.text_proj,)),
-              *(() if "item" in task.loss_names else (model.item_head,))]
-    for part in unused:  # frozen: untouched, and DDP does not wait for their gradients
-        for param in ([part] if isinstance(part, nn.Parameter) else part.parameters()):
-            param.requires_grad_(False)
+    _freeze_unused(model, task.loss_names)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         options = {"store": str(Path(store_path).resolve()), "init": str(init_dir.resolve()),
@@ -211,8 +221,8 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
                    "loss_weights": dict(zip(task.loss_names, task.loss_weights, strict=True)),
                    "world_size": info.world_size, "train": asdict(train)}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    result = Trainer(train, info).fit(RetrievalTraining(model, task.loss_names), task, run, resume=resume,
-                                      on_step=on_step)
+    training = parallelize(RetrievalTraining(model, task.loss_names), info)
+    result = Trainer(train, info).fit(training, task, run, resume=resume, on_step=on_step)
     out = None
     if not result.stopped and info.is_main:
         out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)

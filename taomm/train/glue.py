@@ -33,12 +33,12 @@ from taomm.datasets.glue import (
     read_split,
     task_dir,
 )
-from taomm.device import autocast
+from taomm.device import autocast, resolve_device
 from taomm.errors import TaommError
 from taomm.model import InterBertConfig, InterBertForSequenceClassification
 from taomm.model.pretrained import VOCAB_NAME
 from taomm.text.tokenizer import TitleTokenizer
-from taomm.train.distributed import DistInfo, setup
+from taomm.train.distributed import DistInfo, parallelize, setup
 from taomm.train.finetune import resolve_model_dir
 from taomm.train.flops import layer_macs
 from taomm.train.pretrain import MODEL_DIR, RUN_OPTIONS
@@ -146,7 +146,7 @@ def finetune_glue(prepared: GlueSetup, run: str | os.PathLike[str], *, train: Tr
                    "world_size": info.world_size, "train": asdict(train)}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
     task = GlueTraining(data, model.config, model.num_labels, tokenizer.pad_id)
-    result = Trainer(train, info).fit(model, task, run, resume=resume, on_step=on_step)
+    result = Trainer(train, info).fit(parallelize(model, info), task, run, resume=resume, on_step=on_step)
     if result.stopped or not info.is_main:
         return result, None, None
     out = model.save_pretrained(run / MODEL_DIR, vocab_file=tokenizer.vocab_file)
@@ -202,7 +202,7 @@ def evaluate_glue(model_dir: str | os.PathLike[str], task_name: str, data: str |
         raise TaommError(f"{folder} has no GLUE head: finetune it with `taomm finetune-glue` first")
     if model.num_labels != task.num_labels:
         raise TaommError(f"{folder} has a {model.num_labels}-output head, {task.name} needs {task.num_labels}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     length = min(max_length, model.config.max_position_embeddings)
     return evaluate(model, task, task_dir(task, data), TitleTokenizer(folder / VOCAB_NAME), length, batch_size,
                     device, bf16)

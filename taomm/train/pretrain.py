@@ -21,11 +21,11 @@ import torch
 from taomm.datasets.pretraining import IGNORE, MaskingOptions, PretrainingData, collate_pretraining
 from taomm.datasets.sharded import open_store
 from taomm.device import autocast
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.model.pretrained import VOCAB_NAME
 from taomm.text.tokenizer import TitleTokenizer
-from taomm.train.distributed import DistInfo, setup
+from taomm.train.distributed import DistInfo, parallelize, setup
 from taomm.train.flops import layer_macs, pretraining_step_flops
 from taomm.train.losses import contrastive_sums
 from taomm.train.trainer import TrainConfig, Trainer, TrainResult
@@ -92,7 +92,7 @@ def resolve_vocab(vocab: str | os.PathLike[str] | None, init_from: str | None, s
         folder = Path(init_from)
         if folder.is_dir():
             if not (folder / VOCAB_NAME).is_file():
-                raise TaommError(f"{folder} has no {VOCAB_NAME}: pass --vocab")
+                raise OptionError(f"{folder} has no {VOCAB_NAME}: pass {{vocab}}", "vocab")
             return folder / VOCAB_NAME
         try:  # a hub name, when there is network or a cache
             from huggingface_hub import hf_hub_download
@@ -102,7 +102,8 @@ def resolve_vocab(vocab: str | os.PathLike[str] | None, init_from: str | None, s
     info = store_meta.tokenizer or {}
     if info.get("vocab_file") and Path(info["vocab_file"]).is_file():
         return Path(info["vocab_file"])
-    raise TaommError("no vocabulary: run `taomm build-vocab` on the store, or pass --vocab or --init-from")
+    raise OptionError("no vocabulary: run `taomm build-vocab` on the store, or pass {vocab} or {init_from}",
+                      "vocab", "init_from")
 
 
 def training_ordinals(store: Any, split: str | None) -> np.ndarray:
@@ -144,10 +145,11 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
     else:
         model = InterBertForPretraining(config, loss_weights=loss_weights)
     if not itc_weight:  # unused heads: frozen, so that DDP does not wait for their gradients
-        for p in (*model.text_proj.parameters(), *model.image_proj.parameters(), model.logit_scale):
+        for p in model.contrastive.parameters():
             p.requires_grad_(False)
+    config.max_text_tokens = min(masking.max_text_tokens, config.max_text_tokens)  # saved: search reads what trained
     masking = MaskingOptions(**{**asdict(masking), "max_regions": min(masking.max_regions, config.max_regions),
-                                "max_text_tokens": min(masking.max_text_tokens, config.max_position_embeddings)})
+                                "max_text_tokens": config.max_text_tokens})
     data = PretrainingData(store, tokenizer, training_ordinals(store, split), seed=train.seed, options=masking)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,7 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
                    "itc_weight": itc_weight}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
     task = PretrainTask(data, config, loss_weights, itc_weight)
-    result = Trainer(train, info).fit(model, task, run, resume=resume, on_step=on_step)
+    result = Trainer(train, info).fit(parallelize(model, info), task, run, resume=resume, on_step=on_step)
     out = None
     if not result.stopped and info.is_main:
         out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)

@@ -53,7 +53,7 @@ BERT_FINETUNE = FinetuneRecipe(lr=4e-5, negatives=3, log_share=0.5)
 SCRATCH_PRETRAIN = PretrainRecipe(lr=3e-4, itc=1.0)
 SCRATCH_FINETUNE = FinetuneRecipe(lr=1e-3, negatives=1, log_share=0.8)
 
-PAPER_SETTINGS_FROM_SCRATCH = ("the paper's settings assume a BERT initialisation (--init-from); from scratch "
+PAPER_SETTINGS_FROM_SCRATCH = ("the paper's settings assume a BERT initialisation of the interaction layers; from scratch "
                                "they stay near chance (demo catalog: ITM at chance, stage commands R@10 0.21-0.60 "
                                "against 0.89 with the from-scratch defaults, {defaults})")
 

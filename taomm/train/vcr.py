@@ -42,12 +42,12 @@ from taomm.datasets.vcr import (
     load_split,
 )
 from taomm.device import autocast
-from taomm.errors import TaommError
+from taomm.errors import OptionError, TaommError
 from taomm.model import InterBertConfig
 from taomm.model.pretrained import VOCAB_NAME
 from taomm.model.vcr import InterBertForMultipleChoice
 from taomm.text.tokenizer import TitleTokenizer
-from taomm.train.distributed import DistInfo, setup
+from taomm.train.distributed import DistInfo, parallelize, setup
 from taomm.train.finetune import resolve_model_dir
 from taomm.train.flops import layer_macs
 from taomm.train.pretrain import MODEL_DIR, RUN_OPTIONS
@@ -145,7 +145,8 @@ class VcrTask:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.ema is not None:
             if "ema" not in state:
-                raise TaommError("--ema: the checkpoint has no moving average (the run was started without --ema)")
+                raise OptionError("{ema}: the checkpoint has no moving average (the run was started without "
+                                  "{ema})", "ema")
             self.ema.load_state_dict(state["ema"])
 
 
@@ -210,7 +211,7 @@ def finetune_vcr(store_path: str | os.PathLike[str], init: str | os.PathLike[str
     ``annotations`` folder); evaluate on ``eval_split``. Returns the training result, the
     saved model folder and the evaluation (on the main process)."""
     if subtask not in SUBTASK_CHOICES:
-        raise TaommError(f"--subtask must be one of {', '.join(SUBTASK_CHOICES)}, not {subtask!r}")
+        raise OptionError(f"{{subtask}} must be one of {', '.join(SUBTASK_CHOICES)}, not {subtask!r}", "subtask")
     run = Path(run)
     info = info or setup(device)
     init_dir = resolve_model_dir(init)
@@ -230,7 +231,7 @@ def finetune_vcr(store_path: str | os.PathLike[str], init: str | os.PathLike[str
         training = VcrTraining(model, subtasks).to(info.device)
         average = ExponentialMovingAverage(training, ema) if ema is not None else None
         if ema is not None and ema ** train.max_steps > 0.05:
-            log.warning("--ema %s over %d steps: the average still holds %.0f%% of the initial weights", ema,
+            log.warning("ema %s over %d steps: the average still holds %.0f%% of the initial weights", ema,
                         train.max_steps, 100 * ema ** train.max_steps)
         if info.is_main:
             run.mkdir(parents=True, exist_ok=True)
@@ -238,8 +239,8 @@ def finetune_vcr(store_path: str | os.PathLike[str], init: str | os.PathLike[str
                        "subtask": subtask, "ema": ema, "questions": len(split.questions), "skipped": split.skipped,
                        "world_size": info.world_size, "train": asdict(train)}
             (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        result = Trainer(train, info).fit(training, VcrTask(data, model.config, average), run, resume=resume,
-                                          on_step=on_step)
+        result = Trainer(train, info).fit(parallelize(training, info), VcrTask(data, model.config, average), run,
+                                          resume=resume, on_step=on_step)
         if result.stopped or not info.is_main:
             return result, None, None
         if average is not None:
