@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,17 @@ def test_bad_vocab(tmp_path: Path) -> None:
     (tmp_path / "vocab.txt").write_text("a\nb\n")
     with pytest.raises(TaommError, match="special tokens"):
         TitleTokenizer(tmp_path)
+
+
+def test_train_vocab_is_reproducible(tmp_path: Path) -> None:
+    """The same titles give the same vocab.txt, byte for byte, in every process (the WordPiece
+    trainer emits tied tokens in hash order, seeded per process; the store's hash and every
+    token id depend on this file)."""
+    titles = ["2020春季新款chic连衣裙", "ins风2020夏季新款T恤", "韩版chic百搭2020背包", "ins chic 20 2020"] * 3
+    code = "import sys; from taomm.text.tokenizer import train_vocab; train_vocab(sys.argv[2:], sys.argv[1])"
+    for i in range(4):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"vocab{i}.txt"), *titles], check=True)
+    files = [(tmp_path / f"vocab{i}.txt").read_bytes() for i in range(4)]
+    assert all(f == files[0] for f in files)
+    tokens = files[0].decode("utf-8").split()
+    assert tokens[:len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS) and len(set(tokens)) == len(tokens)

@@ -120,8 +120,9 @@ def train_vocab(texts: Iterable[str], out: str | os.PathLike[str], vocab_size: i
                                      lowercase=lowercase)
     trainer.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
                                 special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    vocab = trainer.get_vocab()
-    tokens = sorted(vocab, key=vocab.__getitem__)
+    # the trainer's order is not reproducible (ties come out in hash order, ##0 before ##2 in
+    # one run, after it in the next): the specials first, then the rest sorted
+    tokens = [*SPECIAL_TOKENS, *sorted(set(trainer.get_vocab()) - set(SPECIAL_TOKENS))]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
