@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -200,15 +201,20 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda. Default: 
 
 
 @contextmanager
-def training_processes(device: str) -> Iterator[DistInfo]:
+def training_processes(device: str, timeout: timedelta | None = None) -> Iterator[DistInfo]:
     """Join the torchrun process group (or run alone) on ``--device``; yields the process's
-    ``DistInfo``. The library's logs go to stderr, below warnings only from the main process."""
-    from taomm.train.distributed import setup, teardown
+    ``DistInfo``. The library's logs go to stderr, below warnings only from the main process;
+    when ranks failed, the main process says which and the others exit 1 quietly."""
+    from taomm.train.distributed import RanksFailedError, barrier, setup, teardown
 
-    info = setup(device or None)
+    info = setup(device or None, timeout)
     try:
         with log_to_stderr(logging.INFO if info.is_main else logging.WARNING):
             yield info
+    except RanksFailedError as exc:
+        stop = fail(str(exc)) if info.is_main else typer.Exit(1)
+        barrier(info)  # the others exit after the main process has said it: torchrun stops all at the first exit
+        raise stop from None
     finally:
         teardown()
 

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from taomm.cli.common import JsonOpt, WorkspaceOpt, print_json, progress_bar, stderr_console
+from taomm.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    print_json,
+    progress_bar,
+    stderr_console,
+    training_processes,
+)
 from taomm.errors import TaommError
 from taomm.model.config import LANGUAGE_DEFAULTS
 from taomm.model.config import MIN_REGIONS as LANGUAGE_MIN_REGIONS
@@ -103,18 +110,21 @@ def prepare_command(
         out = ws.path("store")
     if out is None:
         raise TaommError("no --out and no workspace: pass --out STORE")
-    if total > 1:
-        from taomm.datasets.sharded import shard_folder
-
-        out = shard_folder(out, index, total)  # read back as one store: taomm inspect STORE
     if features is None:
         source, detector = _workspace_inputs(ws, source, detector)
-    from taomm.detectors.extract import PrepareSource, prepare
+    from taomm.detectors.extract import RANK_TIMEOUT, PrepareSource, prepare_ranks
 
-    report = prepare(PrepareSource(source, fmt, images, split, karpathy, features, captions, feature_dim), out,
-                     language=lang, detector=detector, regions=(min_regions, max_regions), workers=workers,
-                     shard=(index, total), device=device, bf16=bf16, progress=progress_bar)
-    _print_report(report, out, json_out)
+    with training_processes(device, RANK_TIMEOUT) as info:  # under torchrun, rank R prepares STORE/shard-R-of-N
+        if total > 1 and not info.distributed:
+            from taomm.datasets.sharded import shard_folder
+
+            out = shard_folder(out, index, total)  # read back as one store: taomm inspect STORE
+        report = prepare_ranks(PrepareSource(source, fmt, images, split, karpathy, features, captions, feature_dim),
+                               out, info, language=lang, detector=detector, regions=(min_regions, max_regions),
+                               workers=workers, shard=(index, total), device=device, bf16=bf16,
+                               progress=progress_bar)
+        if info.is_main:
+            _print_report(report, out, json_out)
 
 
 def _workspace_inputs(ws, source: Path | None, detector: Path | None) -> tuple[Path, Path]:

@@ -96,6 +96,15 @@ def stored_ids(store: Path) -> set[str]:
         return set(fs.item_ids())
 
 
+def handled_ids(store: Path) -> set[str]:
+    """The item ids a finished run of ``store`` took: those in the store and those in its
+    quarantine (an input without a readable id has none)."""
+    quarantine = Path(store) / "quarantine.jsonl"
+    rows = quarantine.read_text("utf-8").splitlines() if quarantine.is_file() else []
+    quarantined = {json.loads(row)["item_id"] for row in rows if row.strip()}
+    return stored_ids(Path(store)) | (quarantined - {None})
+
+
 class PrepareRun:
     """The frame every prepare loop shares (made by :func:`prepare_run`): ``report`` and
     ``quarantine`` collect the verdicts, ``done`` holds the ids an earlier run stored (only

@@ -4,20 +4,29 @@ Layout: ``STORE/shard-I-of-N/`` for I in 0..N-1, each a complete feature store. 
 run through the shards in order (shard 0 first); splits and hard negatives are mapped
 through the same offsets. Opening checks that the shards agree on language, feature
 dimension and taxonomy, and that no item id appears in two shards.
+
+Written by torchrun's ranks (rank R of N writes ``shard-R-of-N``), ``STORE/report.json`` is
+the joint report (:func:`joint_report`): the counts summed over ranks, and ``ranks``, each
+rank's share with its item ids as :func:`id_share` (count, SHA-256, first and last), which
+:func:`check_shares` holds against the manifest's ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from taomm.datasets.prepare import PrepareReport, in_shard
 from taomm.datasets.store import FeatureStore, Item, StoreError, StoreMeta, is_store
 
 SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
@@ -145,3 +154,53 @@ class ShardedStore:
 def open_store(path: str | os.PathLike[str]) -> FeatureStore | ShardedStore:
     """A store folder, or a folder of shards, for reading."""
     return FeatureStore(path) if is_store(path) or not shard_paths(path) else ShardedStore(path)
+
+
+def id_share(ids: Iterable[str]) -> dict[str, Any]:
+    """Item ids as report.json keeps them: how many (distinct), the SHA-256 of their sorted JSON
+    list, the first and the last."""
+    ordered = sorted(set(ids))
+    digest = hashlib.sha256(json.dumps(ordered, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+    return {"count": len(ordered), "sha256": digest, "first": ordered[0] if ordered else None,
+            "last": ordered[-1] if ordered else None}
+
+
+RANK_FIELDS = ("rank", "shard", "inputs", "ok", "quarantined", "written", "ids")
+
+
+def joint_report(shares: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report of a store written by ranks: each share is a rank's :class:`PrepareReport`
+    fields with ``rank`` and ``ids`` (:func:`id_share`); the counts, reasons and seconds are
+    summed, and ``ranks`` lists the shares."""
+    total, reasons, seconds = PrepareReport(), Counter(), Counter()
+    for share in shares:
+        total.inputs += share["inputs"]
+        total.ok += share["ok"]
+        total.quarantined += share["quarantined"]
+        total.written += share["written"]
+        reasons.update(share["reasons"])
+        seconds.update(share["seconds"])
+    total.reasons = dict(sorted(reasons.items()))
+    total.seconds = {stage: round(s, 3) for stage, s in sorted(seconds.items())}
+    return {**asdict(total), "world_size": len(shares),
+            "ranks": [{name: share[name] for name in RANK_FIELDS} for share in sorted(shares, key=lambda s: s["rank"])]}
+
+
+def check_shares(report: dict[str, Any], manifest_ids: Iterable[str]) -> list[str]:
+    """What is wrong with a joint report's ``ranks`` against the manifest's item ids (empty:
+    nothing): the shards must be 0/N to N-1/N, each once; each rank's ids exactly its shard's
+    (so the shares are disjoint and cover every id); the counts must sum to the totals."""
+    ids, ranks = set(manifest_ids), report["ranks"]
+    problems = []
+    if sorted(r["shard"] for r in ranks) != sorted(f"{i}/{len(ranks)}" for i in range(len(ranks))):
+        problems.append(f"the ranks' shards are {[r['shard'] for r in ranks]}, not each of 0/N to N-1/N once")
+    if (handled := sum(r["ids"]["count"] for r in ranks)) != len(ids):
+        problems.append(f"the ranks handled {handled} ids in all; the manifest has {len(ids)}")
+    for name in ("inputs", "ok", "quarantined", "written"):
+        if (summed := sum(r[name] for r in ranks)) != report[name]:
+            problems.append(f"the ranks' {name} sum to {summed}, the report says {report[name]}")
+    for r in ranks:
+        index, total = (int(x) for x in r["shard"].split("/"))
+        if r["ids"] != id_share(i for i in ids if in_shard(i, index, total)):
+            problems.append(f"rank {r['rank']}: its ids are not those of shard {r['shard']}")
+    return problems

@@ -7,16 +7,21 @@ store from any extractor function; the functions here make those from a
 boxes) or from a foreign feature file (:mod:`taomm.detectors.foreign`). :func:`prepare`
 picks the loop by the source's format, with the regions per image of the language
 (:data:`taomm.model.config.LANGUAGE_DEFAULTS`, :data:`taomm.model.config.MIN_REGIONS`)
-unless told otherwise.
+unless told otherwise. Under torchrun, :func:`prepare_ranks` runs it once per rank, each on
+its shard, and writes the joint report.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,14 +29,25 @@ import torch
 from taomm.datasets.captions import FORMATS as CAPTION_FORMATS
 from taomm.datasets.captions import captions_by_image, read_caption_manifest, read_captions
 from taomm.datasets.manifest import Rejected
-from taomm.datasets.prepare import Captions, PrepareReport, import_regions, prepare_store
+from taomm.datasets.prepare import (
+    Captions,
+    PrepareReport,
+    handled_ids,
+    import_regions,
+    prepare_store,
+)
+from taomm.datasets.sharded import id_share, joint_report, shard_folder
+from taomm.datasets.store import is_store
 from taomm.datasets.vcr_prepare import BoxFeatures, prepare_vcr
 from taomm.detectors.detector import ProductDetector
 from taomm.detectors.foreign import ForeignFormatError, ForeignRecord, read_features
 from taomm.device import autocast, resolve_device
-from taomm.errors import OptionError, TaommError
+from taomm.errors import OptionError, StoreError, TaommError
 from taomm.model.config import LANGUAGE_DEFAULTS, MIN_REGIONS
 from taomm.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
+from taomm.train.distributed import DistInfo, all_gather_json, raise_if_any_failed
+
+log = logging.getLogger(__name__)
 
 # progress(label, total) -> a context manager yielding advance(n): the CLI passes rich bars
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
@@ -130,6 +146,56 @@ def prepare(source: PrepareSource, store: str | os.PathLike[str], language: str 
         return prepare_store(entries, store, extract, feature_dim=model.config.representation_size,
                              taxonomy=DEFAULT_TAXONOMY[language], classes=model.config.classes, language=language,
                              workers=workers, shard=shard, on_progress=advance)
+
+
+# A rank done with its shard waits in the gather for the slowest one: a resumed shard can end
+# hours before a fresh one, far past torch's default timeout of minutes.
+RANK_TIMEOUT = timedelta(days=7)
+
+
+def prepare_ranks(source: PrepareSource, store: str | os.PathLike[str], info: DistInfo,
+                  progress: Progress | None = None, **options: Any) -> PrepareReport:
+    """:func:`prepare` in each process of a torchrun group (``info``; one process: ``prepare``
+    itself). Rank R of N prepares shard R/N into ``STORE/shard-R-of-N`` on ``info.device``, the
+    folder reading as one store (:func:`~taomm.datasets.sharded.open_store`); rank 0 writes
+    ``STORE/report.json`` (:func:`~taomm.datasets.sharded.joint_report`). Returns the totals on
+    every rank. A rank that fails fails every rank once all are done
+    (:class:`~taomm.train.distributed.RanksFailedError`); a rerun resumes each shard. ``options``:
+    :func:`prepare`'s."""
+    if not info.distributed:
+        return prepare(source, store, progress=progress, **options)
+    if tuple(options.pop("shard", (0, 1))) != (0, 1):
+        raise OptionError("{shard} is torchrun's to choose: each rank prepares shard RANK/WORLD_SIZE", "shard")
+    if source.format == "vcr" and source.features is None:
+        raise OptionError("{format=vcr} is prepared by one process, not under torchrun", "format=vcr")
+    shard = (info.rank, info.world_size)
+    folder = shard_folder(store, *shard)
+    options["device"] = str(info.device)
+    error, share = None, {}
+    try:
+        if is_store(store):  # it would read as that store, not as the shards
+            raise StoreError(f"{Path(store).resolve()} holds a store of one process: prepare the ranks' shards into "
+                             "another folder")
+        report = prepare(source, folder, shard=shard, progress=progress if info.is_main else None, **options)
+        share = {"rank": info.rank, **asdict(report), "ids": id_share(handled_ids(folder))}
+    except Exception as exc:  # every rank must reach the gather, or the others wait for it
+        error = _one_line(exc)
+        if not isinstance(exc, TaommError | OSError):  # a bug: its traceback
+            log.error("rank %d: prepare failed", info.rank, exc_info=exc)
+    raise_if_any_failed(error, info)
+    joint = joint_report(all_gather_json(share, info))
+    if info.is_main:
+        tmp = Path(store) / "report.json.tmp"
+        tmp.write_text(json.dumps(joint, ensure_ascii=False, indent=2, sort_keys=True) + "\n", "utf-8")
+        os.replace(tmp, Path(store) / "report.json")
+    return PrepareReport(**{name: joint[name] for name in PrepareReport.__dataclass_fields__})
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as the command line words it: ``strerror: filename`` for a file's."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc) or type(exc).__name__
 
 
 def _detect_vcr(source: PrepareSource, store: str | os.PathLike[str], model: ProductDetector, max_regions: int,

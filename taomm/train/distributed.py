@@ -7,8 +7,11 @@ NCCL on GPUs, gloo on CPU. DDP is applied here, from outside the model and the t
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -16,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from taomm.device import resolve_device
+from taomm.errors import TaommError
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup(device: str | None = None) -> DistInfo:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); pick the device."""
+def setup(device: str | None = None, timeout: timedelta | None = None) -> DistInfo:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); pick the device.
+    ``timeout``: how long a collective waits for the slowest rank (torch's default: minutes)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -46,7 +51,7 @@ def setup(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device(want)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=timeout)
     return DistInfo(rank, world, local_rank, dev)
 
 
@@ -81,3 +86,44 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
+
+
+def all_gather_json(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` (JSON-able), in rank order, on every rank; ``[obj]`` through JSON in
+    one process. Sent as JSON bytes in uint8 tensors on ``info.device`` (NCCL needs them on the
+    GPU): ``all_gather_object`` would pickle. First the lengths, then the bytes padded to the longest."""
+    data = json.dumps(obj, sort_keys=True).encode("ascii")  # \u escapes: a lone surrogate survives
+    if not info.distributed:
+        return [json.loads(data)]
+    length = torch.tensor([len(data)], dtype=torch.int64, device=info.device)
+    lengths = [torch.zeros_like(length) for _ in range(info.world_size)]
+    dist.all_gather(lengths, length)
+    longest = max(int(n) for n in lengths)
+    padded = torch.zeros(longest, dtype=torch.uint8)
+    padded[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    padded = padded.to(info.device)
+    chunks = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(chunks, padded)
+    return [json.loads(bytes(chunk[: int(n)].cpu().numpy())) for chunk, n in zip(chunks, lengths, strict=True)]
+
+
+class RanksFailedError(TaommError):
+    """Raised on every rank when one or more failed (:func:`raise_if_any_failed`): one
+    ``rank K failed: <message>`` per failed rank."""
+
+    def __init__(self, failures: list[tuple[int, str]]) -> None:
+        super().__init__(failures)  # the args rebuild it (copy)
+        self.failures = failures
+
+    def __str__(self) -> str:
+        return "; ".join(f"rank {rank} failed: {message}" for rank, message in self.failures)
+
+
+def raise_if_any_failed(error: str | None, info: DistInfo) -> None:
+    """Gather each rank's outcome (``error`` None for success); raise :class:`RanksFailedError`
+    on every rank if any failed. Every rank must call it, the failed ones too, or the others
+    wait for them until the timeout."""
+    outcomes = all_gather_json(error, info)
+    failures = [(rank, message) for rank, message in enumerate(outcomes) if message is not None]
+    if failures:
+        raise RanksFailedError(failures)
