@@ -22,20 +22,21 @@ from taomm.cli.common import (
 from taomm.errors import TaommError
 from taomm.workspace import RETRIEVAL_DIR, Workspace, find_workspace
 
-IndexOpt = Annotated[Path | None, typer.Option("--index", help="Index folder. Default: the workspace's index.",
-                                               file_okay=False)]
+IndexOpt = Annotated[str | None, typer.Option("--index", help="Index: a folder, milvus-lite:PATH.db (embedded "
+                                              "Milvus Lite) or milvus://HOST:PORT/COLLECTION (a Milvus server; "
+                                              "token from $TAOMM_MILVUS_TOKEN). Default: the workspace's index.")]
 EncoderOpt = Annotated[str, typer.Option("--encoder", help="Query encoder: auto (the index's ONNX text encoder in "
                                          "onnxruntime when it has one, onnxruntime is installed and the device is "
                                          "cpu; else torch; serve with batching on: torch, faster for batches), "
                                          "torch or onnx.")]
 
 
-def _index_path(index: Path | None, ws: Workspace | None) -> Path:
+def _index_path(index: str | None, ws: Workspace | None) -> str:
     if index is not None:
         return index
     if ws is None:
         raise TaommError("no --index and no workspace: pass --index INDEX")
-    return ws.path("index")
+    return ws.index_location()
 
 
 def export_embeddings_command(
@@ -44,9 +45,10 @@ def export_embeddings_command(
     store: StoreOpt = None,
     out: Annotated[Path | None, typer.Option("--out", help="Index folder. Default: the workspace's index.",
                                              file_okay=False)] = None,
+    index: IndexOpt = None,
     index_type: Annotated[str, typer.Option("--index-type", help="auto (exact up to 100k items, IVF-PQ with "
-                                            "exact refine above), "
-                                            "flat, hnsw or ivfpq.")] = "auto",
+                                            "exact refine above), flat, hnsw or ivfpq (in Milvus: "
+                                            "FLAT, HNSW, and IVF_FLAT for ivfpq).")] = "auto",
     hnsw_m: Annotated[int, typer.Option("--hnsw-m", min=4, help="HNSW links per node.")] = 32,
     ef_search: Annotated[int, typer.Option("--ef-search", min=1, help="HNSW search depth.")] = 128,
     nlist: Annotated[int | None, typer.Option("--nlist", min=1, help="IVF lists (default 4 sqrt(N)).")] = None,
@@ -66,33 +68,36 @@ def export_embeddings_command(
     """Export the image vectors (text search) and the cross-modal item vectors (recommendation)
     of every item, with faiss indexes, the id map, item metadata and a manifest of hashes.
 
-    Each export is a new version folder made current atomically: readers never see a
-    half-written index.
+    Each export is a new version folder made current atomically (in Milvus, a new collection
+    made current by switching an alias): readers never see a half-written index.
     """
     from taomm.datasets.sharded import open_store
     from taomm.index import IndexParams, export_index
     from taomm.train.finetune import resolve_model_dir
 
     ws = find_workspace(workspace)
-    model, store, out, manifest = _export_paths(ws, model, store, out, manifest)
+    if out is not None and index is not None:
+        raise TaommError("give --out (a folder) or --index, not both")
+    model, store, target, manifest = _export_paths(ws, model, store, str(out) if out else index, manifest)
     params = IndexParams(kind=index_type, hnsw_m=hnsw_m, hnsw_ef_search=ef_search, ivf_nlist=nlist, ivf_nprobe=nprobe)
     with open_store(store) as fs:
         total = len(fs)
     with progress_bar("exporting", total) as advance:
-        version = export_index(resolve_model_dir(model), store, out, params, manifest=manifest,
+        version = export_index(resolve_model_dir(model), store, target, params, manifest=manifest,
                                device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance,
                                onnx=onnx)
-    summary = _export_summary(out, version)
+    summary = _export_summary(target, version)
     if json_out:
         print_json(summary)
     else:
-        stderr_console().print(f"exported {summary['items']} items to {version} "
+        where = f"{target} ({version})" if isinstance(version, str) else str(version)
+        stderr_console().print(f"exported {summary['items']} items to {where} "
                                f"({summary['index_params']['image']['type']} index, now current)")
 
 
-def _export_paths(ws: Workspace | None, model: Path | None, store: Path | None, out: Path | None,
-                  manifest: Path | None) -> tuple[Path, Path, Path, Path | None]:
-    """--model, --store, --out and --manifest, by default the workspace's."""
+def _export_paths(ws: Workspace | None, model: Path | None, store: Path | None, out: str | None,
+                  manifest: Path | None) -> tuple[Path, Path, str, Path | None]:
+    """--model, --store, --out/--index and --manifest, by default the workspace's."""
     if model is None:
         if ws is None:
             raise TaommError("no --model and no workspace: pass --model DIR")
@@ -104,19 +109,24 @@ def _export_paths(ws: Workspace | None, model: Path | None, store: Path | None, 
     return model, store, out, manifest
 
 
-def _export_summary(out: Path, version: Path) -> dict[str, Any]:
+def _export_summary(out: str, version: Path | str) -> dict[str, Any]:
     """What export-embeddings reports (--json), from the new version's manifest."""
     import json
 
+    from taomm.milvus_index import is_milvus, milvus_location, read_manifest
     from taomm.onnx_text import ONNX_NAME
 
-    data = json.loads((version / "manifest.json").read_text("utf-8"))
-    return {"index": str(Path(out).resolve()), "version": data["version"], "items": data["count"],
+    if is_milvus(out):
+        data = read_manifest(milvus_location(out), str(version))
+    else:
+        data = json.loads((Path(version) / "manifest.json").read_text("utf-8"))
+        out = str(Path(out).resolve())
+    return {"index": out, "version": data["version"], "items": data["count"],
             "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"],
             "onnx": ONNX_NAME in data["files"]}
 
 
-def _engine(index: Path | None, workspace: Path | None, device: str, encoder: str = "auto"):
+def _engine(index: str | None, workspace: Path | None, device: str, encoder: str = "auto"):
     from taomm.search import SearchEngine
 
     return SearchEngine(_index_path(index, find_workspace(workspace)), device=device or None, encoder=encoder)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -204,3 +205,31 @@ def check_shares(report: dict[str, Any], manifest_ids: Iterable[str]) -> list[st
         if r["ids"] != id_share(i for i in ids if in_shard(i, index, total)):
             problems.append(f"rank {r['rank']}: its ids are not those of shard {r['shard']}")
     return problems
+
+
+class SerialStore:
+    """A feature store whose records are read by one thread at a time. The store reads
+    through one LMDB read transaction per process, and LMDB allows a transaction to one
+    thread at a time: two server threads reranking at once crashed the process (a segfault
+    in a record's arrays). Other attributes pass through unchanged."""
+
+    def __init__(self, store: Any) -> None:
+        self._store, self._lock = store, threading.Lock()
+
+    def __getitem__(self, ordinal: int) -> Any:
+        with self._lock:
+            return self._store[ordinal]
+
+    def ordinal(self, item_id: str) -> int:
+        with self._lock:
+            return self._store.ordinal(item_id)
+
+    def get(self, item_id: str) -> Any:
+        with self._lock:
+            return self._store.get(item_id)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

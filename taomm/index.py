@@ -19,6 +19,12 @@ A version is written into a hidden temporary folder, renamed when complete, and 
 made current by replacing the ``current`` symlink (``os.replace``), so a reader never sees
 a half-written index. Readers check every file against the manifest's sha256 before faiss
 reads it.
+
+The index folder is the default backend; an index location ``milvus-lite:PATH.db`` or
+``milvus://HOST:PORT/COLLECTION`` puts the same content into Milvus instead
+(``taomm.milvus_index``): ``export_index`` writes either, ``open_index`` opens either, and
+both readers answer ``ItemIndex``'s interface (``manifest``, ``item_ids``, ``items``,
+``rows``, ``search``, ``vector``).
 """
 
 from __future__ import annotations
@@ -239,6 +245,10 @@ class ItemIndex:
         scores, rows = self.faiss[kind].search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return scores, rows
 
+    def vector(self, kind: str, row: int) -> np.ndarray:
+        """The stored vector (1, E) float32 of the item at ``row``."""
+        return self.vectors[kind][row: row + 1].astype(np.float32)
+
 
 def verify(version: Path) -> dict[str, Any]:
     """The manifest, once every file it lists matches its sha256; else one clear error."""
@@ -266,8 +276,13 @@ def verify(version: Path) -> dict[str, Any]:
     return manifest
 
 
-def open_index(path: str | os.PathLike[str], gpu: bool = True) -> ItemIndex:
-    """Verify, then load an index (``path``: the index root or a version folder)."""
+def open_index(path: str | os.PathLike[str], gpu: bool = True) -> Any:
+    """Verify, then load an index (``path``: the index root or a version folder) -> ItemIndex;
+    a Milvus location (module docstring) -> ``taomm.milvus_index.MilvusIndex``."""
+    from taomm.milvus_index import MilvusIndex, is_milvus, milvus_location
+
+    if is_milvus(path):
+        return MilvusIndex(milvus_location(str(path)))
     import faiss
 
     version = resolve_version(path)
@@ -348,15 +363,24 @@ def item_category(item: Any, classes: list[str]) -> dict[str, Any] | None:
 def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLike[str], out: str | os.PathLike[str],
                  params: IndexParams | None = None, manifest: str | os.PathLike[str] | None = None,
                  device: str | None = None, batch_size: int = 128, bf16: bool = True,
-                 on_progress: Callable[[int], None] | None = None, onnx: bool = False) -> Path:
+                 on_progress: Callable[[int], None] | None = None, onnx: bool = False) -> Path | str:
     """Vectors of every item of the store by the retrieval model in ``model_dir``, written
     as a new current version of the index ``out``; with ``onnx``, the model's text encoder
-    too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU."""
+    too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU. Returns
+    the version folder, or for a Milvus ``out`` the new collection's name."""
     from taomm.datasets.sharded import open_store
     from taomm.device import resolve_device
+    from taomm.milvus_index import connect, is_milvus, milvus_location, write_milvus
     from taomm.model import InterBertForRetrieval
     from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
     from taomm.text.tokenizer import TitleTokenizer
+
+    milvus = milvus_location(str(out)) if is_milvus(out) else None
+    if milvus is not None:  # before the vectors, which take long
+        if onnx:
+            raise OptionError("the ONNX query encoder is kept in index folders only: a Milvus index encodes "
+                              "queries with its model in torch (drop {onnx=True})", "onnx=True")
+        connect(milvus)  # a missing extra or an unreachable server: now, not after an hour
 
     if onnx:
         from taomm.onnx_text import ONNX_NAME, export_text_encoder, require_exporter
@@ -385,5 +409,7 @@ def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLik
                       "config": model.config.to_dict()},
             "store": store_info, "taxonomy": taxonomy, "image_root": str(root) if root else None,
             "images_known": sum(1 for it in items if it["image"])}
+    if milvus is not None:
+        return write_milvus(milvus, item_ids, items, vectors, params or IndexParams(), info)
     write_extra = (lambda folder: export_text_encoder(model, folder / ONNX_NAME)) if onnx else None
     return write_index(out, item_ids, items, vectors, params or IndexParams(), info, write_extra=write_extra)

@@ -30,6 +30,7 @@ from taomm.device import resolve_device
 from taomm.errors import OptionError, TaommError
 from taomm.explain import explain_match
 from taomm.index import ItemIndex, open_index, sha256_file
+from taomm.milvus_index import MilvusIndex
 from taomm.query_encoder import TorchTextEncoder
 
 MAX_QUERY_CHARS = 64
@@ -87,34 +88,6 @@ def _no_grad(fn: Any) -> Any:
     return wrapper
 
 
-class SerialStore:
-    """A feature store whose records are read by one thread at a time. The store reads
-    through one LMDB read transaction per process, and LMDB allows a transaction to one
-    thread at a time: two server threads reranking at once crashed the process (a segfault
-    in a record's arrays). Other attributes pass through unchanged."""
-
-    def __init__(self, store: Any) -> None:
-        self._store, self._lock = store, threading.Lock()
-
-    def __getitem__(self, ordinal: int) -> Any:
-        with self._lock:
-            return self._store[ordinal]
-
-    def ordinal(self, item_id: str) -> int:
-        with self._lock:
-            return self._store.ordinal(item_id)
-
-    def get(self, item_id: str) -> Any:
-        with self._lock:
-            return self._store.get(item_id)
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
 class SearchEngine:
     """The model, the verified index and (for reranking) the store, loaded once."""
 
@@ -124,7 +97,7 @@ class SearchEngine:
         from taomm.model.config import VOCAB_NAME, WEIGHTS_NAME, InterBertConfig
         from taomm.text.tokenizer import TitleTokenizer
 
-        self.index: ItemIndex = open_index(index_path)
+        self.index: ItemIndex | MilvusIndex = open_index(index_path)  # index_path: a folder or a Milvus URI
         manifest = self.index.manifest
         model_dir = Path(manifest["model"]["path"])
         weights = model_dir / WEIGHTS_NAME
@@ -203,6 +176,9 @@ class SearchEngine:
             encoder = "onnx" if digest and self.device_name == "cpu" and onnxruntime_available() else "torch"
         if encoder == "torch":
             return TorchTextEncoder(self.model, self.device, self.bf16)
+        if digest is None and isinstance(self.index, MilvusIndex):
+            raise OptionError(f"the Milvus index {self.index.path} has no ONNX query encoder (they live in index "
+                              "folders): search it with {encoder=torch}", "encoder=torch")
         if digest is None:
             raise OptionError(f"the index {self.index.path} has no {ONNX_NAME}: export it again with the ONNX "
                               "query encoder ({onnx=True})", "onnx=True")
@@ -221,7 +197,7 @@ class SearchEngine:
     def store(self) -> Any:
         with self._lock:
             if self._store is None:
-                from taomm.datasets.sharded import open_store
+                from taomm.datasets.sharded import SerialStore, open_store
 
                 if not self._store_path or not Path(self._store_path).exists():
                     raise OptionError(f"reranking needs the feature store {self._store_path}, which is gone "
@@ -367,7 +343,7 @@ class SearchEngine:
         row = self.index.rows.get(item_id)
         if row is None:
             raise TaommError(f"unknown item id {item_id!r} (not in the index {self.index.path})")
-        vector = self.index.vectors["item"][row: row + 1].astype(np.float32)
+        vector = self.index.vector("item", row)
         scores, rows = self.index.search("item", vector, k + 1)
         found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0 and r != row]
         return [self._hit(i + 1, r, s) for i, (r, s) in enumerate(found[:k])]

@@ -57,7 +57,9 @@ class Paths:
 
     store: str = "store"  # LMDB feature store written by `taomm prepare`
     runs: str = "runs"  # pretraining and finetuning runs (checkpoints, metrics)
-    index: str = "index"  # exported embeddings and faiss indexes
+    # exported embeddings: a faiss index folder, or a Milvus index URI, milvus-lite:PATH.db
+    # (PATH relative to the workspace) or milvus://HOST:PORT/COLLECTION (taomm.milvus_index)
+    index: str = "index"
 
 
 @dataclass
@@ -132,8 +134,21 @@ class Workspace:
         return (self.root / relative).resolve()
 
     def path(self, name: str) -> Path:
-        """One of the output paths: ``store``, ``runs`` or ``index``."""
+        """One of the output paths: ``store``, ``runs`` or ``index`` (as a folder: ``index_location``
+        also reads a Milvus URI)."""
         return self.resolve(getattr(self.config.paths, name))
+
+    def index_location(self) -> str:
+        """The index in effect: a faiss folder's absolute path, or a Milvus URI (a Lite file
+        made absolute against the workspace folder)."""
+        from taomm.milvus_index import LITE_PREFIX, SERVER_PREFIX
+
+        value = self.config.paths.index
+        if value.startswith(SERVER_PREFIX):
+            return value
+        if value.startswith(LITE_PREFIX):
+            return LITE_PREFIX + str(self.resolve(value[len(LITE_PREFIX):]))
+        return str(self.resolve(value))
 
     def source(self, name: str) -> Path | None:
         value = getattr(self.config.sources, name)

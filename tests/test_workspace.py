@@ -79,3 +79,15 @@ def test_toml_escapes_strings(tmp_path: Path) -> None:
     config = WorkspaceConfig(sources=Sources(manifest='we"ird\\路径/items.jsonl'))
     write_workspace(tmp_path, config)
     assert load_workspace(tmp_path).config == config
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    (None, "{root}/index"),  # an older taomm.toml: the faiss folder
+    ("vectors", "{root}/vectors"),
+    ("milvus-lite:db/items.db", "milvus-lite:{root}/db/items.db"),  # relative to the workspace
+    ("milvus://milvus.internal:19530/shop", "milvus://milvus.internal:19530/shop"),
+])
+def test_index_setting_is_a_folder_or_a_milvus_uri(tmp_path: Path, setting: str | None, expected: str) -> None:
+    paths = Paths() if setting is None else Paths(index=setting)
+    write_workspace(tmp_path, WorkspaceConfig(paths=paths))
+    assert load_workspace(tmp_path).index_location() == expected.format(root=tmp_path.resolve())

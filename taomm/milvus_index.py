@@ -1,0 +1,275 @@
+"""The item index in Milvus: the faiss index folder's content (``taomm.index``) as versioned
+Milvus collections, for catalogs that outgrow one host.
+
+Where (``milvus_location``)::
+
+    milvus-lite:PATH.db                  embedded Milvus Lite (no server; one process a file)
+    milvus://HOST:PORT/COLLECTION        a Milvus server; port 443: TLS (Zilliz Cloud); the
+                                         token, if any, from $TAOMM_MILVUS_TOKEN
+
+Each export is a new collection ``COLLECTION_vNNNN``, one entity an item:
+
+    row        INT64 primary key   the item's row (0..N-1), as in the faiss folder's ids.json
+    item_id    VARCHAR
+    title      VARCHAR
+    image      VARCHAR             relative to the manifest's image_root; "" when unknown
+    category   INT64               class id of the item's main region; -1 without one
+    image_vec  FLOAT_VECTOR (E)    image alone (text search with target image)
+    item_vec   FLOAT_VECTOR (E)    image + title (search, recommendation)
+
+Both vector fields are unit vectors searched by inner product (``IP``), exactly (``FLAT``) up
+to ``taomm.index.EXACT_LIMIT`` items, by ``IVF_FLAT`` above (or ``HNSW`` when asked:
+``index_params``). The faiss folder's manifest (model path and sha256, version, counts,
+taxonomy, image root) is the collection's property ``taomm.manifest`` (JSON; the model's
+sha256 and the version also as ``taomm.model_sha256`` and ``taomm.version``), set only once
+the collection is flushed, indexed and loaded; then the alias ``COLLECTION`` is switched to
+it, so readers, who open the alias, never see a half-written index. The last ``keep``
+collections stay; older ones are dropped.
+
+Queries are encoded by the model the manifest names (its folder must be readable where
+search runs); there is no ONNX query encoder for a Milvus index: it lives in index folders.
+pymilvus (and milvus-lite) are the ``milvus`` extra, imported only inside the functions here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taomm.errors import TaommError
+
+LITE_PREFIX, SERVER_PREFIX = "milvus-lite:", "milvus://"
+TOKEN_ENV = "TAOMM_MILVUS_TOKEN"
+DEFAULT_COLLECTION = "taomm_items"  # a Milvus Lite file's collection (alias)
+MANIFEST_PROPERTY = "taomm.manifest"
+VECTOR_FIELDS = {"image": "image_vec", "item": "item_vec"}  # index kinds (taomm.index.VECTORS) -> fields
+MAX_CHARS = {"item_id": 256, "title": 2048, "image": 1024}  # VARCHAR limits (bytes = 4x: UTF-8)
+INSERT_BATCH = 1000
+EXTRA_HINT = "pip install 'taomm[milvus]'"
+_NULL_HANDLER = logging.NullHandler()
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+
+
+@dataclass(frozen=True)
+class MilvusLocation:
+    """A Milvus index: what ``MilvusClient`` connects to, and the collection alias."""
+
+    uri: str  # a Milvus Lite file path, or http(s)://host:port
+    collection: str
+    token: str = field(default="", repr=False)
+
+    def __str__(self) -> str:
+        if self.uri.startswith(("http://", "https://")):
+            return f"{SERVER_PREFIX}{self.uri.split('://', 1)[1]}/{self.collection}"
+        return f"{LITE_PREFIX}{self.uri}"
+
+
+def is_milvus(location: Any) -> bool:
+    """Whether an index location (a path or a URI) names a Milvus index."""
+    return isinstance(location, str) and location.startswith((LITE_PREFIX, SERVER_PREFIX))
+
+
+def milvus_location(text: str) -> MilvusLocation:
+    """A Milvus index from its URI (module docstring); a Lite path relative to the current folder."""
+    if text.startswith(LITE_PREFIX):
+        path = Path(text[len(LITE_PREFIX):]).expanduser()
+        if not path.name.endswith(".db"):
+            raise TaommError(f"a Milvus Lite index is a file ending in .db: {LITE_PREFIX}PATH.db, not {text!r}")
+        return MilvusLocation(str(path.absolute()), DEFAULT_COLLECTION)
+    match = re.fullmatch(r"milvus://([^/:]+):(\d+)/([^/]+)", text)
+    if match is None:
+        raise TaommError(f"a Milvus index is milvus://HOST:PORT/COLLECTION or {LITE_PREFIX}PATH.db, not {text!r}")
+    host, port, collection = match.groups()
+    if not _NAME.match(collection):
+        raise TaommError(f"{collection!r} is not a Milvus collection name (letters, digits, _)")
+    scheme = "https" if port == "443" else "http"
+    return MilvusLocation(f"{scheme}://{host}:{port}", collection, os.environ.get(TOKEN_ENV, ""))
+
+
+def connect(location: MilvusLocation) -> Any:
+    """A ``MilvusClient`` for ``location``, or one clear error."""
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as exc:
+        raise TaommError(f"a Milvus index needs the milvus extra: {EXTRA_HINT} ({exc.name} is missing)") from None
+    if not location.uri.startswith(("http://", "https://")):
+        Path(location.uri).parent.mkdir(parents=True, exist_ok=True)
+        # Milvus Lite logs a failed start (a file locked by another process) with its traceback
+        # to stderr when the application configured no logging; the error below says it in a line
+        logging.getLogger("milvus_lite").addHandler(_NULL_HANDLER)
+    try:
+        return MilvusClient(uri=location.uri, token=location.token)
+    except Exception as exc:  # pymilvus raises its own exception types, not one base
+        hint = " (Milvus Lite opens a file in one process at a time)" if LITE_PREFIX in str(location) else ""
+        raise TaommError(f"cannot connect to Milvus at {location}{hint}: {_message(exc)}") from None
+
+
+def _message(exc: Exception) -> str:
+    return str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _versions(client: Any, alias: str) -> list[tuple[int, str]]:
+    pattern = re.compile(rf"^{re.escape(alias)}_v(\d{{4,}})$")
+    return sorted((int(m.group(1)), name) for name in client.list_collections() if (m := pattern.match(name)))
+
+
+def _current(client: Any, alias: str) -> str | None:
+    """The collection the alias points to, None without the alias."""
+    if alias not in client.list_aliases().get("aliases", []):
+        return None
+    return client.describe_alias(alias)["collection_name"]
+
+
+def index_params(params: Any, count: int, dim: int) -> dict[str, Any]:
+    """The Milvus index for ``params`` (``taomm.index.IndexParams``) over ``count`` vectors:
+    ``{"type", "build": build params, "search": search params}``. The faiss choice, made by
+    ``IndexParams.resolved``, carried over: exact, HNSW, or for IVF-PQ the same lists with
+    the exact vectors (``IVF_FLAT``: what IVF-PQ's exact refine approximates)."""
+    faiss = params.resolved(count, dim)
+    if faiss["type"] == "hnsw":
+        return {"type": "HNSW", "build": {"M": faiss["m"], "efConstruction": faiss["ef_construction"]},
+                "search": {"ef": faiss["ef_search"]}}
+    if faiss["type"] == "ivfpq":
+        return {"type": "IVF_FLAT", "build": {"nlist": faiss["nlist"]}, "search": {"nprobe": faiss["nprobe"]}}
+    return {"type": "FLAT", "build": {}, "search": {}}
+
+
+def write_milvus(location: MilvusLocation, item_ids: list[str], items: list[dict[str, Any]],
+                 vectors: dict[str, np.ndarray], params: Any, info: dict[str, Any], keep: int = 2) -> str:
+    """Write the items as a new collection version, make it current (the alias) and keep the
+    last ``keep`` versions; returns the new collection's name. ``params``: ``IndexParams``."""
+    from pymilvus import DataType, MilvusClient
+
+    client = connect(location)
+    alias, count = location.collection, len(item_ids)
+    number = max((n for n, _ in _versions(client, alias)), default=0) + 1
+    name, version = f"{alias}_v{number:04d}", f"v{number:04d}"
+    dims = {kind: int(array.shape[1]) for kind, array in vectors.items()}
+    built = {kind: index_params(params, count, dim) for kind, dim in dims.items()}
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("row", DataType.INT64, is_primary=True)
+    for key, chars in MAX_CHARS.items():
+        schema.add_field(key, DataType.VARCHAR, max_length=4 * chars)
+    schema.add_field("category", DataType.INT64)
+    for kind, dim in dims.items():
+        schema.add_field(VECTOR_FIELDS[kind], DataType.FLOAT_VECTOR, dim=dim)
+    try:
+        client.create_collection(name, schema=schema)
+        for start in range(0, count, INSERT_BATCH):
+            client.insert(name, [_entity(row, items[row], vectors) for row in range(start, min(count, start + INSERT_BATCH))])
+        client.flush(name)
+        indexes = client.prepare_index_params()
+        for kind, p in built.items():
+            indexes.add_index(VECTOR_FIELDS[kind], index_type=p["type"], metric_type="IP", params=p["build"])
+        client.create_index(name, indexes)
+        client.load_collection(name)
+        manifest = {"format": 1, "backend": "milvus", "version": version, "collection": name, "count": count,
+                    "dims": dims, "index": built, **info, "files": {}}
+        # the completion marker: a collection without it is never made current
+        client.alter_collection_properties(name, {MANIFEST_PROPERTY: json.dumps(manifest, ensure_ascii=False),
+                                                  "taomm.model_sha256": info["model"]["sha256"],
+                                                  "taomm.version": version})
+        if _current(client, alias) is None:
+            client.create_alias(name, alias)
+        else:
+            client.alter_alias(name, alias)
+    except Exception as exc:
+        client.drop_collection(name)  # never leave a half-written version behind
+        if isinstance(exc, TaommError):
+            raise
+        raise TaommError(f"Milvus at {location}: writing {name} failed: {_message(exc)}") from None
+    if keep > 0:
+        for _, old in _versions(client, alias)[:-keep]:
+            if old != name:
+                client.drop_collection(old)
+    return name
+
+
+def read_manifest(location: MilvusLocation, collection: str) -> dict[str, Any]:
+    """The manifest a collection was exported with (``write_milvus``)."""
+    properties = connect(location).describe_collection(collection).get("properties", {})
+    if MANIFEST_PROPERTY not in properties:
+        raise TaommError(f"{location} ({collection}) has no {MANIFEST_PROPERTY}: not a taomm index")
+    return json.loads(properties[MANIFEST_PROPERTY])
+
+
+def _entity(row: int, item: dict[str, Any], vectors: dict[str, np.ndarray]) -> dict[str, Any]:
+    text = {"item_id": item["item_id"], "title": item.get("title") or "", "image": item.get("image") or ""}
+    for key, value in text.items():
+        if len(value) > MAX_CHARS[key]:
+            raise TaommError(f"item {item['item_id'][:64]!r}: its {key} is longer than {MAX_CHARS[key]} characters")
+    category = item.get("category")
+    return {"row": row, **text, "category": -1 if category is None else int(category["id"]),
+            **{VECTOR_FIELDS[kind]: array[row].astype(np.float32).tolist() for kind, array in vectors.items()}}
+
+
+def _name(classes: list[str], category: int) -> str:
+    return classes[category] if category < len(classes) else str(category)
+
+
+class MilvusIndex:
+    """A Milvus index version opened through its alias: ``ItemIndex``'s reader interface
+    (``manifest``, ``item_ids``, ``items``, ``rows``, ``search``, ``vector``). The item ids and
+    metadata are read once into memory, the vectors stay in Milvus. The alias is resolved at
+    opening: a reader keeps the version it opened even when an export switches the alias."""
+
+    def __init__(self, location: MilvusLocation) -> None:
+        self.location = location
+        self.client = client = connect(location)
+        collection = _current(client, location.collection)
+        if collection is None:
+            raise TaommError(f"no index at {location}: run `taomm export-embeddings` first")
+        self.collection = collection
+        self.path = f"{location} ({collection})"  # where the index is, for messages
+        self.manifest: dict[str, Any] = read_manifest(location, collection)
+        client.load_collection(collection)  # a server may have released it
+        count = self.manifest["count"]
+        classes = (self.manifest.get("taxonomy") or {}).get("classes") or []
+        self.items: list[dict[str, Any]] = [{}] * count
+        seen = 0
+        for start in range(0, count, INSERT_BATCH):  # by row ranges: Milvus caps a query's results
+            batch = client.query(collection, filter=f"row >= {start} and row < {start + INSERT_BATCH}",
+                                 output_fields=["row", "item_id", "title", "image", "category"])
+            for e in batch:
+                c = int(e["category"])
+                self.items[int(e["row"])] = {"item_id": e["item_id"], "title": e["title"], "image": e["image"] or None,
+                                             "category": None if c < 0 else {"id": c, "name": _name(classes, c)}}
+            seen += len(batch)
+        self.item_ids = [it.get("item_id") for it in self.items]
+        self.rows = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        if seen != count or len(self.rows) != count or None in self.rows:
+            raise TaommError(f"{self.path} holds {seen} entities, not the {count} distinct items of its manifest")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def search(self, kind: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the ``k`` nearest items of each query vector (B, E), each (B, k)."""
+        k = min(k, len(self))
+        found = self.client.search(self.collection, data=np.asarray(queries, dtype=np.float32).tolist(), limit=k,
+                                   anns_field=VECTOR_FIELDS[kind], output_fields=[],
+                                   search_params={"metric_type": "IP", "params": self._search_params(kind, k)})
+        scores = np.zeros((len(queries), k), np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        for b, hits in enumerate(found):
+            for j, hit in enumerate(hits):
+                rows[b, j], scores[b, j] = hit.get("row", hit.get("id")), hit["distance"]
+        return scores, rows
+
+    def _search_params(self, kind: str, k: int) -> dict[str, Any]:
+        params = dict(self.manifest["index"][kind]["search"])
+        if "ef" in params:
+            params["ef"] = max(params["ef"], k)  # HNSW answers at most ef results
+        return params
+
+    def vector(self, kind: str, row: int) -> np.ndarray:
+        """The stored vector (1, E) float32 of the item at ``row``."""
+        found = self.client.get(self.collection, ids=[int(row)], output_fields=[VECTOR_FIELDS[kind]])
+        return np.asarray([found[0][VECTOR_FIELDS[kind]]], dtype=np.float32)
