@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -17,9 +17,12 @@ from taomm.cli.common import (
     print_json,
     progress_bar,
     stderr_console,
+    training_processes,
     workspace_path,
 )
-from taomm.datasets.store import FeatureStore
+
+if TYPE_CHECKING:
+    from taomm.text.mining_ranks import RankMining
 
 
 def mine_negatives(
@@ -31,39 +34,53 @@ def mine_negatives(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Negatives per caption.")] = 30,
     max_sim: Annotated[float, typer.Option("--max-sim", help="Keep similarities strictly below this.")] = 0.5,
     chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="Rows per progress step.")] = 256,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Mining threads per process. Default: the "
+                                                "CPU's cores, shared by the torchrun ranks on this machine.",
+                                                show_default=False)] = None,
     workspace: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Mine TF-IDF hard negatives: per caption, the most similar captions of other images below --max-sim.
 
     Store mode writes them into the store (read by pretraining's ITM-hn); --captions mode
-    writes one JSON line per caption: {"index": i, "negatives": [[j, sim], ...]}.
+    writes one JSON line per caption: {"index": i, "negatives": [[j, sim], ...]}. Under
+    torchrun each rank mines a block of rows (the same result as one process); rank 0 writes.
     """
     if captions is not None and out is None:
         raise fail("--captions needs --out OUT.jsonl", 2)
-    t0 = time.perf_counter()
-    if captions is not None:
-        docs = _read_captions(captions)
-        indices, sims = _mine(docs, top_k, max_sim, chunk_size)
-        _write_jsonl(out, indices, sims)
-    else:
-        from taomm.datasets.store_negatives import mine_store_negatives
+    from taomm.text.mining_ranks import MINING_TIMEOUT  # numba: imported only when mining
 
-        path = workspace_path(store, workspace, "store", "--store PATH")
-        with FeatureStore(path) as fs:
-            total = len(fs)
-        with progress_bar("mining negatives", total) as advance:
-            indices = mine_store_negatives(path, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
-                                           on_progress=advance)
-    found = (indices >= 0).sum(axis=1)
-    summary = {"items": len(indices), "mean_negatives": round(float(found.mean()) if len(indices) else 0.0, 3),
-               "items_without_negatives": int((found == 0).sum()),
-               "seconds": round(time.perf_counter() - t0, 3)}
+    t0 = time.perf_counter()
+    path = None if captions is not None else workspace_path(store, workspace, "store", "--store PATH")
+    options = dict(top_k=top_k, max_sim=max_sim, chunk_size=chunk_size, threads=threads, progress=progress_bar)
+    with training_processes("cpu", MINING_TIMEOUT) as info:  # under torchrun, each rank mines a block of rows
+        if path is None:
+            from taomm.text.mining_ranks import mine_ranks
+
+            mined = mine_ranks(lambda: (_read_captions(captions), None), out.with_name(out.name + ".mining-tmp"),
+                               info, **options)
+            if info.is_main:
+                _write_jsonl(out, mined.indices, mined.sims)
+        else:
+            from taomm.datasets.store_negatives import mine_store_negatives_ranks
+
+            mined = mine_store_negatives_ranks(path, info, **options)
+        if info.is_main:
+            _print_summary(mined, time.perf_counter() - t0, json_out)
+
+
+def _print_summary(mined: RankMining, seconds: float, json_out: bool) -> None:
+    found = (mined.indices >= 0).sum(axis=1)
+    items = len(mined.indices)
+    summary = {"items": items, "mean_negatives": round(float(found.mean()) if items else 0.0, 3),
+               "items_without_negatives": int((found == 0).sum()), "seconds": round(seconds, 3),
+               "world_size": len(mined.shares), "threads_per_rank": mined.threads, "ranks": mined.shares}
     if json_out:
         print_json(summary)
     else:
+        ranks = f" on {len(mined.shares)} ranks" if len(mined.shares) > 1 else ""
         stderr_console().print(f"{summary['items']} items, {summary['mean_negatives']} negatives per item, "
-                               f"{summary['items_without_negatives']} without any, {summary['seconds']} s")
+                               f"{summary['items_without_negatives']} without any, {summary['seconds']} s{ranks}")
 
 
 def _read_captions(path: Path) -> list[list[str]]:
@@ -73,14 +90,6 @@ def _read_captions(path: Path) -> list[list[str]]:
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it starts no empty caption
     return [segment(line.rstrip("\r")) for line in lines]
-
-
-def _mine(docs: list[list[str]], top_k: int, max_sim: float, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-    from taomm.text.mining import mine_hard_negatives  # numba: imported only when mining
-
-    with progress_bar("mining negatives", len(docs)) as advance:
-        return mine_hard_negatives(docs, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
-                                   on_progress=advance)
 
 
 def _write_jsonl(path: Path, indices: np.ndarray, sims: np.ndarray) -> None:

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from taomm.datasets.store import FeatureStore, StoreWriter, image_key
 from taomm.text.mining import mine_hard_negatives
+from taomm.text.mining_ranks import Progress, RankMining, mine_ranks
+from taomm.train.distributed import DistInfo
+
+# The ranks' shared arrays while they mine a store, removed at the end.
+SCRATCH = "mining.tmp"
 
 
 def mine_store_negatives(path: str | os.PathLike[str], top_k: int = 30, max_sim: float = 0.5, chunk_size: int = 256,
@@ -22,14 +28,38 @@ def mine_store_negatives(path: str | os.PathLike[str], top_k: int = 30, max_sim:
     """Mine the hard negatives of every item of the feature store at ``path`` and write them
     into it; captions of one photo (``IMAGE#K``) are not each other's negatives. Returns the
     ``(N, top_k)`` indices (-1 padded)."""
+    indices, _ = mine_hard_negatives(*store_captions(path), top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
+                                     on_progress=on_progress)
+    write_store_negatives(path, indices)
+    return indices
+
+
+def mine_store_negatives_ranks(path: str | os.PathLike[str], info: DistInfo, top_k: int = 30, max_sim: float = 0.5,
+                               chunk_size: int = 256, threads: int | None = None,
+                               progress: Progress | None = None) -> RankMining:
+    """:func:`mine_store_negatives` over the ranks of a torchrun group
+    (:func:`~taomm.text.mining_ranks.mine_ranks`, its shared arrays in ``STORE/mining.tmp``);
+    rank 0 writes the negatives. One process: the same, alone."""
+    mined = mine_ranks(lambda: store_captions(path), Path(path) / SCRATCH, info, top_k=top_k, max_sim=max_sim,
+                       chunk_size=chunk_size, threads=threads, progress=progress)
+    if mined.indices is not None:
+        write_store_negatives(path, mined.indices)
+    return mined
+
+
+def store_captions(path: str | os.PathLike[str]) -> tuple[list[list[str]], list[int]]:
+    """The store's captions (segmented words) and their groups: one per photo."""
     with FeatureStore(path) as fs:
-        meta = fs.meta
         docs = [item.words for item in fs]
         photos: dict[str, int] = {}
         groups = [photos.setdefault(image_key(item_id), len(photos)) for item_id in fs.item_ids()]
-    indices, _ = mine_hard_negatives(docs, groups, top_k=top_k, max_sim=max_sim, chunk_size=chunk_size,
-                                     on_progress=on_progress)
+    return docs, groups
+
+
+def write_store_negatives(path: str | os.PathLike[str], indices: np.ndarray) -> None:
+    """Write mined ``indices`` (-1 padded rows) as the store's negatives."""
+    with FeatureStore(path) as fs:
+        meta = fs.meta
     with StoreWriter(path, language=meta.language, feature_dim=meta.feature_dim, taxonomy=meta.taxonomy,
                      classes=meta.classes) as writer:
         writer.set_negatives((i, row[row >= 0]) for i, row in enumerate(indices))
-    return indices

@@ -83,6 +83,7 @@ def mine_hard_negatives(
     chunk_size: int = 256,
     n_common: int = 32,
     on_progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hard negatives of every caption: ``(indices int64 [N, top_k], sims float32 [N, top_k])``.
 
@@ -90,38 +91,64 @@ def mine_hard_negatives(
     captions of the same image are never negatives of each other. Rows with fewer than
     ``top_k`` negatives are padded with index -1 and similarity 0. ``on_progress(n)`` is
     called after every chunk of rows with the number of rows it finished. ``n_common`` (how
-    many frequent terms take the bounded path) only changes the speed, never the result.
+    many frequent terms take the bounded path) and ``threads`` (default: the CPU's cores)
+    only change the speed, never the result.
     """
-    x = tfidf_matrix(docs)
-    n = x.shape[0]
     if top_k < 0 or chunk_size < 1 or n_common < 0:
         raise ValueError("top_k and n_common must be >= 0, chunk_size >= 1")
+    arrays = join_arrays(docs, groups, n_common)
+    return mine_rows(arrays, range(len(arrays["groups"])), top_k, max_sim, chunk_size, on_progress, threads)
+
+
+# What the join kernel reads, by name (see _join_inputs), then the group of every caption.
+JOIN_ARRAYS = ("indptr", "indices", "data", "t_indptr", "t_indices", "t_data", "common", "c_indptr", "c_indices",
+               "c_data", "cnorm", "by_cnorm", "sorted_cnorm", "groups")
+
+
+def join_arrays(docs: Sequence[Sequence[str]], groups: Sequence[int] | np.ndarray | None = None,
+                n_common: int = 32) -> dict[str, np.ndarray]:
+    """Everything :func:`mine_rows` joins over, by name (``JOIN_ARRAYS``): plain arrays, so that
+    they can be built once, saved as ``.npy`` and memory-mapped by other processes."""
+    x = sp.csr_matrix(tfidf_matrix(docs), dtype=np.float64)
+    n = x.shape[0]
     group_ids = np.arange(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     if group_ids.shape != (n,):
         raise ValueError(f"groups has shape {group_ids.shape}, expected ({n},)")
-    indices = np.full((n, top_k), -1, dtype=np.int64)
-    sims = np.zeros((n, top_k), dtype=np.float32)
-    if n == 0 or top_k == 0:
-        return indices, sims
-    x = sp.csr_matrix(x, dtype=np.float64)
     x.sort_indices()  # the same term order in both rows of a pair: symmetric sums
-    args = (*_join_inputs(x, n_common), group_ids, top_k, np.float32(max_sim), indices, sims)
+    return dict(zip(JOIN_ARRAYS, (*_join_inputs(x, n_common), group_ids), strict=True))
+
+
+def mine_rows(arrays: dict[str, np.ndarray], rows: range, top_k: int = 30, max_sim: float = 0.5,
+              chunk_size: int = 256, on_progress: Callable[[int], None] | None = None,
+              threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The hard negatives of the query rows ``rows`` (a contiguous range) against every caption
+    of ``arrays`` (:func:`join_arrays`, in memory or memory-mapped): ``(indices [len(rows),
+    top_k], sims)`` as :func:`mine_hard_negatives`. A row's result depends on that row and
+    ``arrays`` only, so rows mined in any blocks, threads or processes are bit for bit the same."""
+    n, vocab = len(arrays["groups"]), len(arrays["common"])
+    if rows.step != 1 or not (0 <= rows.start <= rows.stop <= n):
+        raise ValueError(f"rows must be a contiguous range within 0..{n}, not {rows}")
+    indices = np.full((len(rows), top_k), -1, dtype=np.int64)
+    sims = np.zeros((len(rows), top_k), dtype=np.float32)
+    if len(rows) == 0 or top_k == 0:
+        return indices, sims
+    args = (*(arrays[name] for name in JOIN_ARRAYS), top_k, np.float32(max_sim), rows.start, indices, sims)
     # Rows go to threads in blocks of chunk_size (the compiled kernel runs without the GIL),
     # all queued at once so no thread waits for another; each thread keeps its own
     # length-N buffers for the whole run.
-    threads = max(1, min(os.cpu_count() or 1, n // 256 or 1))
+    threads = max(1, min(threads or os.cpu_count() or 1, len(rows) // 256 or 1))
     local = threading.local()
 
     def run(lo: int) -> int:
         if not hasattr(local, "buffers"):
             local.buffers = (np.zeros(n), np.empty(n, np.int64), np.full(n, -1, np.int64),
-                             np.zeros(x.shape[1]), np.empty(top_k, np.float32), np.empty(top_k, np.int64))
-        hi = min(lo + chunk_size, n)
+                             np.zeros(vocab), np.empty(top_k, np.float32), np.empty(top_k, np.int64))
+        hi = min(lo + chunk_size, rows.stop)
         _mine_rows(lo, hi, *local.buffers, *args)
         return hi - lo
 
     with ThreadPoolExecutor(threads) as pool:
-        for done in pool.map(run, range(0, n, chunk_size)):
+        for done in pool.map(run, range(rows.start, rows.stop, chunk_size)):
             if on_progress is not None:
                 on_progress(done)
     return indices, sims
@@ -189,9 +216,9 @@ def _insert(s, j, count, k, best_s, best_j):  # pragma: no cover - compiled
 @numba.njit(nogil=True)
 def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indices, data, t_indptr,
                t_indices, t_data, common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm,
-               groups, k, max_sim, out_idx, out_sim):  # pragma: no cover - compiled
-    """Rows lo:hi into out_idx/out_sim. Buffers (per thread, reused across calls): acc, the
-    rare part of the current row's dot products (all zero between rows); touched, the
+               groups, k, max_sim, row0, out_idx, out_sim):  # pragma: no cover - compiled
+    """Rows lo:hi into out_idx/out_sim, row i at i - row0. Buffers (per thread, reused across
+    calls): acc, the rare part of the current row's dot products (all zero between rows); touched, the
     captions with one; seen[j] == i when sim(i, j) is done for row i, == -2 - i when j is
     in step 2's postings; weights, the current row's common weights (zero between rows)."""
     n = groups.shape[0]
@@ -288,6 +315,6 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
         for p in range(c_indptr[i], c_indptr[i + 1]):
             weights[c_indices[p]] = 0.0
         for m in range(count):
-            out_idx[i, m] = best_j[m]
-            out_sim[i, m] = best_s[m]
+            out_idx[i - row0, m] = best_j[m]
+            out_sim[i - row0, m] = best_s[m]
 

@@ -1,0 +1,153 @@
+"""Hard-negative mining scaled out over torchrun ranks: 2 ranks against 1, the growth curve,
+and a projection for 3.1M captions on 8 and 32 ranks.
+
+Goal (issue 18): 2 ranks >= 1.8x faster than 1 on 2 cores; 3.1M captions <= 30 min on 8 ranks.
+
+Corpus: the captions of ``benchmarks/mining.py`` (real Taobao titles and COCO-CN captions,
+varied with a fixed seed), segmented once here and handed to the ranks as JSON word lists
+(not timed). Each configuration runs as its own ``torchrun --standalone`` group of gloo
+processes calling :func:`taomm.text.mining_ranks.mine_ranks` (what ``torchrun -m taomm
+mine-negatives`` runs); the numba kernel is compiled before the clock starts. Times are rank
+0's: ``total`` (rank 0 reads the words and builds and saves the shared TF-IDF arrays, every
+rank mines its block of rows against them memory-mapped, rank 0 gathers) and ``mine`` (the
+slowest rank's block), and each rank's CPU seconds (``cpu``: the
+wall time it would take on a core of its own, whatever else runs on the machine).
+
+- Same corpus, in the same run: 1 rank x 1 thread, 1 rank x 2 threads, 2 ranks x 1 thread.
+  ``scale-out`` = 1 rank x 1 thread / 2 ranks x 1 thread (the issue's 1 vs 2 ranks, each rank
+  one core, as torchrun's OMP_NUM_THREADS=1); ``same threads`` = 1 rank x 2 threads / 2 ranks
+  x 1 thread (two cores either way).
+- Growth: 2 ranks x 1 thread at each ``--sizes``. Fit, least squares in log-log, on CPU
+  seconds (so that other load on the machine does not bend the curve): the serial part (rank
+  0's CPU seconds outside its block: reading, building and saving the arrays, gathering) as
+  ``a N^b`` and the row work (the ranks' mining CPU seconds summed) as ``c N^d``. Projection
+  for R ranks on a core each, blocks balanced: ``a N^b + c N^d / R`` at N = 3.1M.
+
+    python benchmarks/mining_ranks.py [--sizes 100000 200000 400000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mining import COCO, DATA, FULL_SCALE, MAX_SIM, TITLES, TOP_K, build_corpus  # noqa: E402
+
+
+def worker(words: Path, threads: int) -> None:
+    """One rank of a timed run; rank 0 prints its timings as JSON."""
+    from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
+    from taomm.text.mining_ranks import MINING_TIMEOUT, mine_ranks
+    from taomm.train.distributed import all_gather_json, setup, teardown
+
+    info = setup("cpu", MINING_TIMEOUT)
+    with tempfile.TemporaryDirectory() as tmp:  # compile both kernels (in memory, memory-mapped) off the clock
+        small = join_arrays([["a", "b"], ["a", "c"], ["b", "c", "d"]] * 100)
+        mine_rows(small, range(300), TOP_K, MAX_SIM)
+        for name, array in small.items():
+            np.save(Path(tmp) / f"{name}.npy", array)
+        mine_rows({name: np.load(Path(tmp) / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}, range(300),
+                  TOP_K, MAX_SIM)
+    scratch = words.with_name(words.name + ".mining-tmp")
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    mined = mine_ranks(lambda: (json.loads(words.read_text("utf-8")), None), scratch, info, top_k=TOP_K,
+                       max_sim=MAX_SIM, threads=threads)
+    total = time.perf_counter() - t0
+    cpu = all_gather_json(round(time.process_time() - cpu0, 2), info)  # CPU seconds: what other load cannot change
+    if info.is_main:
+        print(json.dumps({"total_s": round(total, 2), "mine_s": max(s["seconds"] for s in mined.shares),
+                          "rank_s": [s["seconds"] for s in mined.shares], "cpu_s": cpu, "ranks": mined.shares,
+                          "sha": _digest(mined.indices, mined.sims)}))
+    teardown()
+
+
+def _digest(indices: np.ndarray, sims: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(indices.tobytes() + sims.tobytes()).hexdigest()[:16]
+
+
+def timed(words: Path, ranks: int, threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(ranks), __file__, "--worker", str(words), "--threads", str(threads)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(proc.stderr[-3000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  {ranks} rank(s) x {threads} thread(s): total {result['total_s']:.2f} s, mine {result['mine_s']:.2f} s "
+          f"(per rank {result['rank_s']}); CPU s per rank {result['cpu_s']}", flush=True)
+    return result
+
+
+def power_fit(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """``(a, b)`` of ``seconds ~ a N^b``, least squares in log-log."""
+    b, log_a = np.polyfit(np.log(sizes), np.log(seconds), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        return worker(args.worker, args.threads)
+    if not (TITLES.is_file() and COCO.is_file()):
+        sys.exit(f"benchmark data not found under {DATA} (needs real-titles/ and coco-cn/): nothing measured")
+    from taomm.text.segment import segment
+
+    sizes = sorted(args.sizes)
+    texts = build_corpus(sizes[-1], args.seed)
+    docs = [segment(text) for text in texts]
+    result: dict = {"cores": os.cpu_count(), "sizes": sizes, "growth": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, size in enumerate(sizes):
+            words = Path(tmp) / f"words-{size}.json"
+            words.write_text(json.dumps(docs[:size], ensure_ascii=False), "utf-8")
+            print(f"{size:,} captions:", flush=True)
+            two = timed(words, 2, 1)
+            result["growth"].append({"captions": size, **{k: two[k] for k in ("total_s", "mine_s", "rank_s", "cpu_s")},
+                                     "serial_cpu_s": round(two["cpu_s"][0] - two["ranks"][0]["cpu_seconds"], 2),
+                                     "row_work_cpu_s": round(sum(r["cpu_seconds"] for r in two["ranks"]), 2)})
+            if i == 0:
+                one = timed(words, 1, 1)
+                one_two_threads = timed(words, 1, 2)
+                assert one["sha"] == two["sha"] == one_two_threads["sha"], "the ranks changed the negatives"
+                result.update(captions=size, one_rank_1_thread_s=one["total_s"],
+                              one_rank_2_threads_s=one_two_threads["total_s"], two_ranks_1_thread_s=two["total_s"],
+                              scale_out=round(one["total_s"] / two["total_s"], 2),
+                              same_threads=round(one_two_threads["total_s"] / two["total_s"], 2),
+                              scale_out_mining_only=round(one["mine_s"] / two["mine_s"], 2),
+                              scale_out_cpu=round(one["cpu_s"][0] / max(two["cpu_s"]), 2))
+                print(f"  scale-out (1 rank x 1 thread / 2 ranks x 1 thread): {result['scale_out']}x (goal >= 1.8x), "
+                      f"mining alone {result['scale_out_mining_only']}x; same threads (1 rank x 2 threads / 2 ranks "
+                      f"x 1 thread): {result['same_threads']}x; by CPU seconds (1 rank / the busiest of 2): "
+                      f"{result['scale_out_cpu']}x; negatives identical", flush=True)
+    growth = result["growth"]
+    if len(growth) >= 2:
+        serial = power_fit(sizes, [g["serial_cpu_s"] for g in growth])
+        work = power_fit(sizes, [g["row_work_cpu_s"] for g in growth])
+        result["fit"] = {"serial_a_b": [serial[0], round(serial[1], 3)], "row_work_c_d": [work[0], round(work[1], 3)]}
+        for ranks in (8, 32):
+            projected = serial[0] * FULL_SCALE ** serial[1] + work[0] * FULL_SCALE ** work[1] / ranks
+            result[f"projected_s_3_1M_{ranks}_ranks"] = round(projected)
+        print(f"growth: serial ~ N^{serial[1]:.2f}, row work ~ N^{work[1]:.2f}; projected for 3.1M captions: "
+              f"{result['projected_s_3_1M_8_ranks'] / 60:.1f} min on 8 ranks (goal <= 30), "
+              f"{result['projected_s_3_1M_32_ranks'] / 60:.1f} min on 32 ranks")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

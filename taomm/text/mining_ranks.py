@@ -1,0 +1,163 @@
+"""Hard-negative mining split over the ranks of a torchrun group (one process: plain mining).
+
+- Rank 0 alone reads the captions and builds the join inputs once
+  (:func:`~taomm.text.mining.join_arrays`: the TF-IDF matrix, its transpose, the common-term
+  split, the groups), saved as ``.npy`` files in a scratch folder that every rank can read.
+- After a barrier every rank memory-maps them (``np.load(mmap_mode="r")``: one copy in the
+  page cache, shared, not one per process) and mines its share of the query rows, a
+  contiguous block (:func:`row_share`), against all captions; it saves its block as ``.npy``.
+- Rank 0 concatenates the blocks in rank order and removes the scratch folder.
+
+A row's negatives depend on that row and the shared arrays only (the kernel's per-thread
+buffers are reset between rows), so the split changes no tie: the result is bit for bit
+one process's. Each rank's share (``{"rank", "rows": [start, stop], "handled", "seconds",
+"cpu_seconds"}``: its block, the rows it mined, their wall and CPU time) is gathered for the
+report; :func:`check_row_shares` checks them. A rank that fails fails every rank
+(:class:`~taomm.train.distributed.RanksFailedError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taomm.errors import TaommError
+from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
+from taomm.train.distributed import DistInfo, all_gather_json, raise_if_any_failed
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
+Captions = Callable[[], tuple[Sequence[Sequence[str]], Sequence[int] | np.ndarray | None]]
+
+# Ranks wait for rank 0's matrix and for the slowest block: hours on millions of captions,
+# far past torch's default collective timeout.
+MINING_TIMEOUT = timedelta(days=1)
+
+
+@dataclass
+class RankMining:
+    """What :func:`mine_ranks` returns: the negatives (``None`` on ranks other than 0), the
+    threads each rank mined with and every rank's share."""
+
+    indices: np.ndarray | None
+    sims: np.ndarray | None
+    threads: int
+    shares: list[dict[str, Any]]
+
+
+def row_share(rows: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous block of ``rows`` query rows (sizes differ by one at most)."""
+    return range(rows * rank // world_size, rows * (rank + 1) // world_size)
+
+
+def check_row_shares(shares: list[dict[str, Any]], rows: int) -> list[str]:
+    """What is wrong with the ranks' shares against ``rows`` query rows (empty: nothing): each
+    rank once, each handling exactly its block, the blocks disjoint and covering 0..rows."""
+    problems = []
+    if sorted(s["rank"] for s in shares) != list(range(len(shares))):
+        problems.append(f"the ranks are {[s['rank'] for s in shares]}, not each of 0 to {len(shares) - 1} once")
+    if (handled := sum(s["handled"] for s in shares)) != rows:
+        problems.append(f"the ranks handled {handled} rows in all; there are {rows}")
+    end = 0
+    for s in sorted(shares, key=lambda s: s["rows"]):
+        start, stop = s["rows"]
+        if start != end:
+            problems.append(f"rank {s['rank']}: its rows start at {start}, not at {end}: "
+                            f"{'overlapping' if start < end else 'a gap'}")
+        if s["handled"] != stop - start:
+            problems.append(f"rank {s['rank']}: handled {s['handled']} rows of its {stop - start}")
+        end = max(end, stop)
+    if end != rows:
+        problems.append(f"the ranks' rows end at {end}, not at {rows}")
+    return problems
+
+
+def default_threads(info: DistInfo) -> int:
+    """Mining threads per process: the CPU's cores shared by the ranks on this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size)) if info.distributed else 1
+    return max(1, (os.cpu_count() or 1) // local)
+
+
+def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistInfo, top_k: int = 30,
+               max_sim: float = 0.5, chunk_size: int = 256, threads: int | None = None,
+               progress: Progress | None = None) -> RankMining:
+    """Mine the hard negatives of ``captions()`` (``(docs, groups)``, called on rank 0 only) over
+    the ranks of ``info``; ``scratch``: a folder for the shared arrays, on a file system every
+    rank sees (replaced, then removed; unused by one process). ``progress`` shows rank 0's block."""
+    if top_k < 1 or chunk_size < 1:
+        raise ValueError("top_k and chunk_size must be >= 1")
+    threads = threads or default_threads(info)
+    options = dict(top_k=top_k, max_sim=max_sim, chunk_size=chunk_size, threads=threads, progress=progress)
+    if not info.distributed:
+        indices, sims, share = _mine_block(join_arrays(*captions()), info, **options)
+        return RankMining(indices, sims, threads, [share])
+    scratch = Path(scratch)
+    try:
+        arrays = _shared_arrays(captions, scratch, info)
+        error, share = None, {}
+        try:
+            indices, sims, share = _mine_block(arrays, info, **options)
+            del arrays  # its memory maps
+            np.save(scratch / f"indices-{info.rank}.npy", indices)
+            np.save(scratch / f"sims-{info.rank}.npy", sims)
+        except Exception as exc:  # every rank must reach the gather, or the others wait for it
+            error = _one_line(exc)
+        raise_if_any_failed(error, info)
+        shares = all_gather_json(share, info)
+        if not info.is_main:
+            return RankMining(None, None, threads, shares)
+        blocks = range(info.world_size)
+        return RankMining(np.concatenate([np.load(scratch / f"indices-{r}.npy") for r in blocks]),
+                          np.concatenate([np.load(scratch / f"sims-{r}.npy") for r in blocks]), threads, shares)
+    finally:
+        if info.is_main:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _mine_block(arrays: dict[str, np.ndarray], info: DistInfo, top_k: int, max_sim: float, chunk_size: int,
+                threads: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """This rank's block of query rows, mined; and its share for the report."""
+    rows = row_share(len(arrays["groups"]), info.rank, info.world_size)
+    bar = progress("mining negatives", len(rows)) if progress and info.is_main else nullcontext(None)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    with bar as advance:
+        indices, sims = mine_rows(arrays, rows, top_k, max_sim, chunk_size, advance, threads)
+    share = {"rank": info.rank, "rows": [rows.start, rows.stop], "handled": len(indices),
+             "seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(time.process_time() - cpu0, 3)}
+    return indices, sims, share
+
+
+def _shared_arrays(captions: Captions, scratch: Path, info: DistInfo) -> dict[str, np.ndarray]:
+    """The join inputs, built and saved by rank 0, memory-mapped read-only by every rank."""
+    error = None
+    if info.is_main:
+        try:
+            shutil.rmtree(scratch, ignore_errors=True)  # a killed run's leftovers
+            scratch.mkdir(parents=True)
+            for name, array in join_arrays(*captions()).items():
+                np.save(scratch / f"{name}.npy", array)
+        except Exception as exc:
+            error = _one_line(exc)
+    raise_if_any_failed(error, info)  # also the barrier: the files are complete
+    return {name: np.load(scratch / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as the command line words it: ``strerror: filename`` for a file's; a bug's
+    traceback is logged."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    if not isinstance(exc, TaommError | OSError):
+        log.error("mining failed", exc_info=exc)
+    return str(exc) or type(exc).__name__
