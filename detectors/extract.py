@@ -14,7 +14,6 @@ its shard, and writes the joint report.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -45,9 +44,7 @@ from taomm.device import autocast, resolve_device
 from taomm.errors import OptionError, StoreError, TaommError
 from taomm.model.config import LANGUAGE_DEFAULTS, MIN_REGIONS
 from taomm.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
-from taomm.train.distributed import DistInfo, all_gather_json, raise_if_any_failed
-
-log = logging.getLogger(__name__)
+from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
 
 # progress(label, total) -> a context manager yielding advance(n): the CLI passes rich bars
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
@@ -171,31 +168,20 @@ def prepare_ranks(source: PrepareSource, store: str | os.PathLike[str], info: Di
     shard = (info.rank, info.world_size)
     folder = shard_folder(store, *shard)
     options["device"] = str(info.device)
-    error, share = None, {}
-    try:
+    def prepare_shard() -> dict[str, Any]:
         if is_store(store):  # it would read as that store, not as the shards
             raise StoreError(f"{Path(store).resolve()} holds a store of one process: prepare the ranks' shards into "
                              "another folder")
         report = prepare(source, folder, shard=shard, progress=progress if info.is_main else None, **options)
-        share = {"rank": info.rank, **asdict(report), "ids": id_share(handled_ids(folder))}
-    except Exception as exc:  # every rank must reach the gather, or the others wait for it
-        error = _one_line(exc)
-        if not isinstance(exc, TaommError | OSError):  # a bug: its traceback
-            log.error("rank %d: prepare failed", info.rank, exc_info=exc)
-    raise_if_any_failed(error, info)
+        return {"rank": info.rank, **asdict(report), "ids": id_share(handled_ids(folder))}
+
+    share = on_every_rank(prepare_shard, info)
     joint = joint_report(all_gather_json(share, info))
     if info.is_main:
         tmp = Path(store) / "report.json.tmp"
         tmp.write_text(json.dumps(joint, ensure_ascii=False, indent=2, sort_keys=True) + "\n", "utf-8")
         os.replace(tmp, Path(store) / "report.json")
     return PrepareReport(**{name: joint[name] for name in PrepareReport.__dataclass_fields__})
-
-
-def _one_line(exc: Exception) -> str:
-    """An error as the command line words it: ``strerror: filename`` for a file's."""
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or exc}: {exc.filename}"
-    return str(exc) or type(exc).__name__
 
 
 def _detect_vcr(source: PrepareSource, store: str | os.PathLike[str], model: ProductDetector, max_regions: int,

@@ -18,7 +18,6 @@ report; :func:`check_row_shares` checks them. A rank that fails fails every rank
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import time
@@ -31,11 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from taomm.errors import TaommError
 from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
-from taomm.train.distributed import DistInfo, all_gather_json, raise_if_any_failed
-
-log = logging.getLogger(__name__)
+from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 Captions = Callable[[], tuple[Sequence[Sequence[str]], Sequence[int] | np.ndarray | None]]
@@ -105,15 +101,14 @@ def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistIn
     scratch = Path(scratch)
     try:
         arrays = _shared_arrays(captions, scratch, info)
-        error, share = None, {}
-        try:
+
+        def mine_and_save() -> dict[str, Any]:
             indices, sims, share = _mine_block(arrays, info, **options)
-            del arrays  # its memory maps
             np.save(scratch / f"indices-{info.rank}.npy", indices)
             np.save(scratch / f"sims-{info.rank}.npy", sims)
-        except Exception as exc:  # every rank must reach the gather, or the others wait for it
-            error = _one_line(exc)
-        raise_if_any_failed(error, info)
+            return share
+
+        share = on_every_rank(mine_and_save, info)
         shares = all_gather_json(share, info)
         if not info.is_main:
             return RankMining(None, None, threads, shares)
@@ -140,24 +135,12 @@ def _mine_block(arrays: dict[str, np.ndarray], info: DistInfo, top_k: int, max_s
 
 def _shared_arrays(captions: Captions, scratch: Path, info: DistInfo) -> dict[str, np.ndarray]:
     """The join inputs, built and saved by rank 0, memory-mapped read-only by every rank."""
-    error = None
-    if info.is_main:
-        try:
+    def build() -> None:
+        if info.is_main:
             shutil.rmtree(scratch, ignore_errors=True)  # a killed run's leftovers
             scratch.mkdir(parents=True)
             for name, array in join_arrays(*captions()).items():
                 np.save(scratch / f"{name}.npy", array)
-        except Exception as exc:
-            error = _one_line(exc)
-    raise_if_any_failed(error, info)  # also the barrier: the files are complete
+
+    on_every_rank(build, info)  # also the barrier: the files are complete
     return {name: np.load(scratch / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}
-
-
-def _one_line(exc: Exception) -> str:
-    """An error as the command line words it: ``strerror: filename`` for a file's; a bug's
-    traceback is logged."""
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or exc}: {exc.filename}"
-    if not isinstance(exc, TaommError | OSError):
-        log.error("mining failed", exc_info=exc)
-    return str(exc) or type(exc).__name__

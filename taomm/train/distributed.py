@@ -8,10 +8,12 @@ NCCL on GPUs, gloo on CPU. DDP is applied here, from outside the model and the t
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -20,6 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from taomm.device import resolve_device
 from taomm.errors import TaommError
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,28 @@ class RanksFailedError(TaommError):
 
     def __str__(self) -> str:
         return "; ".join(f"rank {rank} failed: {message}" for rank, message in self.failures)
+
+
+def on_every_rank(work: Callable[[], T], info: DistInfo) -> T | None:
+    """``work()`` on this rank, then :func:`raise_if_any_failed` with its outcome: each rank
+    gets its result only when no rank raised. An error travels as one line (a file's as
+    ``strerror: filename``; a bug's traceback is logged here). Every rank must call it."""
+    error, result = None, None
+    try:
+        result = work()
+    except Exception as exc:  # every rank must reach the gather, or the others wait for it
+        error = _one_line(exc)
+        if not isinstance(exc, TaommError | OSError):  # a bug: its traceback
+            _log.error("rank %d failed", info.rank, exc_info=exc)
+    raise_if_any_failed(error, info)
+    return result
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as the command line words it: ``strerror: filename`` for a file's."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename}"
+    return str(exc) or type(exc).__name__
 
 
 def raise_if_any_failed(error: str | None, info: DistInfo) -> None:
