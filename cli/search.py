@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +20,7 @@ from taomm.cli.common import (
     progress_bar,
     stderr_console,
     store_path,
+    training_processes,
 )
 from taomm.errors import TaommError
 from taomm.workspace import RETRIEVAL_DIR, Workspace, find_workspace
@@ -29,6 +32,10 @@ EncoderOpt = Annotated[str, typer.Option("--encoder", help="Query encoder: auto 
                                          "onnxruntime when it has one, onnxruntime is installed and the device is "
                                          "cpu; else torch; serve with batching on: torch, faster for batches), "
                                          "torch or onnx.")]
+
+
+# ranks wait for rank 0 while it writes their blocks and builds the index: long on millions
+EXPORT_TIMEOUT = timedelta(hours=12)
 
 
 def _index_path(index: str | None, ws: Workspace | None) -> str:
@@ -69,7 +76,10 @@ def export_embeddings_command(
     of every item, with faiss indexes, the id map, item metadata and a manifest of hashes.
 
     Each export is a new version folder made current atomically (in Milvus, a new collection
-    made current by switching an alias): readers never see a half-written index.
+    made current by switching an alias): readers never see a half-written index. Items are
+    encoded and written in batches (--batch-size), never all in memory. Under torchrun each
+    rank encodes a block of items on its own device and rank 0 writes the index (the
+    manifest's "ranks" records each rank's share).
     """
     from taomm.datasets.sharded import open_store
     from taomm.index import IndexParams, export_index
@@ -82,10 +92,12 @@ def export_embeddings_command(
     params = IndexParams(kind=index_type, hnsw_m=hnsw_m, hnsw_ef_search=ef_search, ivf_nlist=nlist, ivf_nprobe=nprobe)
     with open_store(store) as fs:
         total = len(fs)
-    with progress_bar("exporting", total) as advance:
+    with training_processes(device, EXPORT_TIMEOUT) as ranks, (  # each rank a block of items; rank 0 writes
+            progress_bar("exporting", total) if ranks.is_main else nullcontext(None)) as advance:
         version = export_index(resolve_model_dir(model), store, target, params, manifest=manifest,
-                               device=device or None, batch_size=batch_size, bf16=bf16, on_progress=advance,
-                               onnx=onnx)
+                               batch_size=batch_size, bf16=bf16, on_progress=advance, onnx=onnx, ranks=ranks)
+    if version is None:  # not rank 0
+        return
     summary = _export_summary(target, version)
     if json_out:
         print_json(summary)
@@ -123,7 +135,7 @@ def _export_summary(out: str, version: Path | str) -> dict[str, Any]:
         out = str(Path(out).resolve())
     return {"index": out, "version": data["version"], "items": data["count"],
             "dims": data["dims"], "index_params": data["index"], "images_known": data["images_known"],
-            "onnx": ONNX_NAME in data["files"]}
+            "onnx": ONNX_NAME in data["files"], "ranks": data.get("ranks", [])}
 
 
 def _engine(index: str | None, workspace: Path | None, device: str, encoder: str = "auto"):
@@ -238,7 +250,9 @@ def serve_command(
 
 def register(app: typer.Typer) -> None:
     app.command("export-embeddings", epilog="Examples:  taomm export-embeddings   |   taomm export-embeddings "
-                "--model runs/retrieval --out index --index-type hnsw")(export_embeddings_command)
+                "--model runs/retrieval --out index --index-type hnsw   |   taomm export-embeddings --index "
+                "milvus-lite:items.db   |   torchrun --nproc_per_node 8 -m taomm export-embeddings"
+                )(export_embeddings_command)
     app.command("search", epilog="Examples:  taomm search 波点荷叶边裙   |   taomm search \"红色连衣裙\" --k 5 --json"
                 )(search_command)
     app.command("recommend", epilog="Examples:  taomm recommend item00042   |   taomm recommend item00042 --k 5 "

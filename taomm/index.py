@@ -34,15 +34,20 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from taomm.errors import IndexIntegrityError, OptionError, TaommError
+
+if TYPE_CHECKING:
+    from taomm.train.distributed import DistInfo
 
 FORMAT = 1
 MANIFEST, IDS, ITEMS = "manifest.json", "ids.json", "items.jsonl"
@@ -100,31 +105,76 @@ class IndexParams:
 
 def build_faiss(vectors: np.ndarray, params: dict[str, Any]) -> Any:
     """An inner-product faiss index over unit ``vectors`` (float32) with ``params``."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = _trained_faiss(x.shape[1], params, lambda rows: x if rows is None else x[rows], len(x))
+    index.add(x)
+    return index
+
+
+def build_faiss_from_file(path: Path, params: dict[str, Any], chunk: int = 65_536) -> Any:
+    """:func:`build_faiss` over the vectors of an ``.npy`` file, read ``chunk`` rows at a time
+    (the training sample of IVF-PQ at once): the file's vectors are never all in memory
+    beside the index."""
+    count, dim = _npy_shape(path)
+
+    def sample(rows: np.ndarray | None) -> np.ndarray:
+        mapped = np.load(path, mmap_mode="r")  # dropped after the copy: its pages leave the RSS
+        return np.asarray(mapped if rows is None else mapped[rows], dtype=np.float32)
+
+    index = _trained_faiss(dim, params, sample, count)
+    for block in npy_chunks(path, chunk):
+        index.add(np.ascontiguousarray(block, dtype=np.float32))
+    return index
+
+
+def _trained_faiss(d: int, params: dict[str, Any], sample: Callable[[np.ndarray | None], np.ndarray], n: int) -> Any:
+    """An empty index of ``params``' type, trained where the type needs it on ``sample(rows)``
+    (``rows`` None: every row)."""
     import faiss
 
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, d = x.shape
     kind = params["type"]
     if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "hnsw":
+        return faiss.IndexFlatIP(d)
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, params["m"], faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params["ef_construction"]
         index.hnsw.efSearch = params["ef_search"]
-    elif kind == "ivfpq":
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"], 8, faiss.METRIC_INNER_PRODUCT)
-        sample = x if n <= 256 * params["nlist"] else x[np.random.default_rng(0).choice(n, 256 * params["nlist"],
-                                                                                        replace=False)]
-        index.train(sample)
-        index.nprobe = params["nprobe"]
-        if params.get("refine"):
-            index = faiss.IndexRefineFlat(index)
-            index.k_factor = REFINE_K_FACTOR
-    else:
+        return index
+    if kind != "ivfpq":
         raise TaommError(f"unknown index type {kind!r}")
-    index.add(x)
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, params["nlist"], params["pq_m"], 8, faiss.METRIC_INNER_PRODUCT)
+    cap = 256 * params["nlist"]  # faiss's own cap on k-means points per list
+    index.train(sample(None if n <= cap else np.random.default_rng(0).choice(n, cap, replace=False)))
+    index.nprobe = params["nprobe"]
+    if params.get("refine"):
+        index = faiss.IndexRefineFlat(index)
+        index.k_factor = REFINE_K_FACTOR
     return index
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    with open(path, "rb") as f:
+        shape, _, _ = _npy_header(f)
+    return shape
+
+
+def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
+def npy_chunks(path: Path, chunk: int) -> Iterator[np.ndarray]:
+    """The rows of a 2-d ``.npy`` file, ``chunk`` at a time, by plain reads (no memory map, whose
+    pages would stay in the process's resident memory)."""
+    with open(path, "rb") as f:
+        (count, dim), fortran, dtype = _npy_header(f)
+        if fortran:
+            raise TaommError(f"{path}: a Fortran-ordered array")
+        for start in range(0, count, chunk):
+            rows = min(chunk, count - start)
+            yield np.fromfile(f, dtype=dtype, count=rows * dim).reshape(rows, dim)
 
 
 def configure_search(index: Any, params: dict[str, Any]) -> Any:
@@ -158,43 +208,86 @@ def next_version(root: Path) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
-def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[dict[str, Any]],
-                vectors: dict[str, np.ndarray], params: IndexParams, info: dict[str, Any], keep: int = 2,
-                write_extra: Callable[[Path], None] | None = None) -> Path:
-    """Write a new version of the index and make it current; keep the last ``keep`` versions.
-    ``write_extra(folder)`` may add files to the version folder; the manifest lists and hashes
-    them like the others."""
-    import faiss
+class IndexWriter:
+    """A new version of the index ``root``, written as batches of items arrive in row order
+    (:meth:`write`), then completed and made current (:meth:`finish`); the vectors go to disk
+    as they come, and faiss reads them back in chunks. As a context manager it removes the
+    unfinished version on an error."""
 
-    root = Path(root)
-    (root / VERSIONS).mkdir(parents=True, exist_ok=True)
-    name = next_version(root)
-    tmp = root / VERSIONS / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    count = len(item_ids)
-    (tmp / IDS).write_text(json.dumps(item_ids, ensure_ascii=False), "utf-8")
-    with open(tmp / ITEMS, "w", encoding="utf-8") as f:
-        for row in items:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    index_params = {}
-    for kind, array in vectors.items():
-        if array.shape[0] != count:
-            raise TaommError(f"{kind} vectors: {array.shape[0]} rows for {count} items")
-        np.save(tmp / VECTORS[kind], array.astype(np.float16), allow_pickle=False)
-        index_params[kind] = params.resolved(count, array.shape[1])
-        faiss.write_index(build_faiss(array.astype(np.float32), index_params[kind]), str(tmp / INDEXES[kind]))
-    if write_extra is not None:
-        write_extra(tmp)
-    files = sorted(p.name for p in tmp.iterdir())
-    manifest = {"format": FORMAT, "version": name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "count": count,
-                "dims": {k: int(v.shape[1]) for k, v in vectors.items()}, "index": index_params, **info,
-                "files": {f: sha256_file(tmp / f) for f in files}}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
-    for f in [*files, MANIFEST]:
-        fd = os.open(tmp / f, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+    def __init__(self, root: str | os.PathLike[str], count: int, dims: dict[str, int]) -> None:
+        self.root = Path(root)
+        (self.root / VERSIONS).mkdir(parents=True, exist_ok=True)
+        self.name = next_version(self.root)
+        self.tmp = self.root / VERSIONS / f".tmp-{self.name}-{os.getpid()}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        self.count, self.dims, self.rows = count, dims, 0
+        self._files = ExitStack()
+        self._ids = self._open(IDS, "w")
+        self._ids.write("[")
+        self._items = self._open(ITEMS, "w")
+        self._vectors = {kind: self._open(VECTORS[kind], "wb") for kind in dims}
+        for kind, f in self._vectors.items():
+            np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                     "shape": (count, dims[kind])})
+
+    def _open(self, name: str, mode: str) -> Any:
+        # open until finish() or abort() closes them all: longer than any with-block here
+        return self._files.enter_context(open(self.tmp / name, mode, encoding=None if "b" in mode else "utf-8"))  # noqa: SIM115
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self.abort()
+
+    def write(self, item_ids: list[str], items: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> None:
+        """The next ``len(item_ids)`` rows: ids, metadata and (n, E) vectors of each kind."""
+        n = len(item_ids)
+        check_batch(self.rows, self.count, self.dims, item_ids, items, vectors)
+        self._ids.write((", " if self.rows else "") + ", ".join(json.dumps(i, ensure_ascii=False) for i in item_ids))
+        self._items.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in items)
+        for kind, f in self._vectors.items():
+            f.write(np.ascontiguousarray(vectors[kind], dtype=np.float16).tobytes())
+        self.rows += n
+
+    def abort(self) -> None:
+        self._files.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def finish(self, params: IndexParams, info: dict[str, Any], keep: int = 2,
+               write_extra: Callable[[Path], None] | None = None) -> Path:
+        """Build the faiss indexes, write the manifest, and make the version current; keep the
+        last ``keep`` versions. ``write_extra(folder)`` may add files to the version folder;
+        the manifest lists and hashes them like the others."""
+        import faiss
+
+        if self.rows != self.count:
+            raise TaommError(f"the index was given {self.rows} of its {self.count} items")
+        self._ids.write("]")
+        self._files.close()
+        tmp, index_params = self.tmp, {}
+        for kind, dim in self.dims.items():
+            index_params[kind] = params.resolved(self.count, dim)
+            faiss.write_index(build_faiss_from_file(tmp / VECTORS[kind], index_params[kind]), str(tmp / INDEXES[kind]))
+        if write_extra is not None:
+            write_extra(tmp)
+        files = sorted(p.name for p in tmp.iterdir())
+        manifest = {"format": FORMAT, "version": self.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "count": self.count, "dims": self.dims, "index": index_params, **info,
+                    "files": {f: sha256_file(tmp / f) for f in files}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        for f in [*files, MANIFEST]:
+            fd = os.open(tmp / f, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        return _make_current(self.root, tmp, self.name, keep)
+
+
+def _make_current(root: Path, tmp: Path, name: str, keep: int) -> Path:
+    """Rename the complete version folder into place, switch ``current`` to it atomically and
+    drop all but the last ``keep`` versions."""
     final = root / VERSIONS / name
     os.rename(tmp, final)
     link = root / f".{CURRENT}.tmp-{os.getpid()}"
@@ -206,6 +299,28 @@ def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[d
     for _, path in old[:-keep] if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
     return final
+
+
+def check_batch(rows: int, count: int, dims: dict[str, int], item_ids: list[str], items: list[dict[str, Any]],
+                vectors: dict[str, np.ndarray]) -> None:
+    """A batch of items fits an index of ``count`` items that holds ``rows`` so far: one metadata
+    row and one vector of each kind's dimension per item, no more items than announced."""
+    n = len(item_ids)
+    if len(items) != n or rows + n > count:
+        raise TaommError(f"a batch of {n} ids and {len(items)} items at row {rows} of {count}")
+    for kind, dim in dims.items():
+        if vectors[kind].shape != (n, dim):
+            raise TaommError(f"{kind} vectors: {vectors[kind].shape} for {n} items of dimension {dim}")
+
+
+def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[dict[str, Any]],
+                vectors: dict[str, np.ndarray], params: IndexParams, info: dict[str, Any], keep: int = 2,
+                write_extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a new version of the index from items in memory (:class:`IndexWriter`) and make it
+    current; keep the last ``keep`` versions."""
+    with IndexWriter(root, len(item_ids), {k: int(v.shape[1]) for k, v in vectors.items()}) as writer:
+        writer.write(item_ids, items, vectors)
+        return writer.finish(params, info, keep, write_extra)
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -305,31 +420,6 @@ def open_index(path: str | os.PathLike[str], gpu: bool = True) -> Any:
     return ItemIndex(version, manifest, item_ids, items, vectors, indexes)
 
 
-def export_vectors(model: Any, store: Any, tokenizer: Any, ordinals: np.ndarray, batch_size: int = 128,
-                   bf16: bool = True, on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Image-alone vectors and cross-modal item vectors of the store's items -> (N, E) float32."""
-    import torch
-
-    from taomm.device import autocast
-    from taomm.retrieval import encode_items
-
-    cfg = model.config
-    device = next(model.parameters()).device
-    model.eval()
-    out: dict[str, list[np.ndarray]] = {"image": [], "item": []}
-    with torch.no_grad(), autocast(device, bf16):
-        for start in range(0, len(ordinals), batch_size):
-            enc = encode_items(store, ordinals[start:start + batch_size], tokenizer,
-                               max_tokens=cfg.max_text_tokens, max_regions=cfg.max_regions)
-            feats, boxes, mask = (t.to(device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
-            out["image"].append(model.encode_image(feats, boxes, mask).float().cpu().numpy())
-            out["item"].append(model.encode_item(enc.input_ids.to(device), enc.attention_mask.to(device), feats,
-                                                 boxes, mask).float().cpu().numpy())
-            if on_progress is not None:
-                on_progress(len(enc.input_ids))
-    return {k: np.concatenate(v) if v else np.zeros((0, 1), np.float32) for k, v in out.items()}
-
-
 def image_map(manifest: str | os.PathLike[str] | None) -> tuple[Path | None, dict[str, str]]:
     """The items' image paths from a prepare manifest, relative to its folder (the root
     images are served from); empty without a manifest."""
@@ -360,56 +450,207 @@ def item_category(item: Any, classes: list[str]) -> dict[str, Any] | None:
     return {"id": label, "name": classes[label]}
 
 
+@dataclass
+class ItemBatch:
+    """Consecutive rows of an export: ids, metadata and vectors (n, E) float16 of each kind."""
+
+    item_ids: list[str]
+    items: list[dict[str, Any]]
+    vectors: dict[str, np.ndarray]
+
+    def pack(self) -> bytes:
+        """As bytes (to send to rank 0; no pickle): a JSON header's length (8 bytes), the
+        header, then each kind's vectors."""
+        head = json.dumps({"ids": self.item_ids, "items": self.items,
+                           "shapes": {k: list(v.shape) for k, v in self.vectors.items()}}).encode()
+        return b"".join([len(head).to_bytes(8, "little"), head, *(v.astype("<f2").tobytes() for v in self.vectors.values())])
+
+    @classmethod
+    def unpack(cls, data: bytes) -> ItemBatch:
+        size = int.from_bytes(data[:8], "little")
+        head = json.loads(data[8:8 + size])
+        vectors, at = {}, 8 + size
+        for kind, shape in head["shapes"].items():
+            n = int(np.prod(shape)) * 2
+            vectors[kind] = np.frombuffer(data[at:at + n], dtype="<f2").reshape(shape)
+            at += n
+        return cls(head["ids"], head["items"], vectors)
+
+
+@dataclass
+class ExportJob:
+    """What each rank of an export needs to turn its rows of the store into :class:`ItemBatch` es."""
+
+    model: Any
+    store: Any
+    tokenizer: Any
+    images: dict[str, str]
+    batch_size: int = 128
+    bf16: bool = True
+
+    def batches(self, rows: range) -> Iterator[ItemBatch]:
+        """The image-alone and cross-modal item vectors of the store's ``rows``, in batches;
+        one batch's items read from the store once."""
+        import torch
+
+        from taomm.device import autocast
+        from taomm.retrieval import encode_loaded
+
+        model, cfg = self.model, self.model.config
+        device = next(model.parameters()).device
+        classes = list(self.store.meta.classes)
+        model.eval()
+        for start in range(rows.start, rows.stop, self.batch_size):
+            loaded = [self.store[o] for o in range(start, min(rows.stop, start + self.batch_size))]
+            enc = encode_loaded(loaded, self.tokenizer, max_tokens=cfg.max_text_tokens, max_regions=cfg.max_regions)
+            feats, boxes, mask = (t.to(device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
+            with torch.no_grad(), autocast(device, self.bf16):
+                image = model.encode_image(feats, boxes, mask)
+                item = model.encode_item(enc.input_ids.to(device), enc.attention_mask.to(device), feats, boxes, mask)
+            ids = [it.item_id for it in loaded]
+            meta = [{"item_id": it.item_id, "title": it.title, "image": self.images.get(it.item_id),
+                     "category": item_category(it, classes)} for it in loaded]
+            yield ItemBatch(ids, meta, {"image": image.float().cpu().numpy().astype(np.float16),
+                                        "item": item.float().cpu().numpy().astype(np.float16)})
+
+
 def export_index(model_dir: str | os.PathLike[str], store_path: str | os.PathLike[str], out: str | os.PathLike[str],
                  params: IndexParams | None = None, manifest: str | os.PathLike[str] | None = None,
                  device: str | None = None, batch_size: int = 128, bf16: bool = True,
-                 on_progress: Callable[[int], None] | None = None, onnx: bool = False) -> Path | str:
+                 on_progress: Callable[[int], None] | None = None, onnx: bool = False,
+                 ranks: DistInfo | None = None) -> Path | str | None:
     """Vectors of every item of the store by the retrieval model in ``model_dir``, written
-    as a new current version of the index ``out``; with ``onnx``, the model's text encoder
-    too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU. Returns
-    the version folder, or for a Milvus ``out`` the new collection's name."""
+    batch by batch as a new current version of the index ``out``; with ``onnx``, the model's
+    text encoder too, as ``text_encoder.onnx`` (``taomm.onnx_text``), for query encoding on CPU.
+    Returns the version folder, or for a Milvus ``out`` the new collection's name.
+
+    ``ranks``: the torchrun group (``taomm.train.distributed.setup``; its device replaces
+    ``device``). Each rank encodes its block of rows (``row_share``); rank 0 writes its own
+    as they come, then receives the other ranks' blocks in rank order, records every rank's
+    share in the manifest (``ranks``) and completes the index; other ranks return None."""
+    import torch
+
     from taomm.datasets.sharded import open_store
     from taomm.device import resolve_device
-    from taomm.milvus_index import connect, is_milvus, milvus_location, write_milvus
+    from taomm.train.distributed import DistInfo, all_gather_json, check_row_shares, on_every_rank
+
+    ranks = ranks or DistInfo(device=torch.device(resolve_device(device)))
+    model, tokenizer, sha256 = on_every_rank(lambda: _export_model(model_dir, out, onnx, ranks), ranks)
+    root, images = image_map(manifest)
+    with open_store(store_path) as store, ExitStack() as cleanup:
+        job = ExportJob(model, store, tokenizer, images, batch_size, bf16)
+        sink = on_every_rank(lambda: _open_sink(out, len(store), model.config, params, ranks, cleanup), ranks)
+        share, spool = on_every_rank(lambda: _export_block(job, sink, ranks, on_progress, cleanup), ranks)
+        shares = all_gather_json(share, ranks)
+        if problems := check_row_shares(shares, len(store)):
+            raise TaommError(f"the ranks' shares do not cover the store once: {'; '.join(problems)}")
+        if not ranks.is_main:
+            _send_block(spool, ranks)
+            return None
+        known = share["images_known"] + _receive_blocks(sink, ranks, on_progress)
+        info = {"model": {"path": str(Path(model_dir).resolve()), "sha256": sha256, "config": model.config.to_dict()},
+                "store": {"path": str(Path(store_path).resolve()), "items": len(store)},
+                "taxonomy": {"name": store.meta.taxonomy, "classes": list(store.meta.classes)},
+                "image_root": str(root) if root else None, "images_known": known,
+                "ranks": [{k: v for k, v in s.items() if k != "images_known"} for s in shares]}
+        if isinstance(sink, IndexWriter):
+            extra = _onnx_writer(model) if onnx else None
+            return sink.finish(params or IndexParams(), info, write_extra=extra)
+        return sink.finish(info)
+
+
+def _export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], onnx: bool,
+                  ranks: DistInfo) -> tuple[Any, Any, str]:
+    """The retrieval model on this rank's device, its tokenizer and its weights' sha256, once
+    the output is known to be writable (rank 0; before the vectors, which take long)."""
+    from taomm.milvus_index import connect, is_milvus, milvus_location
     from taomm.model import InterBertForRetrieval
     from taomm.model.pretrained import VOCAB_NAME, WEIGHTS_NAME
     from taomm.text.tokenizer import TitleTokenizer
 
-    milvus = milvus_location(str(out)) if is_milvus(out) else None
-    if milvus is not None:  # before the vectors, which take long
+    if is_milvus(out):
         if onnx:
             raise OptionError("the ONNX query encoder is kept in index folders only: a Milvus index encodes "
                               "queries with its model in torch (drop {onnx=True})", "onnx=True")
-        connect(milvus)  # a missing extra or an unreachable server: now, not after an hour
-
+        if ranks.is_main:  # Milvus Lite: one process a file; a server: rank 0 writes
+            connect(milvus_location(str(out)))  # a missing extra or an unreachable server: now
     if onnx:
-        from taomm.onnx_text import ONNX_NAME, export_text_encoder, require_exporter
+        from taomm.onnx_text import require_exporter
 
-        require_exporter()  # before the vectors, which take long
+        require_exporter()
     model_dir = Path(model_dir).resolve()
     model = InterBertForRetrieval.from_pretrained(model_dir)
     if model.load_report.missing:
         raise TaommError(f"{model_dir} lacks the retrieval heads: finetune it with `taomm finetune-retrieval`")
-    device = resolve_device(device)
-    model.to(device)
-    tokenizer = TitleTokenizer(model_dir / VOCAB_NAME)
-    root, images = image_map(manifest)
-    with open_store(store_path) as store:
-        if len(store) == 0:
-            raise TaommError(f"the store {store_path} holds no items")
-        ordinals = np.arange(len(store))
-        vectors = export_vectors(model, store, tokenizer, ordinals, batch_size, bf16, on_progress)
-        item_ids = list(store.item_ids())
-        classes = list(store.meta.classes)
-        items = [{"item_id": i, "title": store[o].title, "image": images.get(i),
-                  "category": item_category(store[o], classes)} for o, i in enumerate(item_ids)]
-        store_info = {"path": str(Path(store_path).resolve()), "items": len(store)}
-        taxonomy = {"name": store.meta.taxonomy, "classes": classes}
-    info = {"model": {"path": str(model_dir), "sha256": sha256_file(model_dir / WEIGHTS_NAME),
-                      "config": model.config.to_dict()},
-            "store": store_info, "taxonomy": taxonomy, "image_root": str(root) if root else None,
-            "images_known": sum(1 for it in items if it["image"])}
-    if milvus is not None:
-        return write_milvus(milvus, item_ids, items, vectors, params or IndexParams(), info)
-    write_extra = (lambda folder: export_text_encoder(model, folder / ONNX_NAME)) if onnx else None
-    return write_index(out, item_ids, items, vectors, params or IndexParams(), info, write_extra=write_extra)
+    return model.to(ranks.device), TitleTokenizer(model_dir / VOCAB_NAME), sha256_file(model_dir / WEIGHTS_NAME)
+
+
+def _open_sink(out: str | os.PathLike[str], count: int, config: Any, params: IndexParams | None, ranks: DistInfo,
+               cleanup: ExitStack) -> IndexWriter | Any | None:
+    """Rank 0's writer of the new index version (removed again if the export fails)."""
+    from taomm.milvus_index import MilvusWriter, is_milvus, milvus_location
+
+    if count == 0:
+        raise TaommError("the store holds no items")
+    if not ranks.is_main:
+        return None
+    dims = {"image": config.retrieval_embedding_size, "item": config.item_embedding_size}
+    if is_milvus(out):
+        return cleanup.enter_context(MilvusWriter(milvus_location(str(out)), count, dims, params or IndexParams()))
+    return cleanup.enter_context(IndexWriter(out, count, dims))
+
+
+def _export_block(job: ExportJob, sink: Any, ranks: DistInfo, on_progress: Callable[[int], None] | None,
+                  cleanup: ExitStack) -> tuple[dict[str, Any], Any]:
+    """This rank's block of rows: written to the index on rank 0, spooled to a local temporary
+    file on the others (sent later: :func:`_send_block`). Returns the rank's share and spool."""
+    from taomm.train.distributed import row_share
+
+    rows = row_share(len(job.store), ranks.rank, ranks.world_size)
+    t0, handled, known = time.perf_counter(), 0, 0
+    spool = None if ranks.is_main else cleanup.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
+    for batch in job.batches(rows):
+        if spool is None:
+            sink.write(batch.item_ids, batch.items, batch.vectors)
+            if on_progress is not None:
+                on_progress(len(batch.item_ids))
+        else:
+            data = batch.pack()
+            spool.write(len(data).to_bytes(8, "little") + data)
+        handled += len(batch.item_ids)
+        known += sum(1 for it in batch.items if it["image"])
+    share = {"rank": ranks.rank, "rows": [rows.start, rows.stop], "handled": handled, "images_known": known,
+             "seconds": round(time.perf_counter() - t0, 3)}
+    return share, spool
+
+
+def _send_block(spool: Any, ranks: DistInfo) -> None:
+    """Send this rank's spooled batches to rank 0, then an empty message: the end."""
+    from taomm.train.distributed import send_bytes
+
+    spool.seek(0)
+    while size := int.from_bytes(spool.read(8) or b"\0", "little"):
+        send_bytes(spool.read(size), 0, ranks)
+    send_bytes(b"", 0, ranks)
+
+
+def _receive_blocks(sink: Any, ranks: DistInfo, on_progress: Callable[[int], None] | None) -> int:
+    """Rank 0: the other ranks' batches, in rank order, into the index; returns how many of
+    their items have a known image."""
+    from taomm.train.distributed import recv_bytes
+
+    known = 0
+    for source in range(1, ranks.world_size):
+        while data := recv_bytes(source, ranks):
+            batch = ItemBatch.unpack(data)
+            sink.write(batch.item_ids, batch.items, batch.vectors)
+            known += sum(1 for it in batch.items if it["image"])
+            if on_progress is not None:
+                on_progress(len(batch.item_ids))
+    return known
+
+
+def _onnx_writer(model: Any) -> Callable[[Path], None]:
+    from taomm.onnx_text import ONNX_NAME, export_text_encoder
+
+    return lambda folder: export_text_encoder(model, folder / ONNX_NAME)

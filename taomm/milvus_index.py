@@ -37,6 +37,8 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ MAX_CHARS = {"item_id": 256, "title": 2048, "image": 1024}  # VARCHAR limits (by
 INSERT_BATCH = 1000
 EXTRA_HINT = "pip install 'taomm[milvus]'"
 _NULL_HANDLER = logging.NullHandler()
+_log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 
 
@@ -141,55 +144,104 @@ def index_params(params: Any, count: int, dim: int) -> dict[str, Any]:
     return {"type": "FLAT", "build": {}, "search": {}}
 
 
+class MilvusWriter:
+    """A new collection version at ``location``, written as batches of items arrive in row
+    order (:meth:`write`), then indexed and made current by the alias (:meth:`finish`). As a
+    context manager it drops the unfinished collection on an error. ``params``: ``IndexParams``."""
+
+    def __init__(self, location: MilvusLocation, count: int, dims: dict[str, int], params: Any) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        self.location, self.count, self.dims, self.rows = location, count, dims, 0
+        self.client = client = connect(location)
+        alias = location.collection
+        number = max((n for n, _ in _versions(client, alias)), default=0) + 1
+        self.name, self.version = f"{alias}_v{number:04d}", f"v{number:04d}"
+        self.built = {kind: index_params(params, count, dim) for kind, dim in dims.items()}
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("row", DataType.INT64, is_primary=True)
+        for key, chars in MAX_CHARS.items():
+            schema.add_field(key, DataType.VARCHAR, max_length=4 * chars)
+        schema.add_field("category", DataType.INT64)
+        for kind, dim in dims.items():
+            schema.add_field(VECTOR_FIELDS[kind], DataType.FLOAT_VECTOR, dim=dim)
+        with self._failing("creating"):
+            client.create_collection(self.name, schema=schema)
+
+    def __enter__(self) -> MilvusWriter:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self.abort()
+
+    @contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        """A pymilvus error as one TaommError; the unfinished collection dropped."""
+        try:
+            yield
+        except TaommError:
+            self.abort()
+            raise
+        except Exception as exc:  # pymilvus raises its own exception types, not one base
+            self.abort()
+            raise TaommError(f"Milvus at {self.location}: {doing} {self.name} failed: {_message(exc)}") from None
+
+    def abort(self) -> None:
+        """Drop the unfinished collection (never leave a half-written version behind)."""
+        try:
+            self.client.drop_collection(self.name)
+        except Exception:  # noqa: BLE001 - already failing: the first error is the one to report
+            _log.debug("dropping %s failed", self.name, exc_info=True)
+
+    def write(self, item_ids: list[str], items: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> None:
+        """The next ``len(item_ids)`` rows: ids, metadata and (n, E) vectors of each kind."""
+        from taomm.index import check_batch
+
+        check_batch(self.rows, self.count, self.dims, item_ids, items, vectors)
+        with self._failing("writing"):
+            for start in range(0, len(items), INSERT_BATCH):
+                stop = min(len(items), start + INSERT_BATCH)
+                self.client.insert(self.name, [_entity(self.rows + i, items[i], vectors, i) for i in range(start, stop)])
+        self.rows += len(items)
+
+    def finish(self, info: dict[str, Any], keep: int = 2) -> str:
+        """Flush, index and load the collection, record the manifest, switch the alias to it and
+        keep the last ``keep`` versions; returns the collection's name."""
+        if self.rows != self.count:
+            raise TaommError(f"the index was given {self.rows} of its {self.count} items")
+        client, name, alias = self.client, self.name, self.location.collection
+        with self._failing("indexing"):
+            client.flush(name)
+            indexes = client.prepare_index_params()
+            for kind, p in self.built.items():
+                indexes.add_index(VECTOR_FIELDS[kind], index_type=p["type"], metric_type="IP", params=p["build"])
+            client.create_index(name, indexes)
+            client.load_collection(name)
+            manifest = {"format": 1, "backend": "milvus", "version": self.version, "collection": name,
+                        "count": self.count, "dims": self.dims, "index": self.built, **info, "files": {}}
+            # the completion marker: a collection without it is never made current
+            client.alter_collection_properties(name, {MANIFEST_PROPERTY: json.dumps(manifest, ensure_ascii=False),
+                                                      "taomm.model_sha256": info["model"]["sha256"],
+                                                      "taomm.version": self.version})
+            if _current(client, alias) is None:
+                client.create_alias(name, alias)
+            else:
+                client.alter_alias(name, alias)
+        if keep > 0:
+            for _, old in _versions(client, alias)[:-keep]:
+                if old != name:
+                    client.drop_collection(old)
+        return name
+
+
 def write_milvus(location: MilvusLocation, item_ids: list[str], items: list[dict[str, Any]],
                  vectors: dict[str, np.ndarray], params: Any, info: dict[str, Any], keep: int = 2) -> str:
-    """Write the items as a new collection version, make it current (the alias) and keep the
-    last ``keep`` versions; returns the new collection's name. ``params``: ``IndexParams``."""
-    from pymilvus import DataType, MilvusClient
-
-    client = connect(location)
-    alias, count = location.collection, len(item_ids)
-    number = max((n for n, _ in _versions(client, alias)), default=0) + 1
-    name, version = f"{alias}_v{number:04d}", f"v{number:04d}"
-    dims = {kind: int(array.shape[1]) for kind, array in vectors.items()}
-    built = {kind: index_params(params, count, dim) for kind, dim in dims.items()}
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("row", DataType.INT64, is_primary=True)
-    for key, chars in MAX_CHARS.items():
-        schema.add_field(key, DataType.VARCHAR, max_length=4 * chars)
-    schema.add_field("category", DataType.INT64)
-    for kind, dim in dims.items():
-        schema.add_field(VECTOR_FIELDS[kind], DataType.FLOAT_VECTOR, dim=dim)
-    try:
-        client.create_collection(name, schema=schema)
-        for start in range(0, count, INSERT_BATCH):
-            client.insert(name, [_entity(row, items[row], vectors) for row in range(start, min(count, start + INSERT_BATCH))])
-        client.flush(name)
-        indexes = client.prepare_index_params()
-        for kind, p in built.items():
-            indexes.add_index(VECTOR_FIELDS[kind], index_type=p["type"], metric_type="IP", params=p["build"])
-        client.create_index(name, indexes)
-        client.load_collection(name)
-        manifest = {"format": 1, "backend": "milvus", "version": version, "collection": name, "count": count,
-                    "dims": dims, "index": built, **info, "files": {}}
-        # the completion marker: a collection without it is never made current
-        client.alter_collection_properties(name, {MANIFEST_PROPERTY: json.dumps(manifest, ensure_ascii=False),
-                                                  "taomm.model_sha256": info["model"]["sha256"],
-                                                  "taomm.version": version})
-        if _current(client, alias) is None:
-            client.create_alias(name, alias)
-        else:
-            client.alter_alias(name, alias)
-    except Exception as exc:
-        client.drop_collection(name)  # never leave a half-written version behind
-        if isinstance(exc, TaommError):
-            raise
-        raise TaommError(f"Milvus at {location}: writing {name} failed: {_message(exc)}") from None
-    if keep > 0:
-        for _, old in _versions(client, alias)[:-keep]:
-            if old != name:
-                client.drop_collection(old)
-    return name
+    """Write items in memory as a new collection version (:class:`MilvusWriter`), make it
+    current and keep the last ``keep`` versions; returns the new collection's name."""
+    with MilvusWriter(location, len(item_ids), {k: int(v.shape[1]) for k, v in vectors.items()}, params) as writer:
+        writer.write(item_ids, items, vectors)
+        return writer.finish(info, keep)
 
 
 def read_manifest(location: MilvusLocation, collection: str) -> dict[str, Any]:
@@ -200,14 +252,15 @@ def read_manifest(location: MilvusLocation, collection: str) -> dict[str, Any]:
     return json.loads(properties[MANIFEST_PROPERTY])
 
 
-def _entity(row: int, item: dict[str, Any], vectors: dict[str, np.ndarray]) -> dict[str, Any]:
+def _entity(row: int, item: dict[str, Any], vectors: dict[str, np.ndarray], at: int) -> dict[str, Any]:
+    """Row ``row`` of the index as a Milvus entity; its vectors are row ``at`` of ``vectors``."""
     text = {"item_id": item["item_id"], "title": item.get("title") or "", "image": item.get("image") or ""}
     for key, value in text.items():
         if len(value) > MAX_CHARS[key]:
             raise TaommError(f"item {item['item_id'][:64]!r}: its {key} is longer than {MAX_CHARS[key]} characters")
     category = item.get("category")
     return {"row": row, **text, "category": -1 if category is None else int(category["id"]),
-            **{VECTOR_FIELDS[kind]: array[row].astype(np.float32).tolist() for kind, array in vectors.items()}}
+            **{VECTOR_FIELDS[kind]: array[at].astype(np.float32).tolist() for kind, array in vectors.items()}}
 
 
 def _name(classes: list[str], category: int) -> str:

@@ -38,7 +38,12 @@ def encode_items(store: Any, ordinals: Sequence[int], tokenizer: TitleTokenizer,
                  max_regions: int = 16) -> Encoded:
     """Titles -> [CLS] tokens [SEP] (truncated to ``max_tokens``); regions -> features and
     normalised boxes (x1/W, y1/H, x2/W, y2/H, area), padded."""
-    items = [store[int(o)] for o in ordinals]
+    return encode_loaded([store[int(o)] for o in ordinals], tokenizer, max_tokens, max_regions)
+
+
+def encode_loaded(items: Sequence[Any], tokenizer: TitleTokenizer, max_tokens: int = MAX_TEXT_TOKENS,
+                  max_regions: int = 16) -> Encoded:
+    """:func:`encode_items` of store items already read."""
     texts = [tokenizer.encode_words(it.words).ids[: max_tokens - 2] for it in items]
     T = max(len(t) for t in texts) + 2
     ids = np.full((len(items), T), tokenizer.pad_id, dtype=np.int64)

@@ -20,7 +20,7 @@ from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore, word_ends_of
 from taomm.datasets.store_negatives import store_captions
 from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_hard_negatives, mine_rows
-from taomm.text.mining_ranks import check_row_shares, row_share
+from taomm.train.distributed import check_row_shares, row_share
 
 COLOURS = ["红色", "蓝色", "白色", "黑色", "粉色", "米色"]
 STUFF = ["纯棉", "真丝", "雪纺", "牛仔", "针织"]

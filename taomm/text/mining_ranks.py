@@ -12,7 +12,7 @@ A row's negatives depend on that row and the shared arrays only (the kernel's pe
 buffers are reset between rows), so the split changes no tie: the result is bit for bit
 one process's. Each rank's share (``{"rank", "rows": [start, stop], "handled", "seconds",
 "cpu_seconds"}``: its block, the rows it mined, their wall and CPU time) is gathered for the
-report; :func:`check_row_shares` checks them. A rank that fails fails every rank
+report; ``taomm.train.distributed.check_row_shares`` checks them. A rank that fails fails every rank
 (:class:`~taomm.train.distributed.RanksFailedError`).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
-from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
+from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank, row_share
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 Captions = Callable[[], tuple[Sequence[Sequence[str]], Sequence[int] | np.ndarray | None]]
@@ -50,33 +50,6 @@ class RankMining:
     sims: np.ndarray | None
     threads: int
     shares: list[dict[str, Any]]
-
-
-def row_share(rows: int, rank: int, world_size: int) -> range:
-    """Rank ``rank``'s contiguous block of ``rows`` query rows (sizes differ by one at most)."""
-    return range(rows * rank // world_size, rows * (rank + 1) // world_size)
-
-
-def check_row_shares(shares: list[dict[str, Any]], rows: int) -> list[str]:
-    """What is wrong with the ranks' shares against ``rows`` query rows (empty: nothing): each
-    rank once, each handling exactly its block, the blocks disjoint and covering 0..rows."""
-    problems = []
-    if sorted(s["rank"] for s in shares) != list(range(len(shares))):
-        problems.append(f"the ranks are {[s['rank'] for s in shares]}, not each of 0 to {len(shares) - 1} once")
-    if (handled := sum(s["handled"] for s in shares)) != rows:
-        problems.append(f"the ranks handled {handled} rows in all; there are {rows}")
-    end = 0
-    for s in sorted(shares, key=lambda s: s["rows"]):
-        start, stop = s["rows"]
-        if start != end:
-            problems.append(f"rank {s['rank']}: its rows start at {start}, not at {end}: "
-                            f"{'overlapping' if start < end else 'a gap'}")
-        if s["handled"] != stop - start:
-            problems.append(f"rank {s['rank']}: handled {s['handled']} rows of its {stop - start}")
-        end = max(end, stop)
-    if end != rows:
-        problems.append(f"the ranks' rows end at {end}, not at {rows}")
-    return problems
 
 
 def default_threads(info: DistInfo) -> int:

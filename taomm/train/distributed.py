@@ -124,10 +124,59 @@ class RanksFailedError(TaommError):
         return "; ".join(f"rank {rank} failed: {message}" for rank, message in self.failures)
 
 
+def row_share(rows: int, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous block of ``rows`` query rows (sizes differ by one at most)."""
+    return range(rows * rank // world_size, rows * (rank + 1) // world_size)
+
+
+def check_row_shares(shares: list[dict[str, Any]], rows: int) -> list[str]:
+    """What is wrong with the ranks' shares against ``rows`` query rows (empty: nothing): each
+    rank once, each handling exactly its block, the blocks disjoint and covering 0..rows."""
+    problems = []
+    if sorted(s["rank"] for s in shares) != list(range(len(shares))):
+        problems.append(f"the ranks are {[s['rank'] for s in shares]}, not each of 0 to {len(shares) - 1} once")
+    if (handled := sum(s["handled"] for s in shares)) != rows:
+        problems.append(f"the ranks handled {handled} rows in all; there are {rows}")
+    end = 0
+    for s in sorted(shares, key=lambda s: s["rows"]):
+        start, stop = s["rows"]
+        if start != end:
+            problems.append(f"rank {s['rank']}: its rows start at {start}, not at {end}: "
+                            f"{'overlapping' if start < end else 'a gap'}")
+        if s["handled"] != stop - start:
+            problems.append(f"rank {s['rank']}: handled {s['handled']} rows of its {stop - start}")
+        end = max(end, stop)
+    if end != rows:
+        problems.append(f"the ranks' rows end at {end}, not at {rows}")
+    return problems
+
+
+def send_bytes(data: bytes, dst: int, info: DistInfo) -> None:
+    """Send ``data`` to rank ``dst`` (its :func:`recv_bytes`): the length, then the bytes, as
+    int64 and uint8 tensors on ``info.device`` (NCCL sends from the GPU). No pickle."""
+    dist.send(torch.tensor([len(data)], dtype=torch.int64, device=info.device), dst)
+    if data:
+        dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8).to(info.device), dst)
+
+
+def recv_bytes(src: int, info: DistInfo) -> bytes:
+    """The bytes rank ``src`` sent with :func:`send_bytes`."""
+    length = torch.zeros(1, dtype=torch.int64, device=info.device)
+    dist.recv(length, src)
+    if int(length) == 0:
+        return b""
+    data = torch.empty(int(length), dtype=torch.uint8, device=info.device)
+    dist.recv(data, src)
+    return bytes(data.cpu().numpy())
+
+
 def on_every_rank(work: Callable[[], T], info: DistInfo) -> T | None:
     """``work()`` on this rank, then :func:`raise_if_any_failed` with its outcome: each rank
     gets its result only when no rank raised. An error travels as one line (a file's as
-    ``strerror: filename``; a bug's traceback is logged here). Every rank must call it."""
+    ``strerror: filename``; a bug's traceback is logged here). Every rank must call it. In
+    one process, ``work()`` itself: its error as raised."""
+    if not info.distributed:
+        return work()
     error, result = None, None
     try:
         result = work()
