@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from taomm.errors import IndexIntegrityError, OptionError, TaommError
+from taomm.milvus_index import check_batch
 
 if TYPE_CHECKING:
     from taomm.train.distributed import DistInfo
@@ -299,18 +300,6 @@ def _make_current(root: Path, tmp: Path, name: str, keep: int) -> Path:
     for _, path in old[:-keep] if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
     return final
-
-
-def check_batch(rows: int, count: int, dims: dict[str, int], item_ids: list[str], items: list[dict[str, Any]],
-                vectors: dict[str, np.ndarray]) -> None:
-    """A batch of items fits an index of ``count`` items that holds ``rows`` so far: one metadata
-    row and one vector of each kind's dimension per item, no more items than announced."""
-    n = len(item_ids)
-    if len(items) != n or rows + n > count:
-        raise TaommError(f"a batch of {n} ids and {len(items)} items at row {rows} of {count}")
-    for kind, dim in dims.items():
-        if vectors[kind].shape != (n, dim):
-            raise TaommError(f"{kind} vectors: {vectors[kind].shape} for {n} items of dimension {dim}")
 
 
 def write_index(root: str | os.PathLike[str], item_ids: list[str], items: list[dict[str, Any]],

@@ -144,6 +144,18 @@ def index_params(params: Any, count: int, dim: int) -> dict[str, Any]:
     return {"type": "FLAT", "build": {}, "search": {}}
 
 
+def check_batch(rows: int, count: int, dims: dict[str, int], item_ids: list[str], items: list[dict[str, Any]],
+                vectors: dict[str, np.ndarray]) -> None:
+    """A batch of items fits an index (a folder or a collection) of ``count`` items that holds ``rows`` so far: one metadata
+    row and one vector of each kind's dimension per item, no more items than announced."""
+    n = len(item_ids)
+    if len(items) != n or rows + n > count:
+        raise TaommError(f"a batch of {n} ids and {len(items)} items at row {rows} of {count}")
+    for kind, dim in dims.items():
+        if vectors[kind].shape != (n, dim):
+            raise TaommError(f"{kind} vectors: {vectors[kind].shape} for {n} items of dimension {dim}")
+
+
 class MilvusWriter:
     """A new collection version at ``location``, written as batches of items arrive in row
     order (:meth:`write`), then indexed and made current by the alias (:meth:`finish`). As a
@@ -196,8 +208,6 @@ class MilvusWriter:
 
     def write(self, item_ids: list[str], items: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> None:
         """The next ``len(item_ids)`` rows: ids, metadata and (n, E) vectors of each kind."""
-        from taomm.index import check_batch
-
         check_batch(self.rows, self.count, self.dims, item_ids, items, vectors)
         with self._failing("writing"):
             for start in range(0, len(items), INSERT_BATCH):
