@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,13 +36,15 @@ from taomm.cli.common import (
     run_summary,
     stderr_console,
     store_path,
+    training_processes,
     training_run,
 )
-from taomm.device import resolve_device
 from taomm.errors import TaommError
 from taomm.workspace import PRETRAIN_DIR, RETRIEVAL_DIR, find_workspace
 
 if TYPE_CHECKING:
+    import torch
+
     from taomm.model import InterBertForPretraining
     from taomm.train import TrainResult
     from taomm.train.recipe import FinetuneRecipe
@@ -179,38 +182,64 @@ def evaluate_retrieval_command(
 
     --exhaustive scores every pair with ITM; --rerank K recalls K images per caption with
     the contrastive vectors and reranks them with ITM (far fewer pairs); --zero-shot
-    evaluates the pretrained model.
+    evaluates the pretrained model. Under torchrun each rank scores a block of the captions
+    and of the images on its own device; rank 0 prints (--json lists each rank's share).
     """
-    import numpy as np
-
-    from taomm.datasets.sharded import open_store
-    from taomm.model.pretrained import VOCAB_NAME
-    from taomm.retrieval import evaluate
-    from taomm.text.tokenizer import TitleTokenizer
+    from taomm.retrieval import EVALUATION_TIMEOUT, evaluate
+    from taomm.train.distributed import on_every_rank
 
     if exhaustive and rerank is not None:
         raise TaommError("choose one of --exhaustive and --rerank K")
-    store, runs = _store_and_runs(store, workspace)
-    net, folder = _load_model(model, runs, zero_shot, rerank, resolve_device(device))
     mode = "exhaustive" if (zero_shot or exhaustive) else "rerank"
-    k = rerank or 16
-    tokenizer = TitleTokenizer(folder / VOCAB_NAME)
-    with open_store(store) as fs:
-        ordinals = np.sort(fs.split(split))[:items]
-        with progress_bar(f"scoring ({mode})", _pairs_to_score(fs, ordinals, mode, k)) as advance:
-            main = evaluate(net, fs, tokenizer, ordinals, mode, k=k, batch_size=batch_size, bf16=bf16,
-                            on_progress=advance)
+    with training_processes(device, EVALUATION_TIMEOUT) as info, ExitStack() as opened:
+        net, folder, tokenizer, fs, ordinals = on_every_rank(  # a missing store or model: one line from rank 0
+            lambda: _open_evaluation(model, store, workspace, zero_shot, rerank, split, items, info.device, opened),
+            info)
+        options = dict(batch_size=batch_size, bf16=bf16, info=info)
+        main = evaluate(net, fs, tokenizer, ordinals, mode, k=rerank or 16, progress=progress_bar, **options)
         result = {**main, "model": str(folder.resolve()), "split": split, "zero_shot": zero_shot}
         if baselines:
-            result["baselines"] = _baselines(net, fs, tokenizer, ordinals, zero_shot, batch_size, bf16)
+            result["baselines"] = _baselines(net, fs, tokenizer, ordinals, zero_shot, options)
+    if not info.is_main:
+        return
     if json_out:
         print_json(result)
         return
     _print_recall(result)
 
 
+def _open_evaluation(model: Path | None, store: Path | None, workspace: Path | None, zero_shot: bool,
+                     rerank: int | None, split: str, items: int | None, device: torch.device,
+                     opened: ExitStack) -> tuple:
+    """The model on ``device``, its folder and tokenizer, the store (open until ``opened``
+    closes) and the ordinals evaluated."""
+    import numpy as np
+
+    from taomm.datasets.sharded import open_store
+    from taomm.model.pretrained import VOCAB_NAME
+    from taomm.text.tokenizer import TitleTokenizer
+
+    store, runs = _store_and_runs(store, workspace)
+    net, folder = _load_model(model, runs, zero_shot, rerank, device)
+    fs = opened.enter_context(open_store(store))
+    return net, folder, TitleTokenizer(folder / VOCAB_NAME), fs, np.sort(fs.split(split))[:items]
+
+
+def _baselines(net, fs, tokenizer, ordinals, zero_shot: bool, options: dict) -> dict:
+    """R@K of a random ranking and, for a finetuned model, of its contrastive vectors alone."""
+    from taomm.retrieval import evaluate
+
+    def recall(mode: str) -> dict:
+        return {k: v for k, v in evaluate(net, fs, tokenizer, ordinals, mode, **options).items() if k.startswith("R@")}
+
+    found = {"random": recall("random")}
+    if not zero_shot:
+        found["contrastive"] = recall("contrastive")
+    return found
+
+
 def _load_model(model: Path | None, runs: Path | None, zero_shot: bool, rerank: int | None,
-                device: str) -> tuple[InterBertForPretraining, Path]:
+                device: torch.device) -> tuple[InterBertForPretraining, Path]:
     """The model to evaluate on ``device`` (--model, by default the workspace's run) and its folder."""
     from taomm.model import InterBertForPretraining, InterBertForRetrieval
     from taomm.train.finetune import resolve_model_dir
@@ -231,28 +260,6 @@ def _load_model(model: Path | None, runs: Path | None, zero_shot: bool, rerank: 
     return net.to(device), folder
 
 
-def _pairs_to_score(fs, ordinals, mode: str, k: int) -> int:
-    """The ITM pairs ``mode`` scores (both directions for rerank): the progress bar's total."""
-    from taomm.retrieval import caption_images
-
-    n = len(ordinals)
-    m = len(caption_images([fs[int(o)].item_id for o in ordinals])[0])  # images: captions may share one
-    return n * m if mode == "exhaustive" else n * min(k, m) + m * min(k, n)
-
-
-def _baselines(net, fs, tokenizer, ordinals, zero_shot: bool, batch_size: int, bf16: bool) -> dict:
-    """R@K of a random ranking and, for a finetuned model, of its contrastive vectors alone."""
-    from taomm.retrieval import evaluate
-
-    def recall(mode: str, **kwargs) -> dict:
-        return {k: v for k, v in evaluate(net, fs, tokenizer, ordinals, mode, **kwargs).items() if k.startswith("R@")}
-
-    found = {"random": recall("random")}
-    if not zero_shot:
-        found["contrastive"] = recall("contrastive", batch_size=batch_size, bf16=bf16)
-    return found
-
-
 def _print_recall(result: dict) -> None:
     """The recall table on stdout: the evaluated model, then the baselines."""
     mode = result["mode"] + (f" K={result['k']}" if result["mode"] == "rerank" else "")
@@ -269,4 +276,5 @@ def register(app: typer.Typer) -> None:
                 "--init runs/pretrain --max-steps 2000 --lr 4e-5   |   torchrun --nproc_per_node 8 -m taomm "
                 "finetune-retrieval")(finetune_retrieval_command)
     app.command("evaluate-retrieval", epilog="Examples:  taomm evaluate-retrieval --json   |   taomm "
-                "evaluate-retrieval --exhaustive   |   taomm evaluate-retrieval --zero-shot")(evaluate_retrieval_command)
+                "evaluate-retrieval --exhaustive   |   taomm evaluate-retrieval --zero-shot   |   torchrun "
+                "--nproc_per_node 8 -m taomm evaluate-retrieval --json")(evaluate_retrieval_command)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -110,6 +111,20 @@ def all_gather_json(obj: Any, info: DistInfo) -> list[Any]:
     chunks = [torch.empty_like(padded) for _ in range(info.world_size)]
     dist.all_gather(chunks, padded)
     return [json.loads(bytes(chunk[: int(n)].cpu().numpy())) for chunk, n in zip(chunks, lengths, strict=True)]
+
+
+def all_gather_rows(block: np.ndarray, sizes: Sequence[int], info: DistInfo) -> np.ndarray:
+    """Every rank's ``block`` (rank r's holds ``sizes[r]`` rows), concatenated in rank order, on
+    every rank: one ``all_gather`` of tensors on ``info.device`` padded to the largest block
+    (NCCL gathers GPU tensors; no pickle). In one process, ``block``."""
+    if not info.distributed:
+        return block
+    local = torch.from_numpy(np.ascontiguousarray(block))
+    padded = torch.zeros((max(1, *sizes), *local.shape[1:]), dtype=local.dtype, device=info.device)
+    padded[: len(local)] = local.to(info.device)
+    chunks = [torch.empty_like(padded) for _ in range(info.world_size)]
+    dist.all_gather(chunks, padded)
+    return np.concatenate([chunk[:size].cpu().numpy() for chunk, size in zip(chunks, sizes, strict=True)])
 
 
 class RanksFailedError(TaommError):
