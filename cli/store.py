@@ -19,8 +19,10 @@ def inspect(
 ) -> None:
     """Show a feature store: item count, metadata, split sizes and its content hash.
 
-    Two stores with the same content_sha256 hold the same records. A folder of shards
-    (prepare --shard I/N) is read as one store.
+    Two stores with the same content_sha256 hold the same records in the same order. A folder
+    of shards (prepare --shard I/N, or prepare under torchrun) is read as one store; its
+    items_sha256 (items, splits and metadata in item-id order, whatever the order or the
+    sharding) equals that of a single store prepared from the same input.
     """
     path = workspace_path(store, workspace, "store", "a STORE path")
     with open_store(path) as fs:
@@ -30,7 +32,7 @@ def inspect(
         return
     rows = {"store": summary["path"], "items": summary["items"], **summary["meta"],
             "splits": ", ".join(f"{k} {v}" for k, v in summary["splits"].items()) or "none",
-            "content_sha256": summary["content_sha256"]}
+            "content_sha256": summary["content_sha256"], "items_sha256": summary["items_sha256"]}
     width = max(map(len, rows))
     for key, value in rows.items():
         typer.echo(f"{key:<{width}}  {value}")

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from taomm.datasets.prepare import PrepareReport, in_shard
-from taomm.datasets.store import FeatureStore, Item, StoreError, StoreMeta, is_store
+from taomm.datasets.store import FeatureStore, Item, StoreError, StoreMeta, is_store, items_sha256
 
 SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
@@ -133,13 +133,18 @@ class ShardedStore:
             digest.update(shard.content_sha256().encode())
         return digest.hexdigest()
 
+    def items_sha256(self) -> str:
+        """What the shards hold as one store, whatever the sharding (:func:`items_sha256`): equal
+        to a single store's prepared from the same input."""
+        return items_sha256(self)
+
     def summary(self) -> dict[str, Any]:
         meta = self.meta.__dict__.copy()
         classes = meta.pop("classes")
         return {"path": str(self.path.resolve()), "items": len(self), "shards": len(self.shards),
                 "meta": {**meta, "num_classes": len(classes)},
                 "splits": {name: int(self.split(name).size) for name in self.split_names()},
-                "content_sha256": self.content_sha256()}
+                "content_sha256": self.content_sha256(), "items_sha256": self.items_sha256()}
 
     def close(self) -> None:
         for shard in self.shards:

@@ -419,8 +419,12 @@ class FeatureStore:
                     digest.update(value)
         return digest.hexdigest()
 
+    def items_sha256(self) -> str:
+        """:func:`items_sha256` of this store."""
+        return items_sha256(self)
+
     def summary(self) -> dict[str, Any]:
-        """What `taomm inspect` shows: counts, metadata, split sizes and the content hash."""
+        """What `taomm inspect` shows: counts, metadata, split sizes and the content hashes."""
         meta = asdict(self.meta)
         classes = meta.pop("classes")
         return {
@@ -429,6 +433,7 @@ class FeatureStore:
             "meta": {**meta, "num_classes": len(classes)},
             "splits": {name: int(self.split(name).size) for name in self.split_names()},
             "content_sha256": self.content_sha256(),
+            "items_sha256": self.items_sha256(),
         }
 
     def close(self) -> None:
@@ -446,3 +451,29 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def items_sha256(store: Any) -> str:
+    """SHA-256 of what a store holds, whatever its order or sharding: every item (id, title,
+    words, size, boxes, features, labels, scores) in item-id order, each split as its sorted
+    item ids, and the language, feature dimension and taxonomy. A store prepared in one
+    process and the shards torchrun's ranks prepared from the same input hash alike (their
+    ``content_sha256`` differ: it hashes records in insertion order, and shards one by one).
+    Hard negatives are left out: they are mined after ``prepare``."""
+    digests = []
+    for item in store:
+        h = hashlib.sha256()
+        for part in (item.item_id.encode("utf-8", "surrogatepass"), item.title.encode("utf-8", "surrogatepass"),
+                     np.asarray([item.width, item.height], "<i8").tobytes(),
+                     *(np.ascontiguousarray(a).tobytes() for a in (item.word_ends, item.boxes, item.features,
+                                                                   item.labels, item.scores))):
+            h.update(len(part).to_bytes(8, "little") + part)
+        digests.append((item.item_id, h.digest()))
+    total = hashlib.sha256()
+    for _, digest in sorted(digests, key=lambda pair: pair[0]):
+        total.update(digest)
+    meta, ids = store.meta, [item_id for item_id, _ in digests]  # ordinal order
+    splits = {name: sorted(ids[int(o)] for o in store.split(name)) for name in store.split_names()}
+    total.update(json.dumps({"language": meta.language, "feature_dim": meta.feature_dim, "taxonomy": meta.taxonomy,
+                             "classes": list(meta.classes), "splits": splits}, ensure_ascii=False).encode())
+    return total.hexdigest()

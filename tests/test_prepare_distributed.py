@@ -148,6 +148,7 @@ def test_torchrun_prepare_fails_on_a_failed_rank_then_matches_one_process(tmp_pa
         assert items_by_id(a) == items_by_id(b)  # bitwise: boxes, features, labels, scores
         assert splits_by_id(a) == splits_by_id(b)
         assert b.content_sha256() == c.content_sha256()  # a sharded store hashes its shards: not as `a`
+        assert a.items_sha256() == b.items_sha256() == c.items_sha256()  # the shards read as one
 
 
 ONE_PROCESS = """

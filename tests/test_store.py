@@ -290,3 +290,27 @@ def test_shards_of_one_store_are_written_side_by_side(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="being written"):
             StoreLock(second)
     assert (a.added, b.added) == (1, 1)
+
+
+def test_items_sha256_ignores_order_and_sharding_but_not_content(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from taomm.datasets.sharded import ShardedStore, shard_folder
+
+    items = [synthetic_item(i) for i in range(12)]
+    changed = replace(items[5], features=np.asarray(items[5].features) + 1)
+    for name, order in (("a", items), ("b", items[::-1]), ("c", [*items[:5], changed, *items[6:]])):
+        with open_writer(tmp_path / name) as writer:
+            for it in order:
+                writer.add(it)
+            writer.set_split("test", [it.item_id for it in order[:4]] if name != "b" else [i.item_id for i in items[:4]])
+    for k in range(2):
+        with open_writer(shard_folder(tmp_path / "shards", k, 2)) as writer:
+            for it in items[k::2]:
+                writer.add(it)
+            writer.set_split("test", [it.item_id for it in items[:4] if it.item_id in {i.item_id for i in items[k::2]}])
+    with (FeatureStore(tmp_path / "a") as a, FeatureStore(tmp_path / "b") as b, FeatureStore(tmp_path / "c") as c,
+          ShardedStore(tmp_path / "shards") as shards):
+        assert a.content_sha256() != b.content_sha256()  # another order
+        assert a.items_sha256() == b.items_sha256() == shards.items_sha256()
+        assert c.items_sha256() != a.items_sha256()  # one item's features differ
