@@ -466,6 +466,12 @@ class ItemBatch:
         return cls(head["ids"], head["items"], vectors)
 
 
+# The store is read through LMDB's memory map, whose pages stay in the process's resident set
+# while mapped: an export closes the store every this many items (nothing it keeps points
+# into the map), so a million-item store never is all resident at once.
+RELEASE_EVERY = 65_536
+
+
 @dataclass
 class ExportJob:
     """What each rank of an export needs to turn its rows of the store into :class:`ItemBatch` es."""
@@ -489,8 +495,13 @@ class ExportJob:
         device = next(model.parameters()).device
         classes = list(self.store.meta.classes)
         model.eval()
+        read = 0
         for start in range(rows.start, rows.stop, self.batch_size):
+            if read >= RELEASE_EVERY:  # the next read maps the store again
+                self.store.close()
+                read = 0
             loaded = [self.store[o] for o in range(start, min(rows.stop, start + self.batch_size))]
+            read += len(loaded)
             enc = encode_loaded(loaded, self.tokenizer, max_tokens=cfg.max_text_tokens, max_regions=cfg.max_regions)
             feats, boxes, mask = (t.to(device) for t in (enc.region_features, enc.region_boxes, enc.region_mask))
             with torch.no_grad(), autocast(device, self.bf16):
