@@ -26,6 +26,13 @@ def demo_command(
     restart: Annotated[bool, typer.Option("--restart", help="Start again, removing what an earlier demo wrote in "
                                           "--workdir.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda. Default: cuda when available.")] = "",
+    index: Annotated[str | None, typer.Option("--index", help="Where the export stage writes the item vectors: a "
+                                              "folder, milvus-lite:PATH.db (embedded Milvus, no server) or "
+                                              "milvus://HOST:PORT/COLLECTION; a relative path is in --workdir. "
+                                              "Recorded in the workspace's taomm.toml, so later commands there "
+                                              "use it; another one on a rerun exports and searches again. "
+                                              "Default: what --workdir's taomm.toml names, else the folder index.",
+                                              show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline on a fresh demo catalog: detector, prepare (bad titles
@@ -45,7 +52,7 @@ def demo_command(
     if restart:
         clear(workdir)
     console = stderr_console()
-    demo = Demo(workdir, config, progress_bar, device=device or None)
+    demo = Demo(workdir, config, progress_bar, device=device or None, index=index)
     start = time.perf_counter()
     with log_to_stderr(logging.WARNING):
         for number, stage in enumerate(STAGES, 1):
@@ -86,7 +93,7 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
     if stage == "evaluate":
         return f"R@1/5/10 on {s['items']} test items (table below)"
     if stage == "export":
-        return f"{s['items']} items indexed ({s['version']})"
+        return f"{s['items']} items indexed ({s['version']} in {s.get('index', 'index')})"
     p, r = s["precision"]["search"], s["precision"]["rerank"]
     return (f"precision@5 {p['precision@5']} (taomm search), {r['precision@5']} with an ITM rerank, over "
             f"{p['queries']} held-out queries")
@@ -142,4 +149,5 @@ def _cell(row: dict[str, Any]) -> str:
 
 def register(app: typer.Typer) -> None:
     app.command("demo", epilog="Examples:  taomm demo   |   taomm demo --quick --workdir /tmp/demo   |   "
-                "taomm demo --items 4000 --restart")(demo_command)
+                "taomm demo --items 4000 --restart   |   taomm demo --index milvus-lite:demo.db"
+                )(demo_command)

@@ -11,13 +11,15 @@ vocab      a WordPiece vocabulary of the titles and logged queries (``taomm buil
 pretrain   MSM + MRM + ITM-hn (+ ITC) pretraining (``taomm pretrain``)
 finetune   retrieval finetuning with the catalog's search log (``taomm finetune-retrieval``)
 evaluate   text -> image R@1/5/10 on the test split: random, zero-shot, finetuned
-export     item vectors -> the faiss index (``taomm export-embeddings``)
+export     item vectors -> the index (``taomm export-embeddings``): the faiss folder, or
+           Milvus (``Demo(index="milvus-lite:demo.db")``)
 search     example searches and a recommendation; precision@5 over the held-out queries
 
 A finished stage is recorded in ``WORKDIR/demo.json`` with its summary and time; a rerun
 skips it (training stages also resume from their last checkpoint), so an interrupted demo
-continues where it stopped. The work folder is a workspace: afterwards ``taomm search
-"波点荷叶边裙"`` (and every other command) works there without paths.
+continues where it stopped; a rerun with another index location runs the export and search
+stages again. The work folder is a workspace: afterwards ``taomm search "波点荷叶边裙"`` (and
+every other command) works there without paths, on the index its ``taomm.toml`` records.
 """
 
 from __future__ import annotations
@@ -42,11 +44,16 @@ from taomm.workspace import (
     PRETRAIN_DIR,
     RETRIEVAL_DIR,
     Paths,
+    Workspace,
+    WorkspaceConfig,
+    load_workspace,
+    write_workspace,
 )
 
 STATE_FILE = "demo.json"
 STAGES = ("catalog", "detector", "prepare", "negatives", "vocab", "pretrain", "finetune", "evaluate", "export",
           "search")
+INDEX_STAGES = STAGES[STAGES.index("export"):]  # what a change of the index location runs again
 FLAGSHIP_QUERY = "波点荷叶边裙"
 
 # progress(label, total) -> a context manager yielding advance(n): the CLI passes rich bars
@@ -91,10 +98,15 @@ class StageRecord:
 
 
 class Demo:
-    """The demo's work folder: a workspace plus the record of finished stages."""
+    """The demo's work folder: a workspace plus the record of finished stages.
+
+    ``index``: where the export stage writes, as the workspace's ``taomm.toml`` records it
+    (``[paths] index``): a folder, ``milvus-lite:PATH.db`` or ``milvus://HOST:PORT/COLLECTION``,
+    a relative path being relative to the work folder. None: what the work folder's
+    ``taomm.toml`` records, else its index folder."""
 
     def __init__(self, workdir: str | os.PathLike[str], config: DemoConfig, progress: Progress,
-                 device: str | None = None) -> None:
+                 device: str | None = None, index: str | None = None) -> None:
         self.root = Path(workdir).resolve()
         self.config = config
         self.progress = progress
@@ -112,6 +124,12 @@ class Demo:
                 raise OptionError(f"{self.root} holds a demo made with other settings ({', '.join(changed)}): "
                                   "use another {workdir}, or {restart} to start it again", "workdir", "restart")
             self.records = {k: StageRecord(**v) for k, v in state.get("stages", {}).items()}
+        self.index_setting = index if index is not None else self._recorded_index()
+        exported = self.records.get("export")
+        if exported is not None and self._location(exported.summary.get("index", Paths.index)) != self.index:
+            for stage in INDEX_STAGES:  # exported elsewhere: export (and search) again
+                self.records.pop(stage, None)
+        self._check_index()
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -132,8 +150,41 @@ class Demo:
         return self.catalog / "search_log.jsonl"
 
     @property
-    def index(self) -> Path:
-        return self.root / Paths.index
+    def index(self) -> str:
+        """The index location: a folder's absolute path or a Milvus URI (``Workspace.index_location``)."""
+        return self._location(self.index_setting)
+
+    def _location(self, setting: str) -> str:
+        return Workspace(self.root, WorkspaceConfig(paths=Paths(index=setting))).index_location()
+
+    def _recorded_index(self) -> str:
+        if self.state_path.is_file() and (self.root / CONFIG_NAME).is_file():
+            return load_workspace(self.root).config.paths.index
+        return Paths.index
+
+    def _check_index(self) -> None:
+        """A malformed Milvus location, a missing milvus extra or an unreachable server: now,
+        not after the training stages."""
+        from importlib.util import find_spec
+
+        from taomm import milvus_index as milvus
+
+        if not milvus.is_milvus(self.index) or "export" in self.records:
+            return
+        location = milvus.milvus_location(self.index)
+        if self.index.startswith(milvus.SERVER_PREFIX):
+            milvus.connect(location)
+        elif find_spec("pymilvus") is None:  # a Lite file: made by the export, not now
+            raise TaommError(f"a Milvus index needs the milvus extra: {milvus.EXTRA_HINT} (pymilvus is missing)")
+
+    def _record_index(self) -> None:
+        """Make the workspace's ``taomm.toml`` name the index in effect (once the catalog stage wrote it)."""
+        if not (self.root / CONFIG_NAME).is_file():
+            return
+        workspace = load_workspace(self.root)
+        if workspace.config.paths.index != self.index_setting:
+            workspace.config.paths.index = self.index_setting
+            write_workspace(self.root, workspace.config, overwrite=True)
 
     # --- running -------------------------------------------------------------------------
 
@@ -144,6 +195,9 @@ class Demo:
         """Run one stage (or return its record when it already ran)."""
         if stage in self.records:
             return self.records[stage]
+        if not self.state_path.is_file():  # before the catalog stage writes taomm.toml: an
+            self._save()  # interrupted first stage leaves a folder a rerun knows as the demo's
+        self._record_index()  # before the stage: a rerun without the index option keeps this one
         start = time.perf_counter()
         summary = getattr(self, f"_{stage}")()
         record = StageRecord(round(time.perf_counter() - start, 1), summary)
@@ -154,6 +208,7 @@ class Demo:
     def _save(self) -> None:
         state = {"config": self.config.to_json(), "stages": {k: asdict(v) for k, v in self.records.items()}}
         tmp = self.state_path.with_name(STATE_FILE + ".tmp")
+        self.root.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", "utf-8")
         os.replace(tmp, self.state_path)
 
@@ -161,13 +216,13 @@ class Demo:
 
     def _catalog(self) -> dict[str, Any]:
         from taomm.datasets.demo_catalog import generate_catalog
-        from taomm.workspace import ModelSettings, Sources, WorkspaceConfig, write_workspace
+        from taomm.workspace import ModelSettings, Sources
 
         cfg = self.config
         sources = Sources(manifest=f"{CATALOG_DIR}/items.jsonl", annotations=f"{CATALOG_DIR}/annotations.json",
                           queries=f"{CATALOG_DIR}/queries.jsonl", query_log=f"{CATALOG_DIR}/search_log.jsonl")
-        write_workspace(self.root, WorkspaceConfig(sources=sources, model=ModelSettings(preset=cfg.preset)),
-                        overwrite=True)
+        write_workspace(self.root, WorkspaceConfig(sources=sources, model=ModelSettings(preset=cfg.preset),
+                                                   paths=Paths(index=self.index_setting)), overwrite=True)
         with self.progress("drawing products", cfg.items) as advance:
             summary = generate_catalog(self.catalog, items=cfg.items, seed=cfg.seed, image_size=cfg.image_size,
                                        workers=max(1, cfg.workers), overwrite=True, on_progress=advance)
@@ -287,20 +342,25 @@ class Demo:
     def _export(self) -> dict[str, Any]:
         from taomm.datasets.sharded import open_store
         from taomm.index import export_index
+        from taomm.milvus_index import is_milvus
         from taomm.onnx_text import require_exporter
 
-        try:  # the ONNX query encoder too where the onnx extra is installed: a quick `taomm search`
-            require_exporter()
-            onnx = True
-        except TaommError:
-            onnx = False
+        onnx = False  # the ONNX query encoder too where the onnx extra is installed: a quick `taomm search`
+        if not is_milvus(self.index):  # (a Milvus index encodes queries in torch)
+            try:
+                require_exporter()
+                onnx = True
+            except TaommError:
+                pass
         with open_store(self.store) as fs:
             total = len(fs)
         with self.progress("exporting item vectors", total) as advance:
             version = export_index(self.runs / RETRIEVAL_DIR / "model", self.store, self.index,
                                    manifest=self.catalog / "items.jsonl", device=self._device(),
                                    onnx=onnx, on_progress=advance)
-        return {"items": total, "version": version.name, "onnx": onnx}
+        # a faiss version folder, or a Milvus collection's name (COLLECTION_vNNNN)
+        name = version.name if isinstance(version, Path) else version
+        return {"items": total, "index": self.index_setting, "version": name, "onnx": onnx}
 
     def _search(self) -> dict[str, Any]:
         from taomm.search import SearchEngine
@@ -342,11 +402,28 @@ def restart(workdir: str | os.PathLike[str]) -> None:
             raise OptionError(f"{root} holds no demo ({STATE_FILE} is missing): not removing anything; "
                               "choose another {workdir}", "workdir")
         return
-    for name in (CATALOG_DIR, Paths.store, Paths.runs, Paths.index):
-        if (root / name).is_dir():
-            shutil.rmtree(root / name)
+    index = _own_index(root)
+    for path in (*(root / name for name in (CATALOG_DIR, Paths.store, Paths.runs, Paths.index)), index):
+        if path is not None and path.is_dir():
+            shutil.rmtree(path)
+        elif path is not None and path.is_file():
+            path.unlink()
     for name in (STATE_FILE, CONFIG_NAME):
         (root / name).unlink(missing_ok=True)
+
+
+def _own_index(root: Path) -> Path | None:
+    """The index folder or Milvus Lite file the demo's ``taomm.toml`` names, when it lies in
+    the work folder (a Milvus server's collections are left alone)."""
+    from taomm.milvus_index import LITE_PREFIX, SERVER_PREFIX
+
+    if not (root / CONFIG_NAME).is_file():
+        return None
+    location = load_workspace(root).index_location()
+    if location.startswith(SERVER_PREFIX):
+        return None
+    path = Path(location.removeprefix(LITE_PREFIX))
+    return path if path.is_relative_to(root.resolve()) and path != root.resolve() else None
 
 
 def query_precision(engine: Any, queries: list[dict[str, Any]], attributes: dict[str, dict[str, Any]], k: int = 5,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from typer.testing import CliRunner
 
 from taomm.cli.app import app
 from taomm.datasets.retrieval import query_words
-from taomm.demo import STAGES, Demo, DemoConfig
+from taomm.demo import FLAGSHIP_QUERY, INDEX_STAGES, STAGES, Demo, DemoConfig, restart
 from taomm.train.recipe import finetune_defaults, pretrain_defaults
 
 
@@ -91,12 +94,19 @@ def test_rerun_resumes_and_the_workdir_is_a_workspace(quick_demo: tuple[Path, di
 
 def test_an_interrupted_stage_runs_again(tmp_path: Path) -> None:
     config = DemoConfig.quick()
-    demo = Demo(tmp_path / "w", config, progress=_no_progress)
+    demo = Demo(tmp_path / "w", config, progress=_no_progress, index="vectors")
     demo.run("catalog")
     assert demo.pending()[0] == "detector"
     state = json.loads((tmp_path / "w" / "demo.json").read_text())
     assert list(state["stages"]) == ["catalog"] and state["config"] == config.to_json()
-    assert Demo(tmp_path / "w", config, progress=_no_progress).pending() == list(STAGES[1:])
+    assert 'index = "vectors"' in (tmp_path / "w" / "taomm.toml").read_text()
+    resumed = Demo(tmp_path / "w", config, progress=_no_progress)
+    assert resumed.pending() == list(STAGES[1:]) and resumed.index == str((tmp_path / "w" / "vectors").resolve())
+    interrupted = Demo(tmp_path / "cut", config, progress=_failing_progress)
+    with pytest.raises(KeyboardInterrupt):  # stopped while drawing, after taomm.toml was written
+        interrupted.run("catalog")
+    assert (tmp_path / "cut" / "taomm.toml").is_file()
+    assert Demo(tmp_path / "cut", config, progress=_no_progress).pending() == list(STAGES)  # not refused
     (tmp_path / "shop").mkdir()
     (tmp_path / "shop" / "taomm.toml").write_text('language = "zh"\n')
     result = CliRunner().invoke(app, ["demo", "--quick", "--workdir", str(tmp_path / "shop"), "--restart"])
@@ -104,6 +114,89 @@ def test_an_interrupted_stage_runs_again(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--quick", "--workdir", str(tmp_path / "shop")])
     assert result.exit_code == 1 and "not made by taomm demo" in result.output
     assert (tmp_path / "shop" / "taomm.toml").read_text() == 'language = "zh"\n'
+
+
+def test_the_demo_on_milvus_lite_without_faiss(quick_demo: tuple[Path, dict], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: `taomm demo --index milvus-lite:demo.db`, then export, search, recommend and
+    serve in its workspace, with faiss not importable. A copy of the quick demo, whose export
+    was a faiss folder: the rerun with the Milvus location exports and searches again."""
+    pytest.importorskip("pymilvus", reason="the Milvus backend needs the milvus extra")
+    import uvicorn
+    from test_search import get, serving
+
+    from taomm.index import open_index
+
+    workdir, report = quick_demo
+    copy = tmp_path / "demo"
+    shutil.copytree(workdir, copy, symlinks=True, ignore=lambda folder, names: ["index"] if Path(folder) == workdir else [])
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    monkeypatch.delenv("TAOMM_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["demo", "--quick", "--workdir", str(copy), "--index", "milvus-lite:demo.sqlite"])
+    assert bad.exit_code == 1 and ".db" in bad.output
+    rerun = runner.invoke(app, ["demo", "--quick", "--workdir", str(copy), "--index", "milvus-lite:demo.db", "--json"])
+    assert rerun.exit_code == 0, rerun.output
+    stages = json.loads(rerun.stdout)["stages"]
+    assert {k: v for k, v in stages.items() if k not in INDEX_STAGES} == \
+        {k: v for k, v in report["stages"].items() if k not in INDEX_STAGES}  # only export and search ran again
+    export = stages["export"]["summary"]
+    assert (export["index"], export["version"], export["onnx"]) == ("milvus-lite:demo.db", "taomm_items_v0001", False)
+    assert 'index = "milvus-lite:demo.db"' in (copy / "taomm.toml").read_text("utf-8")
+    assert (copy / "demo.db").exists() and not (tmp_path / "demo.db").exists()  # relative to the work folder
+    items = set(open_index(f"milvus-lite:{copy / 'demo.db'}").item_ids)
+    assert len(items) == export["items"]
+    flagship = stages["search"]["summary"]["searches"][FLAGSHIP_QUERY]
+    assert len(flagship) == 5 and {h["item_id"] for h in flagship} <= items
+    again = runner.invoke(app, ["demo", "--quick", "--workdir", str(copy), "--json"])  # no --index: the recorded one
+    assert again.exit_code == 0 and json.loads(again.stdout)["stages"] == stages, again.output
+
+    monkeypatch.chdir(copy)  # the workspace: no --index from here on
+    found = runner.invoke(app, ["search", FLAGSHIP_QUERY, "--json"])
+    assert found.exit_code == 0, found.output
+    hits = [h["item_id"] for h in json.loads(found.stdout)]
+    assert len(hits) == 10 and set(hits) <= items
+    assert hits[:5] == [h["item_id"] for h in flagship]
+    similar = runner.invoke(app, ["recommend", hits[0], "--k", "5", "--json"])
+    assert similar.exit_code == 0, similar.output
+    similar_ids = [h["item_id"] for h in json.loads(similar.stdout)]
+    assert len(similar_ids) == 5 and set(similar_ids) <= items and hits[0] not in similar_ids
+    exported = runner.invoke(app, ["export-embeddings", "--index", "milvus-lite:again.db", "--json"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["items"] == len(items) and (copy / "again.db").exists()
+    found_again = runner.invoke(app, ["search", FLAGSHIP_QUERY, "--index", "milvus-lite:again.db", "--json"])
+    assert found_again.exit_code == 0 and [h["item_id"] for h in json.loads(found_again.stdout)] == hits
+
+    served: dict[str, object] = {}
+
+    def run(asgi, **options) -> None:  # `taomm serve` blocks in uvicorn.run: serve its app in a thread instead
+        with serving(asgi) as base:
+            served["health"] = json.loads(get(base + "/health")[1])
+            status, body, _ = get(base + "/api/search?q=" + urllib.parse.quote(FLAGSHIP_QUERY) + "&k=5")
+            served["search"] = (status, [r["item_id"] for r in json.loads(body)["results"]])
+            status, body, _ = get(base + "/api/recommend?item_id=" + hits[0] + "&k=5")
+            served["recommend"] = (status, [r["item_id"] for r in json.loads(body)["results"]])
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert served["health"]["items"] == len(items)
+    assert served["search"] == (200, hits[:5]) and served["recommend"] == (200, similar_ids)
+
+
+def test_restart_removes_the_recorded_index_in_the_work_folder_only(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.db").mkdir()
+    for name, setting, index in (("lite", "milvus-lite:demo.db", "demo.db"), ("folder", "vectors", "vectors"),
+                                 ("outside", f"milvus-lite:{tmp_path / 'elsewhere.db'}", None)):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "demo.json").write_text("{}")
+        (root / "taomm.toml").write_text(f'[paths]\nindex = "{setting}"\n')
+        if index is not None:
+            (root / index / "collections").mkdir(parents=True)  # Milvus Lite's "file" is a folder
+        restart(root)
+        assert list(root.iterdir()) == [], name
+    assert (tmp_path / "elsewhere.db").is_dir()  # not in the work folder: not the demo's
 
 
 class _Advance:
@@ -116,3 +209,14 @@ class _Advance:
 
 def _no_progress(label, total):
     return _Advance()
+
+
+def _failing_progress(label, total):
+    """A progress bar whose first step is a Ctrl-C."""
+    class Interrupt(_Advance):
+        def __enter__(self):
+            def advance(n):
+                raise KeyboardInterrupt
+            return advance
+
+    return Interrupt()
