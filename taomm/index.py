@@ -15,7 +15,9 @@ Layout of an index folder::
                          item.faiss          inner-product index over the item vectors
                          text_encoder.onnx   the query encoder as ONNX (optional: `--onnx`)
 
-A version is written into a hidden temporary folder, renamed when complete, and only then
+Items arrive in batches (:class:`IndexWriter`): the vectors go to disk as they come, and
+faiss reads them back in chunks, so an export never holds the catalog in memory. A version
+is written into a hidden temporary folder, renamed when complete, and only then
 made current by replacing the ``current`` symlink (``os.replace``), so a reader never sees
 a half-written index. Readers check every file against the manifest's sha256 before faiss
 reads it.
@@ -474,7 +476,7 @@ RELEASE_EVERY = 65_536
 
 @dataclass
 class ExportJob:
-    """What each rank of an export needs to turn its rows of the store into :class:`ItemBatch` es."""
+    """What each rank of an export needs to turn its rows of the store into batches (:class:`ItemBatch`)."""
 
     model: Any
     store: Any
@@ -586,8 +588,9 @@ def _export_model(model_dir: str | os.PathLike[str], out: str | os.PathLike[str]
 
 
 def _open_sink(out: str | os.PathLike[str], count: int, config: Any, params: IndexParams | None, ranks: DistInfo,
-               cleanup: ExitStack) -> IndexWriter | Any | None:
-    """Rank 0's writer of the new index version (removed again if the export fails)."""
+               cleanup: ExitStack) -> Any:
+    """Rank 0's writer of the new index version, an :class:`IndexWriter` or a ``MilvusWriter``
+    (removed again if the export fails); None on the other ranks."""
     from taomm.milvus_index import MilvusWriter, is_milvus, milvus_location
 
     if count == 0:
