@@ -165,8 +165,6 @@ class Demo:
     def _check_index(self) -> None:
         """A malformed Milvus location, a missing milvus extra or an unreachable server: now,
         not after the training stages."""
-        from importlib.util import find_spec
-
         from taomm import milvus_index as milvus
 
         if not milvus.is_milvus(self.index) or "export" in self.records:
@@ -174,8 +172,8 @@ class Demo:
         location = milvus.milvus_location(self.index)
         if self.index.startswith(milvus.SERVER_PREFIX):
             milvus.connect(location)
-        elif find_spec("pymilvus") is None:  # a Lite file: made by the export, not now
-            raise TaommError(f"a Milvus index needs the milvus extra: {milvus.EXTRA_HINT} (pymilvus is missing)")
+        else:  # a Lite file: made by the export, not now
+            milvus.require_extra()
 
     def _record_index(self) -> None:
         """Make the workspace's ``taomm.toml`` name the index in effect (once the catalog stage wrote it)."""

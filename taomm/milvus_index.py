@@ -96,12 +96,19 @@ def milvus_location(text: str) -> MilvusLocation:
     return MilvusLocation(f"{scheme}://{host}:{port}", collection, os.environ.get(TOKEN_ENV, ""))
 
 
-def connect(location: MilvusLocation) -> Any:
-    """A ``MilvusClient`` for ``location``, or one clear error."""
+def require_extra() -> None:
+    """One clear error when the milvus extra (pymilvus) is not installed."""
     try:
-        from pymilvus import MilvusClient
+        import pymilvus  # noqa: F401
     except ImportError as exc:
         raise TaommError(f"a Milvus index needs the milvus extra: {EXTRA_HINT} ({exc.name} is missing)") from None
+
+
+def connect(location: MilvusLocation) -> Any:
+    """A ``MilvusClient`` for ``location``, or one clear error."""
+    require_extra()
+    from pymilvus import MilvusClient
+
     if not location.uri.startswith(("http://", "https://")):
         Path(location.uri).parent.mkdir(parents=True, exist_ok=True)
         # Milvus Lite logs a failed start (a file locked by another process) with its traceback

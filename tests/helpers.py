@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,16 @@ def hold_lock(path: Path) -> subprocess.Popen:
 def content_hash(path: Path) -> str:
     with FeatureStore(path) as store:
         return store.content_sha256()
+
+
+def child_env() -> dict[str, str]:
+    """A child process's environment with torchrun's thread count (OMP_NUM_THREADS=1)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_taomm(*args: str, nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m taomm ARGS`` in a child process, under ``torchrun --standalone`` with ``nproc``
+    gloo processes when ``nproc`` > 1; one thread per process either way."""
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
+    return subprocess.run([sys.executable, *launch, "-m", "taomm", *args], env=child_env(), capture_output=True,
+                          text=True, timeout=timeout)

@@ -5,15 +5,12 @@ torchrun sets), each rank its block of items, rank 0 writing the index."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import build_pretraining_store
+from helpers import build_pretraining_store, run_taomm
 
 from taomm.errors import TaommError
 from taomm.index import (
@@ -89,18 +86,12 @@ def model_and_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return root, store
 
 
-def taomm(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    return subprocess.run([sys.executable, *launch, "-m", "taomm", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 def test_torchrun_export_equals_one_process(model_and_store: tuple[Path, Path]) -> None:
     root, store = model_and_store
     common = ["export-embeddings", "--model", str(root / "model"), "--store", str(store), "--index-type", "flat",
               "--fp32", "--batch-size", "8", "--json"]
-    one = taomm(*common, "--out", str(root / "one"))
-    two = taomm(*common, "--out", str(root / "two"), nproc=2)
+    one = run_taomm(*common, "--out", str(root / "one"))
+    two = run_taomm(*common, "--out", str(root / "two"), nproc=2)
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     summary = json.loads(two.stdout)  # rank 0 alone prints
@@ -118,7 +109,7 @@ def test_torchrun_export_equals_one_process(model_and_store: tuple[Path, Path]) 
 
 def test_torchrun_export_fails_with_each_failed_rank(model_and_store: tuple[Path, Path]) -> None:
     root, store = model_and_store
-    failed = taomm("export-embeddings", "--model", str(root / "pretrained"), "--store", str(store),
+    failed = run_taomm("export-embeddings", "--model", str(root / "pretrained"), "--store", str(store),
                    "--out", str(root / "none"), nproc=2)
     assert failed.returncode != 0
     errors = [line for line in failed.stderr.splitlines() if line.startswith("taomm: error:")]
@@ -132,7 +123,7 @@ def test_torchrun_export_into_milvus_lite(model_and_store: tuple[Path, Path]) ->
     pytest.importorskip("pymilvus")
     root, store = model_and_store
     location = f"milvus-lite:{root / 'ranks.db'}"
-    ran = taomm("export-embeddings", "--model", str(root / "model"), "--store", str(store), "--index", location,
+    ran = run_taomm("export-embeddings", "--model", str(root / "model"), "--store", str(store), "--index", location,
                 "--fp32", "--json", nproc=2)
     assert ran.returncode == 0, ran.stderr
     assert check_row_shares(json.loads(ran.stdout)["ranks"], 45) == []

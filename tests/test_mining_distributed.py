@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import open_writer, synthetic_item
+from helpers import open_writer, run_taomm, synthetic_item
 from typer.testing import CliRunner
 
 from taomm.cli.app import app
@@ -37,16 +34,6 @@ def captions(count: int, seed: int = 0) -> list[list[str]]:
         words += [str(w) for w in rng.choice(EXTRA, int(rng.integers(0, 4)), replace=False)]
         out.append([words[i] for i in rng.permutation(len(words))] if rng.random() < 0.5 else words)
     return out
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "taomm", "mine-negatives", *args, "--json"], env=child_env(), capture_output=True,
-                          text=True, timeout=300)
 
 
 def test_row_blocks_of_memory_mapped_arrays_equal_the_whole_run(tmp_path: Path) -> None:
@@ -93,7 +80,7 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
     one = cli.invoke(app, ["mine-negatives", "--captions", "caps.txt", "--out", "one.jsonl", "--top-k", "10",
                            "--threads", "1", "--json"])
     assert one.exit_code == 0, one.output
-    two = torchrun("--captions", "caps.txt", "--out", str(tmp_path / "two.jsonl"), "--top-k", "10")
+    two = run_taomm("mine-negatives", "--captions", "caps.txt", "--out", str(tmp_path / "two.jsonl"), "--top-k", "10", "--json", nproc=2)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     report = json.loads(two.stdout)
@@ -107,7 +94,7 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
         for i, words in enumerate(docs):
             writer.add(dataclasses.replace(synthetic_item(i), item_id=f"img{i // 2:04d}#{i % 2}", title="".join(words),
                                            word_ends=word_ends_of(words)))
-    ran = torchrun("--store", str(tmp_path / "store"), "--top-k", "10")
+    ran = run_taomm("mine-negatives", "--store", str(tmp_path / "store"), "--top-k", "10", "--json", nproc=2)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert check_row_shares(json.loads(ran.stdout)["ranks"], 301) == []
     want, _ = mine_hard_negatives(*store_captions(tmp_path / "store"), top_k=10)
@@ -120,7 +107,7 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
 
 
 def test_torchrun_fails_with_the_failed_ranks_message(tmp_path: Path) -> None:
-    failed = torchrun("--captions", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "negs.jsonl"))
+    failed = run_taomm("mine-negatives", "--captions", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "negs.jsonl"), "--json", nproc=2)
     assert failed.returncode != 0
     assert f"taomm: error: rank 0 failed: No such file or directory: {tmp_path / 'missing.txt'}" in failed.stderr, \
         failed.stderr[-3000:]

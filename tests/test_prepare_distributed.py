@@ -4,7 +4,6 @@ a failed rank fails the run, and the store equals a single process's (OMP_NUM_TH
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import child_env, run_taomm
 from PIL import Image
 
 from taomm.datasets.prepare import handled_ids
@@ -23,10 +23,6 @@ from taomm.train.distributed import DistInfo, all_gather_json
 CLASSES = list(load_taxonomy("taobao33").classes)
 COLOURS = ["红色", "蓝色", "白色", "黑色", "绿色"]
 GOODS = ["连衣裙", "半身裙", "衬衫", "帆布鞋", "双肩包"]
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def write_items(root: Path, count: int = 20) -> tuple[Path, list[str]]:
@@ -53,12 +49,6 @@ def tiny_detector(path: Path) -> Path:
     torch.manual_seed(0)
     config = DetectorConfig(classes=CLASSES, representation_size=16, fpn_channels=32, min_size=64, max_size=96)
     return ProductDetector(config).save(path)
-
-
-def taomm(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
-    return subprocess.run([sys.executable, *launch, "-m", "taomm", *args], env=child_env(), capture_output=True,
-                          text=True, timeout=300)
 
 
 def items_by_id(store) -> dict[str, tuple]:
@@ -120,14 +110,14 @@ def test_torchrun_prepare_fails_on_a_failed_rank_then_matches_one_process(tmp_pa
     store.mkdir()
     shard_folder(store, 1, 2).write_text("in rank 1's way")  # rank 1 cannot make its shard folder
 
-    failed = taomm("prepare", *args, "--out", str(store), nproc=2)
+    failed = run_taomm("prepare", *args, "--out", str(store), nproc=2)
     assert failed.returncode != 0
     assert f"taomm: error: rank 1 failed: File exists: {shard_folder(store, 1, 2)}\n" in failed.stderr, \
         failed.stderr[-3000:]
     assert "rank 0 failed" not in failed.stderr and not (store / "report.json").exists()
 
     shard_folder(store, 1, 2).unlink()  # the rerun resumes rank 0's finished shard
-    ran = taomm("prepare", *args, "--out", str(store), nproc=2)
+    ran = run_taomm("prepare", *args, "--out", str(store), nproc=2)
     assert ran.returncode == 0, ran.stderr[-3000:]
     report = json.loads((store / "report.json").read_text("utf-8"))
     assert check_shares(report, ids) == []

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import open_writer, pretraining_item
+from helpers import open_writer, pretraining_item, run_taomm
 
 from taomm.datasets.store import FeatureStore, word_ends_of
 from taomm.model import InterBertConfig, InterBertForRetrieval
@@ -113,10 +111,7 @@ def test_blocks_give_the_recall_of_the_full_matrices(caption_store) -> None:
 
 
 def run_cli(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)] if processes > 1 else []
-    return subprocess.run([sys.executable, *launcher, "-m", "taomm", "evaluate-retrieval", "--device", "cpu", *args],
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"},
-                          capture_output=True, text=True, timeout=300)
+    return run_taomm("evaluate-retrieval", "--device", "cpu", *args, nproc=processes)
 
 
 @pytest.mark.parametrize("mode", [["--rerank", "3"], ["--exhaustive", "--no-baselines"]], ids=["rerank", "exhaustive"])
