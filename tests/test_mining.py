@@ -92,8 +92,25 @@ def test_edge_cases() -> None:
 
 def test_progress_reports_every_row() -> None:
     seen: list[int] = []
-    mine_hard_negatives([["a", "b"]] * 10, chunk_size=3, on_progress=seen.append)
+    mine_hard_negatives([[f"w{i}", "b"] for i in range(10)], chunk_size=3, on_progress=seen.append)
     assert seen == [3, 3, 3, 1]
+    seen.clear()  # captions with one TF-IDF row are ranked once, and reported together
+    mine_hard_negatives([["a", "b"]] * 7 + [["c"]] * 3, chunk_size=1, on_progress=seen.append)
+    assert seen == [7, 3]
+
+
+@pytest.mark.parametrize("max_sim", [0.5, 1.01])
+def test_repeated_captions_and_large_groups_match_brute_force(max_sim: float) -> None:
+    # Many copies of a few captions (one TF-IDF row each), a group holding most copies of
+    # one of them: a caption's own group must not crowd its negatives out of the ranking.
+    rng = np.random.default_rng(3)
+    bases = [["red", "dress", "silk"], ["red", "dress"], ["blue", "dress", "silk", "long"], ["silk"], ["coat"]]
+    docs = [list(bases[b]) for b in rng.integers(0, len(bases), 120)] + random_docs(rng, 30, 6)
+    groups = np.where(np.arange(150) < 60, 0, np.arange(150))
+    got = mine_hard_negatives(docs, groups, top_k=5, max_sim=max_sim, chunk_size=2)
+    want = brute_force(docs, groups, 5, max_sim)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 @pytest.fixture

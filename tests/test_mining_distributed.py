@@ -1,6 +1,6 @@
-"""`torchrun -m taomm mine-negatives`: each rank mines a block of rows against the shared,
-memory-mapped TF-IDF arrays; the negatives equal one process's bit for bit, and the report's
-shares are disjoint and cover every row."""
+"""`torchrun -m taomm mine-negatives`: each rank mines a block of distinct TF-IDF rows
+("vectors") against the shared, memory-mapped TF-IDF arrays; the negatives equal one
+process's bit for bit, and the report's shares are disjoint and cover every vector."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore, word_ends_of
 from taomm.datasets.store_negatives import store_captions
-from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_hard_negatives, mine_rows
+from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_hard_negatives, mine_rows, mine_vectors
 from taomm.train.distributed import check_row_shares, row_share
 
 COLOURS = ["红色", "蓝色", "白色", "黑色", "粉色", "米色"]
@@ -47,6 +47,17 @@ def test_row_blocks_of_memory_mapped_arrays_equal_the_whole_run(tmp_path: Path) 
         blocks = [mine_rows(mapped, row_share(300, r, world), top_k=10, chunk_size=16, threads=1) for r in range(world)]
         np.testing.assert_array_equal(np.concatenate([b[0] for b in blocks]), want[0])
         assert np.concatenate([b[1] for b in blocks]).tobytes() == want[1].tobytes()  # bitwise
+    vectors = len(mapped["cnorm"])
+    assert vectors < 300  # the captions repeat: fewer vectors than captions
+    for world in (2, 5):
+        indices, sims = np.full_like(want[0], -2), np.full_like(want[1], -2)
+        for r in range(world):
+            rows, block_indices, block_sims = mine_vectors(mapped, row_share(vectors, r, world), top_k=10,
+                                                           chunk_size=16, threads=1)
+            assert (indices[rows] == -2).all()  # each caption in one block only
+            indices[rows], sims[rows] = block_indices, block_sims
+        np.testing.assert_array_equal(indices, want[0])
+        assert sims.tobytes() == want[1].tobytes()
 
 
 def share(rank: int, rows: range, handled: int | None = None) -> dict:
@@ -85,8 +96,10 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     report = json.loads(two.stdout)
     assert report["world_size"] == 2 and report["threads_per_rank"] == 1 and report["items"] == 301
-    assert check_row_shares(report["ranks"], 301) == []
-    assert [r["rows"] for r in report["ranks"]] == [[0, 150], [150, 301]]
+    vectors = len(join_arrays(docs)["cnorm"])
+    assert check_row_shares(report["ranks"], vectors, "vectors") == []
+    assert [r["vectors"] for r in report["ranks"]] == [[0, vectors // 2], [vectors // 2, vectors]]
+    assert sum(r["captions"] for r in report["ranks"]) == 301
     assert not (tmp_path / "two.jsonl.mining-tmp").exists()
 
     # A store whose items are two captions of each photo (IMAGE#K): never each other's negatives.
@@ -96,8 +109,9 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
                                            word_ends=word_ends_of(words)))
     ran = run_taomm("mine-negatives", "--store", str(tmp_path / "store"), "--top-k", "10", "--json", nproc=2)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert check_row_shares(json.loads(ran.stdout)["ranks"], 301) == []
     want, _ = mine_hard_negatives(*store_captions(tmp_path / "store"), top_k=10)
+    assert check_row_shares(json.loads(ran.stdout)["ranks"], len(join_arrays(*store_captions(tmp_path / "store"))["cnorm"]),
+                            "vectors") == []
     with FeatureStore(tmp_path / "store") as fs:
         assert fs.meta.negatives == 301
         for i in range(301):

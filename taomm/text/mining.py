@@ -12,22 +12,27 @@ Definition (DESIGN.md section 7, exact, no approximation):
   ``0 < sim < max_sim``, by similarity descending, ties by smaller j first.
 
 How: an inverted-index join compiled with numba, with a bound that skips most of the
-work on frequent words. The vocabulary is split into the ``n_common`` most frequent
-terms ("common") and the rest ("rare"). For each row i:
+work on frequent words. Captions with the same TF-IDF row (listings repeat titles) are
+joined once, as one "vector": the query side ranks each vector once for all of its
+captions, the index side holds each vector once and expands it into its captions, in index
+order, when it makes a ranking. A vector's ranking keeps its best ``top_k + g`` captions of
+any group, g the size of its captions' largest group, so that each caption still has
+``top_k`` once its own group is left out. The vocabulary is split into the ``n_common`` most
+frequent terms ("common") and the rest ("rare"). For each vector i:
 
 1. The postings of its rare terms accumulate, in a per-thread buffer, the rare part of the
-   dot product with every caption j sharing a rare word; the common part is added by
+   dot product with every vector j sharing a rare word; the common part is added by
    merging i's few common terms with j's sorted row. That is the exact similarity; the
-   best ``top_k`` eligible ones are kept by insertion, and the k-th is a lower bound L of
-   the row's final k-th best.
-2. A caption sharing only common words has ``sim = c_i . c_j <= |c_i| |c_j|``
-   (Cauchy-Schwarz on the common parts). Captions sorted by ``|c_j|`` are scanned while
+   best ones are kept by insertion, and the last kept is a lower bound L of the final one.
+2. A vector sharing only common words has ``sim = c_i . c_j <= |c_i| |c_j|``
+   (Cauchy-Schwarz on the common parts). Vectors sorted by ``|c_j|`` are scanned while
    that bound can still reach L (L rising as better ones are found); when that scan would
    be longer than the common terms' postings, the postings are accumulated instead.
 
 Similarities are sums over the shared terms in column order, rare part then common part,
 so sim(i, j) == sim(j, i) bit for bit. Nothing is ever N x N: memory is the matrix, its
-transpose and a few length-N buffers per thread; rows are spread over the CPU's cores.
+transpose and a few length-V buffers per thread (V vectors); vectors are spread over the
+CPU's cores.
 """
 
 from __future__ import annotations
@@ -100,22 +105,34 @@ def mine_hard_negatives(
     return mine_rows(arrays, range(len(arrays["groups"])), top_k, max_sim, chunk_size, on_progress, threads)
 
 
-# What the join kernel reads, by name (see _join_inputs), then the group of every caption.
+# What the join kernel reads, by name: the distinct TF-IDF rows ("vectors", see _join_inputs),
+# then the vector of every caption, the captions of every vector (CSR, ascending), and the
+# group of every caption and its size.
 JOIN_ARRAYS = ("indptr", "indices", "data", "t_indptr", "t_indices", "t_data", "common", "c_indptr", "c_indices",
-               "c_data", "cnorm", "by_cnorm", "sorted_cnorm", "groups")
+               "c_data", "cnorm", "by_cnorm", "sorted_cnorm", "vector", "m_indptr", "members", "groups",
+               "group_size")
 
 
 def join_arrays(docs: Sequence[Sequence[str]], groups: Sequence[int] | np.ndarray | None = None,
                 n_common: int = 32) -> dict[str, np.ndarray]:
     """Everything :func:`mine_rows` joins over, by name (``JOIN_ARRAYS``): plain arrays, so that
-    they can be built once, saved as ``.npy`` and memory-mapped by other processes."""
+    they can be built once, saved as ``.npy`` and memory-mapped by other processes.
+
+    Captions with the same TF-IDF row (the same words, counted; listings repeat titles) share
+    one "vector": the join runs over distinct vectors, each caption of a vector taking its
+    place in the ranking by its own index."""
     x = sp.csr_matrix(tfidf_matrix(docs), dtype=np.float64)
     n = x.shape[0]
     group_ids = np.arange(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     if group_ids.shape != (n,):
         raise ValueError(f"groups has shape {group_ids.shape}, expected ({n},)")
     x.sort_indices()  # the same term order in both rows of a pair: symmetric sums
-    return dict(zip(JOIN_ARRAYS, (*_join_inputs(x, n_common), group_ids), strict=True))
+    vector = _distinct_rows(x.indptr.astype(np.int64), x.indices.astype(np.int64), x.data)
+    members = np.argsort(vector, kind="stable").astype(np.int64)  # by vector, then caption
+    m_indptr = np.concatenate([[0], np.cumsum(np.bincount(vector))]).astype(np.int64)
+    _, group_index, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
+    return dict(zip(JOIN_ARRAYS, (*_join_inputs(x[members[m_indptr[:-1]]], n_common), vector, m_indptr, members,
+                                  group_ids, sizes[group_index].astype(np.int64)), strict=True))
 
 
 def mine_rows(arrays: dict[str, np.ndarray], rows: range, top_k: int = 30, max_sim: float = 0.5,
@@ -125,46 +142,83 @@ def mine_rows(arrays: dict[str, np.ndarray], rows: range, top_k: int = 30, max_s
     of ``arrays`` (:func:`join_arrays`, in memory or memory-mapped): ``(indices [len(rows),
     top_k], sims)`` as :func:`mine_hard_negatives`. A row's result depends on that row and
     ``arrays`` only, so rows mined in any blocks, threads or processes are bit for bit the same."""
-    n, vocab = len(arrays["groups"]), len(arrays["common"])
+    n = len(arrays["groups"])
     if rows.step != 1 or not (0 <= rows.start <= rows.stop <= n):
         raise ValueError(f"rows must be a contiguous range within 0..{n}, not {rows}")
     indices = np.full((len(rows), top_k), -1, dtype=np.int64)
     sims = np.zeros((len(rows), top_k), dtype=np.float32)
-    if len(rows) == 0 or top_k == 0:
-        return indices, sims
-    args = (*(arrays[name] for name in JOIN_ARRAYS), top_k, np.float32(max_sim), rows.start, indices, sims)
-    # Rows go to threads in blocks of chunk_size (the compiled kernel runs without the GIL),
-    # all queued at once so no thread waits for another; each thread keeps its own
-    # length-N buffers for the whole run.
-    threads = max(1, min(threads or os.cpu_count() or 1, len(rows) // 256 or 1))
+    if len(rows) and top_k:
+        queries = np.unique(arrays["vector"][rows.start:rows.stop])
+        largest_group = int(arrays["group_size"][rows.start:rows.stop].max())
+        _mine(arrays, queries, (rows.start, rows.stop, -1, indices, sims), largest_group, max_sim, chunk_size,
+              on_progress, threads)
+    return indices, sims
+
+
+def mine_vectors(arrays: dict[str, np.ndarray], vectors: range, top_k: int = 30, max_sim: float = 0.5,
+                 chunk_size: int = 256, on_progress: Callable[[int], None] | None = None,
+                 threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hard negatives of every caption of the vectors ``vectors`` (a contiguous range of
+    ``arrays``' distinct rows): ``(rows, indices, sims)``, the captions by vector, then index,
+    and their negatives as :func:`mine_rows` gives them. Blocks of vectors split the work
+    without ranking a vector twice (blocks of rows rank a repeated caption's vector in each)."""
+    n_vectors, m_indptr = len(arrays["cnorm"]), arrays["m_indptr"]
+    if vectors.step != 1 or not (0 <= vectors.start <= vectors.stop <= n_vectors):
+        raise ValueError(f"vectors must be a contiguous range within 0..{n_vectors}, not {vectors}")
+    first, last = int(m_indptr[vectors.start]), int(m_indptr[vectors.stop])
+    rows = np.array(arrays["members"][first:last])
+    indices = np.full((len(rows), top_k), -1, dtype=np.int64)
+    sims = np.zeros((len(rows), top_k), dtype=np.float32)
+    if len(rows) and top_k:
+        _mine(arrays, np.arange(vectors.start, vectors.stop), (0, len(arrays["groups"]), first, indices, sims),
+              int(arrays["group_size"][rows].max()), max_sim, chunk_size, on_progress, threads)
+    return rows, indices, sims
+
+
+def _mine(arrays: dict[str, np.ndarray], queries: np.ndarray, out: tuple, largest_group: int, max_sim: float,
+          chunk_size: int, on_progress: Callable[[int], None] | None, threads: int | None) -> None:
+    """Rank the vectors ``queries`` and write their captions' negatives into ``out`` (see
+    :func:`_expand`). Each vector is ranked once, for all of its captions: its best captions
+    whatever their group, enough of them that every caption still has top_k once its own
+    group's captions are left out."""
+    indices = out[3]
+    top_k, keep = indices.shape[1], indices.shape[1] + largest_group
+    join = tuple(arrays[name] for name in JOIN_ARRAYS[:13])
+    expand = (arrays["m_indptr"], arrays["members"], arrays["groups"], top_k, *out)
+    # Vectors go to threads in blocks of chunk_size (the compiled kernels run without the
+    # GIL), all queued at once so no thread waits for another; each thread keeps its own
+    # length-V buffers for the whole run.
+    threads = max(1, min(threads or os.cpu_count() or 1, len(queries) // 256 or 1))
     local = threading.local()
 
     def run(lo: int) -> int:
         if not hasattr(local, "buffers"):
-            local.buffers = (np.zeros(n), np.empty(n, np.int64), np.full(n, -1, np.int64),
-                             np.zeros(vocab), np.empty(top_k, np.float32), np.empty(top_k, np.int64))
-        hi = min(lo + chunk_size, rows.stop)
-        _mine_rows(lo, hi, *local.buffers, *args)
-        return hi - lo
+            local.buffers = (np.zeros(len(arrays["cnorm"])), np.empty(len(arrays["cnorm"]), np.int64),
+                             np.zeros(len(arrays["common"])))
+        block = queries[lo:lo + chunk_size]
+        best_s = np.zeros((len(block), keep), np.float32)
+        best_j = np.empty((len(block), keep), np.int64)
+        counts = _rank_vectors(block, *local.buffers, *join, arrays["m_indptr"], arrays["members"], keep,
+                               np.float32(max_sim), best_s, best_j)
+        return _expand(block, counts, best_s, best_j, *expand)
 
     with ThreadPoolExecutor(threads) as pool:
-        for done in pool.map(run, range(rows.start, rows.stop, chunk_size)):
+        for done in pool.map(run, range(0, len(queries), chunk_size)):
             if on_progress is not None:
                 on_progress(done)
-    return indices, sims
 
 
 def _join_inputs(x: sp.csr_matrix, n_common: int) -> tuple[np.ndarray, ...]:
-    """The arrays ``_mine_rows`` joins over, from the sorted TF-IDF rows ``x``: ``x`` and its
-    transpose (CSR, int64 indices), the common-term mask, the common part of every row on its
-    own (CSR, column order kept), its norm, rows by that norm descending and those norms."""
+    """The arrays ``_rank_vectors`` joins over, from the distinct sorted TF-IDF rows ``x``: ``x``
+    and its transpose (CSR, int64 indices), the common-term mask, the common part of every row
+    on its own (CSR, column order kept), its norm, rows by that norm descending and those norms."""
     n = x.shape[0]
     xt = x.T.tocsr()
     xt.sort_indices()
     df = np.diff(xt.indptr)
     common = np.zeros(x.shape[1], dtype=np.bool_)
     common[np.argsort(-df, kind="stable")[:n_common]] = True
-    common &= df > 1  # a word of one caption is never shared
+    common &= df > 1  # a word of one vector: no posting list to skip
     keep = common[x.indices]
     rows = np.repeat(np.arange(n), np.diff(x.indptr))[keep]
     c_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
@@ -213,22 +267,45 @@ def _insert(s, j, count, k, best_s, best_j):  # pragma: no cover - compiled
     return count
 
 
+@numba.njit(nogil=True, inline="always")
+def _shares_rare(j, indptr, indices, common, weights):  # pragma: no cover - compiled
+    """Whether vector j has a rare word of the vector whose weights are in ``weights``."""
+    for u in range(indptr[j], indptr[j + 1]):
+        if weights[indices[u]] != 0.0 and not common[indices[u]]:
+            return True
+    return False
+
+
+@numba.njit(nogil=True, inline="always")
+def _insert_members(s, v, count, k, best_s, best_j, m_indptr, members):  # pragma: no cover - compiled
+    """Insert the captions of vector v, all at similarity s, in index order while they make the list."""
+    for q in range(m_indptr[v], m_indptr[v + 1]):
+        j = members[q]
+        if count == k and not (s > best_s[k - 1] or (s == best_s[k - 1] and j < best_j[k - 1])):
+            break  # and so would every later caption of v
+        count = _insert(s, j, count, k, best_s, best_j)
+    return count
+
+
 @numba.njit(nogil=True)
-def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indices, data, t_indptr,
-               t_indices, t_data, common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm,
-               groups, k, max_sim, row0, out_idx, out_sim):  # pragma: no cover - compiled
-    """Rows lo:hi into out_idx/out_sim, row i at i - row0. Buffers (per thread, reused across
-    calls): acc, the rare part of the current row's dot products (all zero between rows); touched, the
-    captions with one; seen[j] == i when sim(i, j) is done for row i, == -2 - i when j is
-    in step 2's postings; weights, the current row's common weights (zero between rows)."""
-    n = groups.shape[0]
-    for i in range(lo, hi):
-        gi = groups[i]
+def _rank_vectors(queries, acc, touched, weights, indptr, indices, data, t_indptr, t_indices, t_data, common,
+                  c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
+                  out_s, out_j):  # pragma: no cover - compiled
+    """The best k captions (any group) with 0 < sim < max_sim of each vector in ``queries``,
+    into out_s/out_j; returns how many each has. Buffers (per thread, reused across calls):
+    acc, the current vector's dot products in progress (all zero between vectors: weights are
+    > 0, so zero marks a vector not met yet); touched, the vectors met; weights, the current
+    vector's weights (dense, zero between vectors)."""
+    n = cnorm.shape[0]
+    counts = np.zeros(queries.shape[0], np.int64)
+    for row in range(queries.shape[0]):
+        i = queries[row]
+        best_s, best_j = out_s[row], out_j[row]
         count = 0
-        for p in range(c_indptr[i], c_indptr[i + 1]):
-            weights[c_indices[p]] = c_data[p]
+        for p in range(indptr[i], indptr[i + 1]):
+            weights[indices[p]] = data[p]
         has_common = c_indptr[i + 1] > c_indptr[i]
-        # 1. captions sharing a rare word: exact similarity
+        # 1. vectors sharing a rare word: exact similarity
         nt = 0
         common_postings = 0
         for p in range(indptr[i], indptr[i + 1]):
@@ -239,14 +316,15 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
             w = data[p]
             for q in range(t_indptr[t], t_indptr[t + 1]):
                 j = t_indices[q]
-                if seen[j] != i:
-                    seen[j] = i
+                rare = acc[j]
+                if rare == 0.0:  # products of weights are > 0: j's first
                     touched[nt] = j
                     nt += 1
-                acc[j] += w * t_data[q]
+                acc[j] = rare + w * t_data[q]
         # Strong candidates first (a large rare part): they set the k-th best early, and
         # then most of the weak ones fail their bound (rare part + |c_i| |c_j|) unscored.
         ci = cnorm[i]
+        cmax = sorted_cnorm[0]
         for sweep in range(2):
             lower = best_s[k - 1] if count == k else 0.0
             for m in range(nt):
@@ -258,20 +336,21 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
                     acc[j] = -1.0  # scored
                 else:
                     acc[j] = 0.0
-                    if rare < 0.0 or np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
+                    if rare < 0.0 or np.float32(rare + ci * cmax + _MARGIN) < lower:
+                        continue
+                    if np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
                         continue
                 total = rare
                 if has_common:
                     total += _common_dot(j, c_indptr, c_indices, c_data, weights)
                 s = np.float32(total)
-                if groups[j] != gi and s > 0 and s < max_sim:
-                    count = _insert(s, j, count, k, best_s, best_j)
+                if s > 0 and s < max_sim:
+                    count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
                     lower = best_s[k - 1] if count == k else 0.0
-        seen[i] = i  # (the row itself was touched unless it has no rare word)
-        # 2. captions sharing only common words
+        # 2. vectors sharing only common words
         if ci > 0:
             lower = best_s[k - 1] if count == k else 0.0
-            # how far a scan by |c_j| could go: captions with ci * |c_j| >= lower
+            # how far a scan by |c_j| could go: vectors with ci * |c_j| >= lower
             lo, hi = 0, n
             while lo < hi:
                 mid = (lo + hi) // 2
@@ -279,17 +358,17 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
                     lo = mid + 1
                 else:
                     hi = mid
-            if 2 * lo <= common_postings:  # a scanned caption costs about two postings
+            if 2 * lo <= common_postings:  # a scanned vector costs about two postings
                 for r in range(n):
                     j = by_cnorm[r]
                     lower = best_s[k - 1] if count == k else 0.0
                     if np.float32(ci * sorted_cnorm[r] + _MARGIN) < lower or sorted_cnorm[r] == 0.0:
                         break
-                    if seen[j] == i:
-                        continue
+                    if _shares_rare(j, indptr, indices, common, weights):
+                        continue  # done in step 1
                     s = np.float32(_common_dot(j, c_indptr, c_indices, c_data, weights))
-                    if groups[j] != gi and s > 0 and s < max_sim:
-                        count = _insert(s, j, count, k, best_s, best_j)
+                    if s > 0 and s < max_sim:
+                        count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
             else:
                 nt = 0
                 for p in range(indptr[i], indptr[i + 1]):
@@ -299,22 +378,97 @@ def _mine_rows(lo, hi, acc, touched, seen, weights, best_s, best_j, indptr, indi
                     w = data[p]
                     for q in range(t_indptr[t], t_indptr[t + 1]):
                         j = t_indices[q]
-                        if seen[j] == i:
-                            continue
-                        if seen[j] != -2 - i:
-                            seen[j] = -2 - i
+                        common_part = acc[j]
+                        if common_part == 0.0:
                             touched[nt] = j
                             nt += 1
-                        acc[j] += w * t_data[q]
+                        acc[j] = common_part + w * t_data[q]
                 for m in range(nt):
                     j = touched[m]
                     s = np.float32(acc[j])
                     acc[j] = 0.0
-                    if groups[j] != gi and s > 0 and s < max_sim:
-                        count = _insert(s, j, count, k, best_s, best_j)
-        for p in range(c_indptr[i], c_indptr[i + 1]):
-            weights[c_indices[p]] = 0.0
-        for m in range(count):
-            out_idx[i - row0, m] = best_j[m]
-            out_sim[i - row0, m] = best_s[m]
+                    if _shares_rare(j, indptr, indices, common, weights):
+                        continue  # done in step 1
+                    if s > 0 and s < max_sim:
+                        count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
+        for p in range(indptr[i], indptr[i + 1]):
+            weights[indices[p]] = 0.0
+        counts[row] = count
+    return counts
 
+
+@numba.njit(nogil=True)
+def _expand(queries, counts, best_s, best_j, m_indptr, members, groups, k, start, stop, first, out_idx,
+            out_sim):  # pragma: no cover - compiled
+    """The negatives of the captions start:stop of each vector in ``queries``: its ranked
+    captions (_rank_vectors) less those of the caption's own group, the first k, into out_idx/
+    out_sim: caption i at i - start, or, when ``first`` >= 0, the caption at members[q] at
+    q - first. Returns how many captions it filled."""
+    done = 0
+    for row in range(queries.shape[0]):
+        v = queries[row]
+        for q in range(m_indptr[v], m_indptr[v + 1]):
+            i = members[q]
+            if i < start or i >= stop:
+                continue
+            at = i - start if first < 0 else q - first
+            gi = groups[i]
+            m = 0
+            for c in range(counts[row]):
+                j = best_j[row, c]
+                if groups[j] != gi and m < k:
+                    out_idx[at, m] = j
+                    out_sim[at, m] = best_s[row, c]
+                    m += 1
+            done += 1
+    return done
+
+
+@numba.njit(nogil=True)
+def _distinct_rows(indptr, indices, data):  # pragma: no cover - compiled
+    """The vector of every row: rows equal in indices and values share one, numbered in the
+    order of their first row. Rows are hashed, then compared within a hash."""
+    n = indptr.shape[0] - 1
+    bits = data.view(np.uint64)
+    hashes = np.empty(n, np.uint64)
+    for i in range(n):
+        h = np.uint64(14695981039346656037)
+        for p in range(indptr[i], indptr[i + 1]):
+            h = (h ^ np.uint64(indices[p])) * np.uint64(1099511628211)
+            h = (h ^ bits[p]) * np.uint64(1099511628211)
+        hashes[i] = h
+    order = np.argsort(hashes, kind="mergesort")  # equal hashes: rows ascending
+    first = np.arange(n)  # first[i]: the first row equal to row i
+    a = 0
+    while a < n:
+        b = a + 1
+        while b < n and hashes[order[b]] == hashes[order[a]]:
+            b += 1
+        for x in range(a + 1, b):  # a run of equal hashes (rarely of unequal rows)
+            i = order[x]
+            for y in range(a, x):
+                r = order[y]
+                if first[r] == r and _equal_rows(i, r, indptr, indices, data):
+                    first[i] = r
+                    break
+        a = b
+    vector = np.empty(n, np.int64)
+    count = 0
+    for i in range(n):
+        if first[i] == i:
+            vector[i] = count
+            count += 1
+        else:
+            vector[i] = vector[first[i]]
+    return vector
+
+
+@numba.njit(nogil=True, inline="always")
+def _equal_rows(i, r, indptr, indices, data):  # pragma: no cover - compiled
+    """Whether rows i and r hold the same indices and values."""
+    if indptr[i + 1] - indptr[i] != indptr[r + 1] - indptr[r]:
+        return False
+    for p in range(indptr[i + 1] - indptr[i]):
+        if indices[indptr[i] + p] != indices[indptr[r] + p] or data[indptr[i] + p] != data[indptr[r] + p]:
+            return False
+    return True

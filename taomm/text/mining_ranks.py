@@ -4,15 +4,18 @@
   (:func:`~taomm.text.mining.join_arrays`: the TF-IDF matrix, its transpose, the common-term
   split, the groups), saved as ``.npy`` files in a scratch folder that every rank can read.
 - After a barrier every rank memory-maps them (``np.load(mmap_mode="r")``: one copy in the
-  page cache, shared, not one per process) and mines its share of the query rows, a
-  contiguous block (:func:`row_share`), against all captions; it saves its block as ``.npy``.
-- Rank 0 concatenates the blocks in rank order and removes the scratch folder.
+  page cache, shared, not one per process) and mines its share of the distinct TF-IDF rows
+  ("vectors": captions repeating a title share one), a contiguous block (:func:`row_share`),
+  for all of their captions against all captions; it saves its captions and their negatives
+  as ``.npy``. Splitting vectors rather than captions ranks no vector twice.
+- Rank 0 puts every caption's negatives in its row and removes the scratch folder.
 
-A row's negatives depend on that row and the shared arrays only (the kernel's per-thread
-buffers are reset between rows), so the split changes no tie: the result is bit for bit
-one process's. Each rank's share (``{"rank", "rows": [start, stop], "handled", "seconds",
-"cpu_seconds"}``: its block, the rows it mined, their wall and CPU time) is gathered for the
-report; ``taomm.train.distributed.check_row_shares`` checks them. A rank that fails fails every rank
+A caption's negatives depend on its vector and the shared arrays only (the kernel's
+per-thread buffers are reset between vectors), so the split changes no tie: the result is
+bit for bit one process's. Each rank's share (``{"rank", "vectors": [start, stop],
+"handled", "captions", "seconds", "cpu_seconds"}``: its block, the vectors it ranked, their
+captions, their wall and CPU time) is gathered for the report;
+``taomm.train.distributed.check_row_shares`` checks them. A rank that fails fails every rank
 (:class:`~taomm.train.distributed.RanksFailedError`).
 """
 
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
+from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_vectors
 from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank, row_share
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
@@ -69,14 +72,16 @@ def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistIn
     threads = threads or default_threads(info)
     options = dict(top_k=top_k, max_sim=max_sim, chunk_size=chunk_size, threads=threads, progress=progress)
     if not info.distributed:
-        indices, sims, share = _mine_block(join_arrays(*captions()), info, **options)
-        return RankMining(indices, sims, threads, [share])
+        arrays = join_arrays(*captions())
+        rows, indices, sims, share = _mine_block(arrays, info, **options)
+        return RankMining(*_in_caption_order(len(arrays["groups"]), [(rows, indices, sims)]), threads, [share])
     scratch = Path(scratch)
     try:
         arrays = _shared_arrays(captions, scratch, info)
 
         def mine_and_save() -> dict[str, Any]:
-            indices, sims, share = _mine_block(arrays, info, **options)
+            rows, indices, sims, share = _mine_block(arrays, info, **options)
+            np.save(scratch / f"rows-{info.rank}.npy", rows)
             np.save(scratch / f"indices-{info.rank}.npy", indices)
             np.save(scratch / f"sims-{info.rank}.npy", sims)
             return share
@@ -85,25 +90,37 @@ def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistIn
         shares = all_gather_json(share, info)
         if not info.is_main:
             return RankMining(None, None, threads, shares)
-        blocks = range(info.world_size)
-        return RankMining(np.concatenate([np.load(scratch / f"indices-{r}.npy") for r in blocks]),
-                          np.concatenate([np.load(scratch / f"sims-{r}.npy") for r in blocks]), threads, shares)
+        blocks = [tuple(np.load(scratch / f"{name}-{r}.npy") for name in ("rows", "indices", "sims"))
+                  for r in range(info.world_size)]
+        return RankMining(*_in_caption_order(len(arrays["groups"]), blocks), threads, shares)
     finally:
         if info.is_main:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _mine_block(arrays: dict[str, np.ndarray], info: DistInfo, top_k: int, max_sim: float, chunk_size: int,
-                threads: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """This rank's block of query rows, mined; and its share for the report."""
-    rows = row_share(len(arrays["groups"]), info.rank, info.world_size)
-    bar = progress("mining negatives", len(rows)) if progress and info.is_main else nullcontext(None)
+                threads: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """This rank's block of vectors, mined: its captions, their negatives; and its share for the report."""
+    vectors = row_share(len(arrays["cnorm"]), info.rank, info.world_size)
+    captions = int(arrays["m_indptr"][vectors.stop] - arrays["m_indptr"][vectors.start])
+    bar = progress("mining negatives", captions) if progress and info.is_main else nullcontext(None)
     t0, cpu0 = time.perf_counter(), time.process_time()
     with bar as advance:
-        indices, sims = mine_rows(arrays, rows, top_k, max_sim, chunk_size, advance, threads)
-    share = {"rank": info.rank, "rows": [rows.start, rows.stop], "handled": len(indices),
-             "seconds": round(time.perf_counter() - t0, 3), "cpu_seconds": round(time.process_time() - cpu0, 3)}
-    return indices, sims, share
+        rows, indices, sims = mine_vectors(arrays, vectors, top_k, max_sim, chunk_size, advance, threads)
+    share = {"rank": info.rank, "vectors": [vectors.start, vectors.stop], "handled": len(vectors),
+             "captions": len(rows), "seconds": round(time.perf_counter() - t0, 3),
+             "cpu_seconds": round(time.process_time() - cpu0, 3)}
+    return rows, indices, sims, share
+
+
+def _in_caption_order(n: int, blocks: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(rows, indices, sims)`` blocks of the ranks (together every caption once) as
+    ``(indices, sims)`` with caption i's negatives in row i."""
+    top_k = blocks[0][1].shape[1]
+    indices, sims = np.full((n, top_k), -1, dtype=np.int64), np.zeros((n, top_k), dtype=np.float32)
+    for rows, block_indices, block_sims in blocks:
+        indices[rows], sims[rows] = block_indices, block_sims
+    return indices, sims
 
 
 def _shared_arrays(captions: Captions, scratch: Path, info: DistInfo) -> dict[str, np.ndarray]:

@@ -144,25 +144,26 @@ def row_share(rows: int, rank: int, world_size: int) -> range:
     return range(rows * rank // world_size, rows * (rank + 1) // world_size)
 
 
-def check_row_shares(shares: list[dict[str, Any]], rows: int) -> list[str]:
+def check_row_shares(shares: list[dict[str, Any]], rows: int, key: str = "rows") -> list[str]:
     """What is wrong with the ranks' shares against ``rows`` query rows (empty: nothing): each
-    rank once, each handling exactly its block, the blocks disjoint and covering 0..rows."""
+    rank once, each handling exactly its block (``share[key]``: ``[start, stop]``), the blocks
+    disjoint and covering 0..rows."""
     problems = []
     if sorted(s["rank"] for s in shares) != list(range(len(shares))):
         problems.append(f"the ranks are {[s['rank'] for s in shares]}, not each of 0 to {len(shares) - 1} once")
     if (handled := sum(s["handled"] for s in shares)) != rows:
-        problems.append(f"the ranks handled {handled} rows in all; there are {rows}")
+        problems.append(f"the ranks handled {handled} {key} in all; there are {rows}")
     end = 0
-    for s in sorted(shares, key=lambda s: s["rows"]):
-        start, stop = s["rows"]
+    for s in sorted(shares, key=lambda s: s[key]):
+        start, stop = s[key]
         if start != end:
-            problems.append(f"rank {s['rank']}: its rows start at {start}, not at {end}: "
+            problems.append(f"rank {s['rank']}: its {key} start at {start}, not at {end}: "
                             f"{'overlapping' if start < end else 'a gap'}")
         if s["handled"] != stop - start:
-            problems.append(f"rank {s['rank']}: handled {s['handled']} rows of its {stop - start}")
+            problems.append(f"rank {s['rank']}: handled {s['handled']} {key} of its {stop - start}")
         end = max(end, stop)
     if end != rows:
-        problems.append(f"the ranks' rows end at {end}, not at {rows}")
+        problems.append(f"the ranks' {key} end at {end}, not at {rows}")
     return problems
 
 
