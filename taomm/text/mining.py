@@ -194,7 +194,7 @@ def _mine(arrays: dict[str, np.ndarray], queries: np.ndarray, out: tuple, larges
     def run(lo: int) -> int:
         if not hasattr(local, "buffers"):
             local.buffers = (np.zeros(len(arrays["cnorm"])), np.empty(len(arrays["cnorm"]), np.int64),
-                             np.zeros(len(arrays["common"])))
+                             np.empty(len(arrays["cnorm"])), np.zeros(len(arrays["common"])))
         block = queries[lo:lo + chunk_size]
         best_s = np.zeros((len(block), keep), np.float32)
         best_j = np.empty((len(block), keep), np.int64)
@@ -288,113 +288,136 @@ def _insert_members(s, v, count, k, best_s, best_j, m_indptr, members):  # pragm
 
 
 @numba.njit(nogil=True)
-def _rank_vectors(queries, acc, touched, weights, indptr, indices, data, t_indptr, t_indices, t_data, common,
-                  c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
+def _rank_vectors(queries, acc, touched, rare_parts, weights, indptr, indices, data, t_indptr, t_indices, t_data,
+                  common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
                   out_s, out_j):  # pragma: no cover - compiled
     """The best k captions (any group) with 0 < sim < max_sim of each vector in ``queries``,
     into out_s/out_j; returns how many each has. Buffers (per thread, reused across calls):
     acc, the current vector's dot products in progress (all zero between vectors: weights are
-    > 0, so zero marks a vector not met yet); touched, the vectors met; weights, the current
-    vector's weights (dense, zero between vectors)."""
-    n = cnorm.shape[0]
+    > 0, so zero marks a vector not met yet); touched, the vectors met; rare_parts, their rare
+    parts; weights, the current vector's weights (dense, zero between vectors)."""
     counts = np.zeros(queries.shape[0], np.int64)
     for row in range(queries.shape[0]):
         i = queries[row]
-        best_s, best_j = out_s[row], out_j[row]
-        count = 0
         for p in range(indptr[i], indptr[i + 1]):
             weights[indices[p]] = data[p]
-        has_common = c_indptr[i + 1] > c_indptr[i]
-        # 1. vectors sharing a rare word: exact similarity
-        nt = 0
-        common_postings = 0
-        for p in range(indptr[i], indptr[i + 1]):
-            t = indices[p]
-            if common[t]:
-                common_postings += t_indptr[t + 1] - t_indptr[t]
-                continue
-            w = data[p]
-            for q in range(t_indptr[t], t_indptr[t + 1]):
-                j = t_indices[q]
-                rare = acc[j]
-                if rare == 0.0:  # products of weights are > 0: j's first
-                    touched[nt] = j
-                    nt += 1
-                acc[j] = rare + w * t_data[q]
-        # Strong candidates first (a large rare part): they set the k-th best early, and
-        # then most of the weak ones fail their bound (rare part + |c_i| |c_j|) unscored.
-        ci = cnorm[i]
-        cmax = sorted_cnorm[0]
-        for sweep in range(2):
-            lower = best_s[k - 1] if count == k else 0.0
-            for m in range(nt):
-                j = touched[m]
-                rare = acc[j]
-                if sweep == 0:
-                    if rare < _STRONG:
-                        continue
-                    acc[j] = -1.0  # scored
-                else:
-                    acc[j] = 0.0
-                    if rare < 0.0 or np.float32(rare + ci * cmax + _MARGIN) < lower:
-                        continue
-                    if np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
-                        continue
-                total = rare
-                if has_common:
-                    total += _common_dot(j, c_indptr, c_indices, c_data, weights)
-                s = np.float32(total)
-                if s > 0 and s < max_sim:
-                    count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
-                    lower = best_s[k - 1] if count == k else 0.0
-        # 2. vectors sharing only common words
-        if ci > 0:
-            lower = best_s[k - 1] if count == k else 0.0
-            # how far a scan by |c_j| could go: vectors with ci * |c_j| >= lower
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if np.float32(ci * sorted_cnorm[mid] + _MARGIN) >= lower:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if 2 * lo <= common_postings:  # a scanned vector costs about two postings
-                for r in range(n):
-                    j = by_cnorm[r]
-                    lower = best_s[k - 1] if count == k else 0.0
-                    if np.float32(ci * sorted_cnorm[r] + _MARGIN) < lower or sorted_cnorm[r] == 0.0:
-                        break
-                    if _shares_rare(j, indptr, indices, common, weights):
-                        continue  # done in step 1
-                    s = np.float32(_common_dot(j, c_indptr, c_indices, c_data, weights))
-                    if s > 0 and s < max_sim:
-                        count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
-            else:
-                nt = 0
-                for p in range(indptr[i], indptr[i + 1]):
-                    t = indices[p]
-                    if not common[t]:
-                        continue
-                    w = data[p]
-                    for q in range(t_indptr[t], t_indptr[t + 1]):
-                        j = t_indices[q]
-                        common_part = acc[j]
-                        if common_part == 0.0:
-                            touched[nt] = j
-                            nt += 1
-                        acc[j] = common_part + w * t_data[q]
-                for m in range(nt):
-                    j = touched[m]
-                    s = np.float32(acc[j])
-                    acc[j] = 0.0
-                    if _shares_rare(j, indptr, indices, common, weights):
-                        continue  # done in step 1
-                    if s > 0 and s < max_sim:
-                        count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
+        met = _rare_parts(i, acc, touched, rare_parts, indptr, indices, data, t_indptr, t_indices, t_data, common)
+        count = _rank_rare(i, met, touched, rare_parts, weights, c_indptr, c_indices, c_data, cnorm, sorted_cnorm,
+                           m_indptr, members, k, max_sim, out_s[row], out_j[row])
+        if cnorm[i] > 0:
+            count = _rank_common_only(i, count, acc, touched, weights, indptr, indices, data, t_indptr, t_indices,
+                                      t_data, common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm,
+                                      m_indptr, members, k, max_sim, out_s[row], out_j[row])
         for p in range(indptr[i], indptr[i + 1]):
             weights[indices[p]] = 0.0
         counts[row] = count
     return counts
+
+
+@numba.njit(nogil=True)
+def _rare_parts(i, acc, touched, rare_parts, indptr, indices, data, t_indptr, t_indices, t_data,
+                common):  # pragma: no cover - compiled
+    """Step 1's accumulation: the rare part of vector i's dot product with every vector that
+    shares a rare word, from the postings, into touched/rare_parts (acc left zero); returns how many."""
+    met = 0
+    for p in range(indptr[i], indptr[i + 1]):
+        t = indices[p]
+        if common[t]:
+            continue
+        w = data[p]
+        for q in range(t_indptr[t], t_indptr[t + 1]):
+            j = t_indices[q]
+            rare = acc[j]
+            if rare == 0.0:  # products of weights are > 0: j's first
+                touched[met] = j
+                met += 1
+            acc[j] = rare + w * t_data[q]
+    for m in range(met):  # into a compact list: the sweeps below read it in order
+        rare_parts[m] = acc[touched[m]]
+        acc[touched[m]] = 0.0
+    return met
+
+
+@numba.njit(nogil=True)
+def _rank_rare(i, met, touched, rare_parts, weights, c_indptr, c_indices, c_data, cnorm, sorted_cnorm, m_indptr,
+               members, k, max_sim, best_s, best_j):  # pragma: no cover - compiled
+    """Step 1's ranking of the vectors met (rare parts known): the common part added, exactly,
+    to those whose bound (rare part + |c_i| |c_j|) can reach the last kept; strong candidates (a
+    large rare part) first, as they raise that bound early. Returns how many are kept."""
+    ci, cmax = cnorm[i], sorted_cnorm[0]
+    has_common = c_indptr[i + 1] > c_indptr[i]
+    count = 0
+    for sweep in range(2):
+        lower = best_s[k - 1] if count == k else 0.0
+        for m in range(met):
+            rare = rare_parts[m]
+            if sweep == 0:
+                if rare < _STRONG:
+                    continue
+                rare_parts[m] = -1.0  # ranked
+            elif rare < 0.0 or np.float32(rare + ci * cmax + _MARGIN) < lower:
+                continue
+            j = touched[m]
+            if sweep == 1 and np.float32(rare + ci * cnorm[j] + _MARGIN) < lower:
+                continue
+            total = rare
+            if has_common:
+                total += _common_dot(j, c_indptr, c_indices, c_data, weights)
+            s = np.float32(total)
+            if s > 0 and s < max_sim:
+                count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
+                lower = best_s[k - 1] if count == k else 0.0
+    return count
+
+
+@numba.njit(nogil=True)
+def _rank_common_only(i, count, acc, touched, weights, indptr, indices, data, t_indptr, t_indices, t_data, common,
+                      c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
+                      best_s, best_j):  # pragma: no cover - compiled
+    """Step 2: the vectors sharing only common words with i (sim <= |c_i| |c_j|), by a scan of
+    the vectors by |c_j| while that bound can reach the last kept, or, when the scan would be
+    longer, from the common words' postings. Returns how many are kept."""
+    n, ci = cnorm.shape[0], cnorm[i]
+    lower = best_s[k - 1] if count == k else 0.0
+    lo, hi = 0, n  # how far the scan could go: vectors with ci * |c_j| >= lower
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.float32(ci * sorted_cnorm[mid] + _MARGIN) >= lower:
+            lo = mid + 1
+        else:
+            hi = mid
+    postings = 0
+    for p in range(c_indptr[i], c_indptr[i + 1]):
+        postings += t_indptr[c_indices[p] + 1] - t_indptr[c_indices[p]]
+    if 2 * lo <= postings:  # a scanned vector costs about two postings
+        for r in range(n):
+            j = by_cnorm[r]
+            lower = best_s[k - 1] if count == k else 0.0
+            if np.float32(ci * sorted_cnorm[r] + _MARGIN) < lower or sorted_cnorm[r] == 0.0:
+                break
+            if _shares_rare(j, indptr, indices, common, weights):
+                continue  # ranked in step 1
+            s = np.float32(_common_dot(j, c_indptr, c_indices, c_data, weights))
+            if s > 0 and s < max_sim:
+                count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
+        return count
+    met = 0
+    for p in range(c_indptr[i], c_indptr[i + 1]):
+        t, w = c_indices[p], c_data[p]
+        for q in range(t_indptr[t], t_indptr[t + 1]):
+            j = t_indices[q]
+            common_part = acc[j]
+            if common_part == 0.0:
+                touched[met] = j
+                met += 1
+            acc[j] = common_part + w * t_data[q]
+    for m in range(met):
+        j = touched[m]
+        s = np.float32(acc[j])
+        acc[j] = 0.0
+        if s > 0 and s < max_sim and not _shares_rare(j, indptr, indices, common, weights):
+            count = _insert_members(s, j, count, k, best_s, best_j, m_indptr, members)
+    return count
 
 
 @numba.njit(nogil=True)
