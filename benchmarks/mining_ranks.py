@@ -9,9 +9,11 @@ varied with a fixed seed), segmented once here and handed to the ranks as JSON w
 processes calling :func:`taomm.text.mining_ranks.mine_ranks` (what ``torchrun -m taomm
 mine-negatives`` runs); the numba kernel is compiled before the clock starts. Times are rank
 0's: ``total`` (rank 0 reads the words and builds and saves the shared TF-IDF arrays, every
-rank mines its block of rows against them memory-mapped, rank 0 gathers) and ``mine`` (the
-slowest rank's block), and each rank's CPU seconds (``cpu``: the
-wall time it would take on a core of its own, whatever else runs on the machine).
+rank mines its block of distinct TF-IDF rows, "vectors", for their captions against them
+memory-mapped, rank 0 gathers) and ``mine`` (the slowest rank's block), and each rank's CPU
+seconds (``cpu``: the wall time it would take on a core of its own, whatever else runs on
+the machine). ``vectors``: how many distinct rows the captions have (the variations repeat
+some captions word for word, as listings repeat titles).
 
 - Same corpus, in the same run: 1 rank x 1 thread, 1 rank x 2 threads, 2 ranks x 1 thread.
   ``scale-out`` = 1 rank x 1 thread / 2 ranks x 1 thread (the issue's 1 vs 2 ranks, each rank
@@ -84,7 +86,7 @@ def timed(words: Path, ranks: int, threads: int) -> dict:
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"  {ranks} rank(s) x {threads} thread(s): total {result['total_s']:.2f} s, mine {result['mine_s']:.2f} s "
+    print(f"  {ranks} rank(s) x {threads} thread(s), {result['ranks'][-1]['vectors'][1]:,} vectors: total {result['total_s']:.2f} s, mine {result['mine_s']:.2f} s "
           f"(per rank {result['rank_s']}); CPU s per rank {result['cpu_s']}", flush=True)
     return result
 
@@ -118,7 +120,8 @@ def main() -> None:
             words.write_text(json.dumps(docs[:size], ensure_ascii=False), "utf-8")
             print(f"{size:,} captions:", flush=True)
             two = timed(words, 2, 1)
-            result["growth"].append({"captions": size, **{k: two[k] for k in ("total_s", "mine_s", "rank_s", "cpu_s")},
+            result["growth"].append({"captions": size, "vectors": two["ranks"][-1]["vectors"][1],
+                                     **{k: two[k] for k in ("total_s", "mine_s", "rank_s", "cpu_s")},
                                      "serial_cpu_s": round(two["cpu_s"][0] - two["ranks"][0]["cpu_seconds"], 2),
                                      "row_work_cpu_s": round(sum(r["cpu_seconds"] for r in two["ranks"]), 2)})
             if i == 0:

@@ -44,7 +44,8 @@ def mine_negatives(
 
     Store mode writes them into the store (read by pretraining's ITM-hn); --captions mode
     writes one JSON line per caption: {"index": i, "negatives": [[j, sim], ...]}. Under
-    torchrun each rank mines a block of rows (the same result as one process); rank 0 writes.
+    torchrun each rank mines a block of the distinct TF-IDF rows (captions repeating a title
+    share one), for all of their captions: the same result as one process; rank 0 writes.
     """
     if captions is not None and out is None:
         raise fail("--captions needs --out OUT.jsonl", 2)
@@ -53,7 +54,7 @@ def mine_negatives(
     t0 = time.perf_counter()
     path = None if captions is not None else workspace_path(store, workspace, "store", "--store PATH")
     options = dict(top_k=top_k, max_sim=max_sim, chunk_size=chunk_size, threads=threads, progress=progress_bar)
-    with training_processes("cpu", MINING_TIMEOUT) as info:  # under torchrun, each rank mines a block of rows
+    with training_processes("cpu", MINING_TIMEOUT) as info:  # under torchrun, each rank mines a block of vectors
         if path is None:
             from taomm.text.mining_ranks import mine_ranks
 

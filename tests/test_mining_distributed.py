@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore, word_ends_of
 from taomm.datasets.store_negatives import store_captions
-from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_hard_negatives, mine_rows, mine_vectors
+from taomm.text.mining import (
+    JOIN_ARRAYS,
+    join_arrays,
+    mine_hard_negatives,
+    mine_rows,
+    mine_vectors,
+    vector_blocks,
+)
 from taomm.train.distributed import check_row_shares, row_share
 
 COLOURS = ["红色", "蓝色", "白色", "黑色", "粉色", "米色"]
@@ -50,10 +57,12 @@ def test_row_blocks_of_memory_mapped_arrays_equal_the_whole_run(tmp_path: Path) 
     vectors = len(mapped["cnorm"])
     assert vectors < 300  # the captions repeat: fewer vectors than captions
     for world in (2, 5):
+        blocks = vector_blocks(mapped, world)
+        assert check_row_shares([share(r, b) for r, b in enumerate(blocks)], vectors) == []
+        assert all(len(b) for b in blocks)
         indices, sims = np.full_like(want[0], -2), np.full_like(want[1], -2)
         for r in range(world):
-            rows, block_indices, block_sims = mine_vectors(mapped, row_share(vectors, r, world), top_k=10,
-                                                           chunk_size=16, threads=1)
+            rows, block_indices, block_sims = mine_vectors(mapped, blocks[r], top_k=10, chunk_size=16, threads=1)
             assert (indices[rows] == -2).all()  # each caption in one block only
             indices[rows], sims[rows] = block_indices, block_sims
         np.testing.assert_array_equal(indices, want[0])
@@ -78,6 +87,18 @@ def test_check_row_shares_refuses_ranks_that_each_did_everything() -> None:
     assert check_row_shares([share(0, range(0, 150)), share(0, range(150, 301))], 301)  # rank 1 missing
 
 
+def test_vector_blocks_balance_the_postings_not_the_count() -> None:
+    # The first vectors have a rare word shared by many captions, the later ones only words of
+    # their own: equal work puts far fewer vectors in the first block.
+    docs = [["shared", f"own{i}"] for i in range(40)] + [[f"alone{i}"] for i in range(400)]
+    arrays = join_arrays(docs, n_common=0)
+    first, second = vector_blocks(arrays, 2)
+    assert first.start == 0 and first.stop == second.start and second.stop == 440
+    assert len(first) < 100
+    assert [len(b) for b in vector_blocks(arrays, 1)] == [440]
+    assert [len(b) for b in vector_blocks(join_arrays([]), 3)] == [0, 0, 0]
+
+
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     monkeypatch.chdir(tmp_path)
@@ -96,9 +117,9 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
     assert (tmp_path / "two.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
     report = json.loads(two.stdout)
     assert report["world_size"] == 2 and report["threads_per_rank"] == 1 and report["items"] == 301
-    vectors = len(join_arrays(docs)["cnorm"])
-    assert check_row_shares(report["ranks"], vectors, "vectors") == []
-    assert [r["vectors"] for r in report["ranks"]] == [[0, vectors // 2], [vectors // 2, vectors]]
+    arrays = join_arrays(docs)
+    assert check_row_shares(report["ranks"], len(arrays["cnorm"]), "vectors") == []
+    assert [r["vectors"] for r in report["ranks"]] == [[b.start, b.stop] for b in vector_blocks(arrays, 2)]
     assert sum(r["captions"] for r in report["ranks"]) == 301
     assert not (tmp_path / "two.jsonl.mining-tmp").exists()
 

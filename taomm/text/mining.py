@@ -175,6 +175,17 @@ def mine_vectors(arrays: dict[str, np.ndarray], vectors: range, top_k: int = 30,
     return rows, indices, sims
 
 
+def vector_blocks(arrays: dict[str, np.ndarray], parts: int) -> list[range]:
+    """``parts`` contiguous blocks of the vectors of ``arrays`` (:func:`join_arrays`) of about equal
+    work, for :func:`mine_vectors` on as many processes: a vector costs the postings of its rare
+    words (the join's inner loop) plus its own length. Vectors seen early (the first of each
+    repeated title) join longer postings than later ones, so equal counts would not balance."""
+    work = np.cumsum(_vector_work(arrays["indptr"], arrays["indices"], arrays["t_indptr"], arrays["common"]))
+    total = int(work[-1]) if len(work) else 0
+    edges = [0, *np.searchsorted(work, total * np.arange(1, parts) / parts, side="right").tolist(), len(work)]
+    return [range(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
 def _mine(arrays: dict[str, np.ndarray], queries: np.ndarray, out: tuple, largest_group: int, max_sim: float,
           chunk_size: int, on_progress: Callable[[int], None] | None, threads: int | None) -> None:
     """Rank the vectors ``queries`` and write their captions' negatives into ``out`` (see
@@ -445,6 +456,20 @@ def _expand(queries, counts, best_s, best_j, m_indptr, members, groups, k, start
                     m += 1
             done += 1
     return done
+
+
+@numba.njit(nogil=True)
+def _vector_work(indptr, indices, t_indptr, common):  # pragma: no cover - compiled
+    """The work of ranking each vector (see :func:`vector_blocks`)."""
+    n = indptr.shape[0] - 1
+    work = np.empty(n, np.int64)
+    for v in range(n):
+        w = 1 + indptr[v + 1] - indptr[v]
+        for p in range(indptr[v], indptr[v + 1]):
+            if not common[indices[p]]:
+                w += t_indptr[indices[p] + 1] - t_indptr[indices[p]]
+        work[v] = w
+    return work
 
 
 @numba.njit(nogil=True)

@@ -5,9 +5,10 @@
   split, the groups), saved as ``.npy`` files in a scratch folder that every rank can read.
 - After a barrier every rank memory-maps them (``np.load(mmap_mode="r")``: one copy in the
   page cache, shared, not one per process) and mines its share of the distinct TF-IDF rows
-  ("vectors": captions repeating a title share one), a contiguous block (:func:`row_share`),
-  for all of their captions against all captions; it saves its captions and their negatives
-  as ``.npy``. Splitting vectors rather than captions ranks no vector twice.
+  ("vectors": captions repeating a title share one), a contiguous block of about equal work
+  (:func:`~taomm.text.mining.vector_blocks`), for all of their captions against all
+  captions; it saves its captions and their negatives as ``.npy``. Splitting vectors rather
+  than captions ranks no vector twice.
 - Rank 0 puts every caption's negatives in its row and removes the scratch folder.
 
 A caption's negatives depend on its vector and the shared arrays only (the kernel's
@@ -33,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_vectors
-from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank, row_share
+from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_vectors, vector_blocks
+from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 Captions = Callable[[], tuple[Sequence[Sequence[str]], Sequence[int] | np.ndarray | None]]
@@ -101,7 +102,7 @@ def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistIn
 def _mine_block(arrays: dict[str, np.ndarray], info: DistInfo, top_k: int, max_sim: float, chunk_size: int,
                 threads: int, progress: Progress | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """This rank's block of vectors, mined: its captions, their negatives; and its share for the report."""
-    vectors = row_share(len(arrays["cnorm"]), info.rank, info.world_size)
+    vectors = vector_blocks(arrays, info.world_size)[info.rank]
     captions = int(arrays["m_indptr"][vectors.stop] - arrays["m_indptr"][vectors.start])
     bar = progress("mining negatives", captions) if progress and info.is_main else nullcontext(None)
     t0, cpu0 = time.perf_counter(), time.process_time()
