@@ -119,8 +119,13 @@ def _in_caption_order(n: int, blocks: list[tuple[np.ndarray, ...]]) -> tuple[np.
     ``(indices, sims)`` with caption i's negatives in row i."""
     top_k = blocks[0][1].shape[1]
     indices, sims = np.full((n, top_k), -1, dtype=np.int64), np.zeros((n, top_k), dtype=np.float32)
+    placed = np.zeros(n, dtype=np.int64)
     for rows, block_indices, block_sims in blocks:
         indices[rows], sims[rows] = block_indices, block_sims
+        np.add.at(placed, rows, 1)
+    if not (placed == 1).all():
+        raise RuntimeError(f"the ranks' blocks hold {int((placed == 0).sum())} captions no times and "
+                           f"{int((placed > 1).sum())} more than once; each must hold every caption once")
     return indices, sims
 
 
