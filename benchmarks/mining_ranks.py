@@ -47,18 +47,18 @@ from mining import COCO, DATA, FULL_SCALE, MAX_SIM, TITLES, TOP_K, build_corpus 
 
 def worker(words: Path, threads: int) -> None:
     """One rank of a timed run; rank 0 prints its timings as JSON."""
-    from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows
+    from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_rows, vector_blocks
     from taomm.text.mining_ranks import MINING_TIMEOUT, mine_ranks
     from taomm.train.distributed import all_gather_json, setup, teardown
 
     info = setup("cpu", MINING_TIMEOUT)
-    with tempfile.TemporaryDirectory() as tmp:  # compile both kernels (in memory, memory-mapped) off the clock
+    with tempfile.TemporaryDirectory() as tmp:  # compile the kernels (in memory, memory-mapped) off the clock
         small = join_arrays([["a", "b"], ["a", "c"], ["b", "c", "d"]] * 100)
-        mine_rows(small, range(300), TOP_K, MAX_SIM)
         for name, array in small.items():
             np.save(Path(tmp) / f"{name}.npy", array)
-        mine_rows({name: np.load(Path(tmp) / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}, range(300),
-                  TOP_K, MAX_SIM)
+        for arrays in (small, {name: np.load(Path(tmp) / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}):
+            mine_rows(arrays, range(300), TOP_K, MAX_SIM)
+            vector_blocks(arrays, 2)
     scratch = words.with_name(words.name + ".mining-tmp")
     t0, cpu0 = time.perf_counter(), time.process_time()
     mined = mine_ranks(lambda: (json.loads(words.read_text("utf-8")), None), scratch, info, top_k=TOP_K,
