@@ -58,8 +58,8 @@ def mine_negatives(
         if path is None:
             from taomm.text.mining_ranks import mine_ranks
 
-            mined = mine_ranks(lambda: (_read_captions(captions), None), out.with_name(out.name + ".mining-tmp"),
-                               info, **options)
+            mined = mine_ranks(lambda part, parts: (_read_captions(captions, part, parts), None),
+                               out.with_name(out.name + ".mining-tmp"), info, **options)
             if info.is_main:
                 _write_jsonl(out, mined.indices, mined.sims)
         else:
@@ -84,13 +84,16 @@ def _print_summary(mined: RankMining, seconds: float, json_out: bool) -> None:
                                f"{summary['items_without_negatives']} without any, {summary['seconds']} s{ranks}")
 
 
-def _read_captions(path: Path) -> list[list[str]]:
+def _read_captions(path: Path, part: int = 0, parts: int = 1) -> list[list[str]]:
+    """The segmented words of the ``part``-th of ``parts`` contiguous shares of the file's lines."""
     from taomm.text.segment import segment  # jieba loads its dictionary: only when needed
+    from taomm.train.distributed import row_share
 
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it starts no empty caption
-    return [segment(line.rstrip("\r")) for line in lines]
+    share = row_share(len(lines), part, parts)
+    return [segment(line.rstrip("\r")) for line in lines[share.start:share.stop]]
 
 
 def _write_jsonl(path: Path, indices: np.ndarray, sims: np.ndarray) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from taomm.datasets.store import FeatureStore, StoreWriter, image_key
 from taomm.text.mining import mine_hard_negatives
 from taomm.text.mining_ranks import Progress, RankMining, mine_ranks
-from taomm.train.distributed import DistInfo
+from taomm.train.distributed import DistInfo, row_share
 
 # The ranks' shared arrays while they mine a store, removed at the end.
 SCRATCH = "mining.tmp"
@@ -40,20 +40,23 @@ def mine_store_negatives_ranks(path: str | os.PathLike[str], info: DistInfo, top
     """:func:`mine_store_negatives` over the ranks of a torchrun group
     (:func:`~taomm.text.mining_ranks.mine_ranks`, its shared arrays in ``STORE/mining.tmp``);
     rank 0 writes the negatives. One process: the same, alone."""
-    mined = mine_ranks(lambda: store_captions(path), Path(path) / SCRATCH, info, top_k=top_k, max_sim=max_sim,
+    mined = mine_ranks(lambda part, parts: store_captions(path, part, parts), Path(path) / SCRATCH, info, top_k=top_k, max_sim=max_sim,
                        chunk_size=chunk_size, threads=threads, progress=progress)
     if mined.indices is not None:
         write_store_negatives(path, mined.indices)
     return mined
 
 
-def store_captions(path: str | os.PathLike[str]) -> tuple[list[list[str]], list[int]]:
-    """The store's captions (segmented words) and their groups: one per photo."""
-    with FeatureStore(path) as fs:
-        docs = [item.words for item in fs]
-        photos: dict[str, int] = {}
-        groups = [photos.setdefault(image_key(item_id), len(photos)) for item_id in fs.item_ids()]
-    return docs, groups
+def store_captions(path: str | os.PathLike[str], part: int = 0, parts: int = 1) -> tuple[list[list[str]], list[str]]:
+    """The store's captions (segmented words) and their groups, the photo of each (``IMAGE``
+    of ``IMAGE#K``); of the ``part``-th of ``parts`` contiguous shares of its items."""
+    docs, photos = [], []
+    with FeatureStore(path) as fs:  # an item reads the store's memory: used while it is open
+        for i in row_share(len(fs), part, parts):
+            item = fs[i]
+            docs.append(item.words)
+            photos.append(image_key(item.item_id))
+    return docs, photos
 
 
 def write_store_negatives(path: str | os.PathLike[str], indices: np.ndarray) -> None:

@@ -14,7 +14,17 @@ from typer.testing import CliRunner
 
 from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore
-from taomm.text.mining import mine_hard_negatives, tfidf_matrix, tokens
+from taomm.text.mining import (
+    JOIN_ARRAYS,
+    image_ids,
+    join_arrays,
+    join_arrays_of_counts,
+    mine_hard_negatives,
+    term_counts,
+    tfidf_from_counts,
+    tfidf_matrix,
+    tokens,
+)
 
 sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
 
@@ -48,6 +58,40 @@ def test_tfidf_matches_sklearn(seed: int) -> None:
     docs.append(["only", "ONLY"])
     ref = sklearn_text.TfidfVectorizer(analyzer=lambda d: d).fit_transform([tokens(d) for d in docs])
     np.testing.assert_allclose(tfidf_matrix(docs).toarray(), ref.toarray(), rtol=1e-12, atol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(docs=st.lists(st.lists(st.sampled_from([*WORDS, "RED ", "\t", "女 "]), max_size=6), max_size=30),
+       cuts=st.lists(st.integers(0, 30), max_size=4))
+def test_shares_counted_apart_merge_into_the_same_matrix(docs: list[list[str]], cuts: list[int]) -> None:
+    # Ranks count their shares of the captions apart (each its own vocabulary, blanks and case
+    # seen only there): merged, the matrix and the join arrays are the whole run's, bit for bit.
+    edges = [0, *sorted(min(c, len(docs)) for c in cuts), len(docs)]
+    parts = [term_counts(docs[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    whole, merged = tfidf_matrix(docs), tfidf_from_counts(parts)
+    assert whole.shape == merged.shape == (len(docs), len(set(t for d in docs for t in tokens(d))))
+    np.testing.assert_array_equal(merged.indptr, whole.indptr)
+    np.testing.assert_array_equal(merged.indices, whole.indices)
+    assert merged.data.tobytes() == whole.data.tobytes()
+    labels = [f"photo{i // 2}" for i in range(len(docs))]
+    want, got = join_arrays(docs, np.arange(len(docs)) // 2), join_arrays_of_counts(parts, labels)
+    for name in JOIN_ARRAYS:
+        assert got[name].dtype == want[name].dtype and got[name].tobytes() == want[name].tobytes(), name
+
+
+def test_term_counts_strip_case_and_blanks_once_per_word() -> None:
+    counts = term_counts([["Red ", "红色", " ", "red"], [], ["", "\t"], ["RED", "女"]])
+    assert counts.terms == ["red", "女", "红色"]
+    assert counts.indptr.tolist() == [0, 3, 3, 3, 5]
+    assert counts.cols.tolist() == [0, 2, 0, 0, 1]
+
+
+def test_image_ids_number_labels_in_order_and_keep_ints() -> None:
+    assert image_ids(["b", "a", "b", "c"], 4).tolist() == [0, 1, 0, 2]
+    assert image_ids(np.array([7, 3, 7]), 3).tolist() == [7, 3, 7]
+    assert image_ids(None, 3).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"groups has shape \(2,\), expected \(3,\)"):
+        image_ids(["a", "b"], 3)
 
 
 @settings(max_examples=150, deadline=None)

@@ -128,6 +128,11 @@ def test_torchrun_captions_and_store_equal_one_process(cli: CliRunner, tmp_path:
         for i, words in enumerate(docs):
             writer.add(dataclasses.replace(synthetic_item(i), item_id=f"img{i // 2:04d}#{i % 2}", title="".join(words),
                                            word_ends=word_ends_of(words)))
+    whole = store_captions(tmp_path / "store")
+    assert whole[1][:4] == ["img0000", "img0000", "img0001", "img0001"]
+    shares = [store_captions(tmp_path / "store", r, 3) for r in range(3)]  # what each of 3 ranks reads
+    assert [len(docs) for docs, _ in shares] == [100, 100, 101]
+    assert [sum((share[k] for share in shares), []) for k in (0, 1)] == list(whole)
     ran = run_taomm("mine-negatives", "--store", str(tmp_path / "store"), "--top-k", "10", "--json", nproc=2)
     assert ran.returncode == 0, ran.stderr[-3000:]
     want, _ = mine_hard_negatives(*store_captions(tmp_path / "store"), top_k=10)
@@ -147,3 +152,40 @@ def test_torchrun_fails_with_the_failed_ranks_message(tmp_path: Path) -> None:
     assert f"taomm: error: rank 0 failed: No such file or directory: {tmp_path / 'missing.txt'}" in failed.stderr, \
         failed.stderr[-3000:]
     assert not (tmp_path / "negs.jsonl").exists() and not (tmp_path / "negs.jsonl.mining-tmp").exists()
+
+
+# A child process mines in memory and memory-mapped as the ranks do (mine_ranks' copy-on-write
+# maps), then reports what its kernels compiled and what they loaded from numba's cache.
+COMPILES = """
+import json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from taomm.text import mining
+arrays = mining.join_arrays([["a", "b"], ["a", "c"], ["b", "c", "d"]] * 100)
+with tempfile.TemporaryDirectory() as tmp:
+    for name, array in arrays.items():
+        np.save(Path(tmp) / f"{name}.npy", array)
+    mapped = {name: np.load(Path(tmp) / f"{name}.npy", mmap_mode="c") for name in mining.JOIN_ARRAYS}
+    for one in (arrays, mapped):
+        mining.mine_vectors(one, range(len(one["cnorm"])), top_k=5)
+        mining.vector_blocks(one, 2)
+kernels = [f for f in vars(mining).values() if hasattr(f, "stats") and f.signatures]  # the ones Python calls
+print(json.dumps({"kernels": len(kernels), "signatures": max(len(f.signatures) for f in kernels),
+                  "misses": sum(sum(f.stats.cache_misses.values()) for f in kernels),
+                  "hits": sum(sum(f.stats.cache_hits.values()) for f in kernels)}))
+"""
+
+
+def test_a_second_process_loads_the_kernels_from_the_cache_for_both_kinds_of_arrays() -> None:
+    import subprocess
+    import sys
+
+    from helpers import child_env
+
+    runs = [subprocess.run([sys.executable, "-c", COMPILES], env=child_env(), capture_output=True, text=True,
+                           timeout=300) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-3000:]
+    second = json.loads(runs[1].stdout)
+    # One signature per kernel: the ranks' memory-mapped arrays run the in-memory arrays' code.
+    assert second["kernels"] >= 4 and second["signatures"] == 1
+    assert second["misses"] == 0 and second["hits"] >= second["kernels"]

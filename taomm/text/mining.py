@@ -39,8 +39,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -50,7 +52,39 @@ import scipy.sparse as sp
 def tokens(words: Sequence[str]) -> list[str]:
     """The mining tokens of a caption: its words stripped (English words carry their leading
     space) and lower-cased, blank words dropped."""
-    return [w.strip().lower() for w in words if w and not w.isspace()]
+    return [token for token in tokens_or_blank(words) if token]
+
+
+class TermCounts(NamedTuple):
+    """The terms of some captions, counted before the whole vocabulary is known: ``terms``
+    sorted, and each caption's term ids (CSR: caption i's in ``cols[indptr[i]:indptr[i + 1]]``,
+    indices into ``terms``, a term as many times as it occurs). Shares of the captions counted
+    apart (in processes of their own) merge into one matrix: :func:`tfidf_from_counts`."""
+
+    terms: list[str]
+    indptr: np.ndarray
+    cols: np.ndarray
+
+
+def term_counts(docs: Sequence[Sequence[str]]) -> TermCounts:
+    """The :func:`tokens` of pre-tokenised documents, counted: each distinct word is stripped and
+    lower-cased once, then every word is one dictionary look-up."""
+    flat = list(chain.from_iterable(docs))
+    words = sorted(set(flat))
+    token_of = tokens_or_blank(words)
+    terms = sorted(set(token_of) - {""})
+    term_id = {term: i for i, term in enumerate(terms)}
+    word_id = {word: term_id.get(token, -1) for word, token in zip(words, token_of, strict=True)}
+    ids = np.fromiter(map(word_id.__getitem__, flat), dtype=np.int64, count=len(flat))
+    doc_of = np.repeat(np.arange(len(docs)), np.fromiter(map(len, docs), dtype=np.int64, count=len(docs)))
+    kept = ids >= 0
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(doc_of[kept], minlength=len(docs)))]).astype(np.int64)
+    return TermCounts(terms, indptr, ids[kept])
+
+
+def tokens_or_blank(words: Sequence[str]) -> list[str]:
+    """:func:`tokens` word for word: a blank word's token is ``""``."""
+    return [w.strip().lower() if w and not w.isspace() else "" for w in words]
 
 
 def tfidf_matrix(docs: Sequence[Sequence[str]]) -> sp.csr_matrix:
@@ -59,18 +93,20 @@ def tfidf_matrix(docs: Sequence[Sequence[str]]) -> sp.csr_matrix:
     Columns follow the sorted vocabulary, so the matrix equals scikit-learn's
     ``TfidfVectorizer(analyzer=lambda d: d).fit_transform`` on the same tokens.
     """
-    vocab: dict[str, int] = {}
-    indices: list[int] = []
-    indptr = [0]
-    for doc in docs:
-        indices.extend(vocab.setdefault(w, len(vocab)) for w in tokens(doc))
-        indptr.append(len(indices))
-    terms = sorted(vocab)
-    remap = np.empty(len(terms), dtype=np.int64)
-    remap[[vocab[t] for t in terms]] = np.arange(len(terms))
-    cols = remap[np.asarray(indices, dtype=np.int64)]
-    x = sp.csr_matrix((np.ones(cols.size), cols, np.asarray(indptr, dtype=np.int64)),
-                      shape=(len(indptr) - 1, len(terms)))
+    return tfidf_from_counts([term_counts(docs)])
+
+
+def tfidf_from_counts(parts: Sequence[TermCounts]) -> sp.csr_matrix:
+    """:func:`tfidf_matrix` of the captions whose shares, in order, ``parts`` counted: the same
+    matrix, bit for bit, however the captions were split."""
+    terms = sorted(set().union(*(part.terms for part in parts)))
+    column = {term: i for i, term in enumerate(terms)}
+    cols = [np.fromiter(map(column.__getitem__, part.terms), dtype=np.int64, count=len(part.terms))[part.cols]
+            for part in parts]
+    ends = np.cumsum([0] + [len(part.cols) for part in parts])
+    indptr = np.concatenate([[0], *(part.indptr[1:] + end for part, end in zip(parts, ends[:-1], strict=True))])
+    x = sp.csr_matrix((np.ones(int(ends[-1])), np.concatenate([np.zeros(0, np.int64), *cols]),
+                       indptr.astype(np.int64)), shape=(len(indptr) - 1, len(terms)))
     x.sum_duplicates()  # raw counts; also sorts the indices of every row
     n = x.shape[0]
     df = np.bincount(x.indices, minlength=x.shape[1])
@@ -82,7 +118,7 @@ def tfidf_matrix(docs: Sequence[Sequence[str]]) -> sp.csr_matrix:
 
 def mine_hard_negatives(
     docs: Sequence[Sequence[str]],
-    groups: Sequence[int] | np.ndarray | None = None,
+    groups: Groups = None,
     top_k: int = 30,
     max_sim: float = 0.5,
     chunk_size: int = 256,
@@ -92,7 +128,7 @@ def mine_hard_negatives(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hard negatives of every caption: ``(indices int64 [N, top_k], sims float32 [N, top_k])``.
 
-    ``groups`` holds one image id per caption (default: every caption its own image);
+    ``groups`` holds one image per caption, an id or any label (default: every caption its own image);
     captions of the same image are never negatives of each other. Rows with fewer than
     ``top_k`` negatives are padded with index -1 and similarity 0. ``on_progress(n)`` is
     called after every chunk of rows with the number of rows it finished. ``n_common`` (how
@@ -105,6 +141,8 @@ def mine_hard_negatives(
     return mine_rows(arrays, range(len(arrays["groups"])), top_k, max_sim, chunk_size, on_progress, threads)
 
 
+# One image per caption: int ids or labels (a photo's key); None: each caption its own.
+Groups = Sequence[Hashable] | np.ndarray | None
 # What the join kernel reads, by name: the distinct TF-IDF rows ("vectors", see _join_inputs),
 # then the vector of every caption, the captions of every vector (CSR, ascending), and the
 # group of every caption and its size.
@@ -113,19 +151,22 @@ JOIN_ARRAYS = ("indptr", "indices", "data", "t_indptr", "t_indices", "t_data", "
                "group_size")
 
 
-def join_arrays(docs: Sequence[Sequence[str]], groups: Sequence[int] | np.ndarray | None = None,
-                n_common: int = 32) -> dict[str, np.ndarray]:
+def join_arrays(docs: Sequence[Sequence[str]], groups: Groups = None, n_common: int = 32) -> dict[str, np.ndarray]:
     """Everything :func:`mine_rows` joins over, by name (``JOIN_ARRAYS``): plain arrays, so that
     they can be built once, saved as ``.npy`` and memory-mapped by other processes.
 
     Captions with the same TF-IDF row (the same words, counted; listings repeat titles) share
     one "vector": the join runs over distinct vectors, each caption of a vector taking its
     place in the ranking by its own index."""
-    x = sp.csr_matrix(tfidf_matrix(docs), dtype=np.float64)
-    n = x.shape[0]
-    group_ids = np.arange(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
-    if group_ids.shape != (n,):
-        raise ValueError(f"groups has shape {group_ids.shape}, expected ({n},)")
+    return join_arrays_of_counts([term_counts(docs)], groups, n_common)
+
+
+def join_arrays_of_counts(parts: Sequence[TermCounts], groups: Groups = None,
+                          n_common: int = 32) -> dict[str, np.ndarray]:
+    """:func:`join_arrays` of the captions whose shares, in order, ``parts`` counted
+    (:func:`term_counts`, each in a process of its own): the same arrays."""
+    x = sp.csr_matrix(tfidf_from_counts(parts), dtype=np.float64)
+    group_ids = image_ids(groups, x.shape[0])
     x.sort_indices()  # the same term order in both rows of a pair: symmetric sums
     vector = _distinct_rows(x.indptr.astype(np.int64), x.indices.astype(np.int64), x.data)
     members = np.argsort(vector, kind="stable").astype(np.int64)  # by vector, then caption
@@ -133,6 +174,20 @@ def join_arrays(docs: Sequence[Sequence[str]], groups: Sequence[int] | np.ndarra
     _, group_index, sizes = np.unique(group_ids, return_inverse=True, return_counts=True)
     return dict(zip(JOIN_ARRAYS, (*_join_inputs(x[members[m_indptr[:-1]]], n_common), vector, m_indptr, members,
                                   group_ids, sizes[group_index].astype(np.int64)), strict=True))
+
+
+def image_ids(groups: Groups, n: int) -> np.ndarray:
+    """One int64 image id per caption of ``n``: integer ids as given, other labels (a photo's
+    key) numbered in order of first appearance, ``None``: every caption an image of its own."""
+    if groups is None:
+        return np.arange(n, dtype=np.int64)
+    ids = np.asarray(groups)
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        numbers: dict[Hashable, int] = {}
+        ids = np.fromiter((numbers.setdefault(label, len(numbers)) for label in groups), dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"groups has shape {ids.shape}, expected ({n},)")
+    return ids.astype(np.int64)
 
 
 def mine_rows(arrays: dict[str, np.ndarray], rows: range, top_k: int = 30, max_sim: float = 0.5,
@@ -249,7 +304,7 @@ _MARGIN = 1e-9
 _STRONG = 0.2
 
 
-@numba.njit(nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _common_dot(j, c_indptr, c_indices, c_data, weights):  # pragma: no cover - compiled
     """Common part of the dot product of row j with the row whose common weights are in
     ``weights`` (dense over the vocabulary, zero elsewhere): j's terms in column order."""
@@ -259,7 +314,7 @@ def _common_dot(j, c_indptr, c_indices, c_data, weights):  # pragma: no cover - 
     return total
 
 
-@numba.njit(nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _insert(s, j, count, k, best_s, best_j):  # pragma: no cover - compiled
     """Insert (s, j) into the top list sorted by s descending, then j ascending."""
     if count < k:
@@ -278,7 +333,7 @@ def _insert(s, j, count, k, best_s, best_j):  # pragma: no cover - compiled
     return count
 
 
-@numba.njit(nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _shares_rare(j, indptr, indices, common, weights):  # pragma: no cover - compiled
     """Whether vector j has a rare word of the vector whose weights are in ``weights``."""
     for u in range(indptr[j], indptr[j + 1]):
@@ -287,7 +342,7 @@ def _shares_rare(j, indptr, indices, common, weights):  # pragma: no cover - com
     return False
 
 
-@numba.njit(nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _keep(s, v, count, k, best_s, best_j, m_indptr, members):  # pragma: no cover - compiled
     """Insert the captions of vector v, all at similarity s, in index order while they make the
     list. Most candidates miss it: that is decided here, inline, without reading v's captions."""
@@ -298,7 +353,7 @@ def _keep(s, v, count, k, best_s, best_j, m_indptr, members):  # pragma: no cove
     return _insert_members(s, v, count, k, best_s, best_j, m_indptr, members)
 
 
-@numba.njit(nogil=True)  # a call: inlined, its loop slowed the sweeps around it 1.5x
+@numba.njit(cache=True, nogil=True)  # a call: inlined, its loop slowed the sweeps around it 1.5x
 def _insert_members(s, v, count, k, best_s, best_j, m_indptr, members):  # pragma: no cover - compiled
     """:func:`_keep`'s insertion."""
     for q in range(m_indptr[v], m_indptr[v + 1]):
@@ -309,7 +364,7 @@ def _insert_members(s, v, count, k, best_s, best_j, m_indptr, members):  # pragm
     return count
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _rank_vectors(queries, acc, touched, rare_parts, weights, indptr, indices, data, t_indptr, t_indices, t_data,
                   common, c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
                   out_s, out_j):  # pragma: no cover - compiled
@@ -336,7 +391,7 @@ def _rank_vectors(queries, acc, touched, rare_parts, weights, indptr, indices, d
     return counts
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _rare_parts(i, acc, touched, rare_parts, indptr, indices, data, t_indptr, t_indices, t_data,
                 common):  # pragma: no cover - compiled
     """Step 1's accumulation: the rare part of vector i's dot product with every vector that
@@ -360,7 +415,7 @@ def _rare_parts(i, acc, touched, rare_parts, indptr, indices, data, t_indptr, t_
     return met
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _rank_rare(i, met, touched, rare_parts, weights, c_indptr, c_indices, c_data, cnorm, sorted_cnorm, m_indptr,
                members, k, max_sim, best_s, best_j):  # pragma: no cover - compiled
     """Step 1's ranking of the vectors met (rare parts known): the common part added, exactly,
@@ -392,7 +447,7 @@ def _rank_rare(i, met, touched, rare_parts, weights, c_indptr, c_indices, c_data
     return count
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _rank_common_only(i, count, acc, touched, weights, indptr, indices, data, t_indptr, t_indices, t_data, common,
                       c_indptr, c_indices, c_data, cnorm, by_cnorm, sorted_cnorm, m_indptr, members, k, max_sim,
                       best_s, best_j):  # pragma: no cover - compiled
@@ -442,7 +497,7 @@ def _rank_common_only(i, count, acc, touched, weights, indptr, indices, data, t_
     return count
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _expand(queries, counts, best_s, best_j, m_indptr, members, groups, k, start, stop, first, out_idx,
             out_sim):  # pragma: no cover - compiled
     """The negatives of the captions start:stop of each vector in ``queries``: its ranked
@@ -469,7 +524,7 @@ def _expand(queries, counts, best_s, best_j, m_indptr, members, groups, k, start
     return done
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _vector_work(indptr, indices, t_indptr, common):  # pragma: no cover - compiled
     """The work of ranking each vector (see :func:`vector_blocks`)."""
     n = indptr.shape[0] - 1
@@ -483,7 +538,7 @@ def _vector_work(indptr, indices, t_indptr, common):  # pragma: no cover - compi
     return work
 
 
-@numba.njit(nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _distinct_rows(indptr, indices, data):  # pragma: no cover - compiled
     """The vector of every row: rows equal in indices and values share one, numbered in the
     order of their first row. Rows are hashed, then compared within a hash."""
@@ -522,7 +577,7 @@ def _distinct_rows(indptr, indices, data):  # pragma: no cover - compiled
     return vector
 
 
-@numba.njit(nogil=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _equal_rows(i, r, indptr, indices, data):  # pragma: no cover - compiled
     """Whether rows i and r hold the same indices and values."""
     if indptr[i + 1] - indptr[i] != indptr[r + 1] - indptr[r]:

@@ -1,9 +1,12 @@
 """Hard-negative mining split over the ranks of a torchrun group (one process: plain mining).
 
-- Rank 0 alone reads the captions and builds the join inputs once
-  (:func:`~taomm.text.mining.join_arrays`: the TF-IDF matrix, its transpose, the common-term
-  split, the groups), saved as ``.npy`` files in a scratch folder that every rank can read.
-- After a barrier every rank memory-maps them (``np.load(mmap_mode="r")``: one copy in the
+- Every rank reads and counts the words of its share of the captions
+  (:func:`~taomm.text.mining.term_counts`: segmenting and tokenising, the part that grows
+  with the captions' text, split over the ranks), saved in a scratch folder that every rank
+  can read; rank 0 merges the shares into the join inputs once
+  (:func:`~taomm.text.mining.join_arrays_of_counts`: the TF-IDF matrix, its transpose, the
+  common-term split, the groups), saved there as ``.npy`` files.
+- After a barrier every rank memory-maps them (``np.load(mmap_mode="c")``: one copy in the
   page cache, shared, not one per process) and mines its share of the distinct TF-IDF rows
   ("vectors": captions repeating a title share one), a contiguous block of about equal work
   (:func:`~taomm.text.mining.vector_blocks`), for all of their captions against all
@@ -22,6 +25,7 @@ captions, their wall and CPU time) is gathered for the report;
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -34,11 +38,23 @@ from typing import Any
 
 import numpy as np
 
-from taomm.text.mining import JOIN_ARRAYS, join_arrays, mine_vectors, vector_blocks
+from taomm.text.mining import (
+    JOIN_ARRAYS,
+    Groups,
+    TermCounts,
+    join_arrays,
+    join_arrays_of_counts,
+    mine_vectors,
+    term_counts,
+    vector_blocks,
+)
 from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
-Captions = Callable[[], tuple[Sequence[Sequence[str]], Sequence[int] | np.ndarray | None]]
+# captions(part, parts): the words of the part-th of parts contiguous shares of the captions
+# (taomm.train.distributed.row_share of their count) and their images, ints or JSON-able
+# labels (a photo's key; None: each caption its own image).
+Captions = Callable[[int, int], tuple[Sequence[Sequence[str]], Groups]]
 
 # Ranks wait for rank 0's matrix and for the slowest block: hours on millions of captions,
 # far past torch's default collective timeout.
@@ -65,15 +81,16 @@ def default_threads(info: DistInfo) -> int:
 def mine_ranks(captions: Captions, scratch: str | os.PathLike[str], info: DistInfo, top_k: int = 30,
                max_sim: float = 0.5, chunk_size: int = 256, threads: int | None = None,
                progress: Progress | None = None) -> RankMining:
-    """Mine the hard negatives of ``captions()`` (``(docs, groups)``, called on rank 0 only) over
-    the ranks of ``info``; ``scratch``: a folder for the shared arrays, on a file system every
-    rank sees (replaced, then removed; unused by one process). ``progress`` shows rank 0's block."""
+    """Mine the hard negatives of the captions over the ranks of ``info``: each rank reads its
+    share, ``captions(rank, world_size)`` (``(docs, groups)``, see ``Captions``); ``scratch``: a
+    folder for the shared arrays, on a file system every rank sees (replaced, then removed;
+    unused by one process). ``progress`` shows rank 0's block."""
     if top_k < 1 or chunk_size < 1:
         raise ValueError("top_k and chunk_size must be >= 1")
     threads = threads or default_threads(info)
     options = dict(top_k=top_k, max_sim=max_sim, chunk_size=chunk_size, threads=threads, progress=progress)
     if not info.distributed:
-        arrays = join_arrays(*captions())
+        arrays = join_arrays(*captions(0, 1))
         rows, indices, sims, share = _mine_block(arrays, info, **options)
         return RankMining(*_in_caption_order(len(arrays["groups"]), [(rows, indices, sims)]), threads, [share])
     scratch = Path(scratch)
@@ -130,13 +147,44 @@ def _in_caption_order(n: int, blocks: list[tuple[np.ndarray, ...]]) -> tuple[np.
 
 
 def _shared_arrays(captions: Captions, scratch: Path, info: DistInfo) -> dict[str, np.ndarray]:
-    """The join inputs, built and saved by rank 0, memory-mapped read-only by every rank."""
-    def build() -> None:
+    """The join inputs: every rank counts its share of the captions, rank 0 merges them and
+    saves the arrays, every rank memory-maps them copy-on-write: never written, so one copy in
+    the page cache for all; writable arrays, so the kernels compiled for in-memory arrays (and
+    cached) serve them, where read-only ones would be compiled again in every process."""
+    def clear() -> None:
         if info.is_main:
             shutil.rmtree(scratch, ignore_errors=True)  # a killed run's leftovers
             scratch.mkdir(parents=True)
-            for name, array in join_arrays(*captions()).items():
+
+    def count() -> None:
+        docs, groups = captions(info.rank, info.world_size)
+        counts = term_counts(docs)
+        np.save(scratch / f"counts-indptr-{info.rank}.npy", counts.indptr)
+        np.save(scratch / f"counts-cols-{info.rank}.npy", counts.cols)
+        labels = None if groups is None else np.asarray(groups).tolist()
+        (scratch / f"counts-{info.rank}.json").write_text(json.dumps({"terms": counts.terms, "groups": labels}), "utf-8")
+
+    def merge() -> None:
+        if info.is_main:
+            parts, groups = _merged_shares(scratch, info.world_size)
+            for name, array in join_arrays_of_counts(parts, groups).items():
                 np.save(scratch / f"{name}.npy", array)
 
-    on_every_rank(build, info)  # also the barrier: the files are complete
-    return {name: np.load(scratch / f"{name}.npy", mmap_mode="r") for name in JOIN_ARRAYS}
+    for step in (clear, count, merge):
+        on_every_rank(step, info)  # also the barrier: the files are complete
+    return {name: np.load(scratch / f"{name}.npy", mmap_mode="c") for name in JOIN_ARRAYS}
+
+
+def _merged_shares(scratch: Path, world_size: int) -> tuple[list[TermCounts], list | None]:
+    """The ranks' term counts, in rank order, and their groups (``None`` when no rank has any)."""
+    parts, groups = [], []
+    for rank in range(world_size):
+        share = json.loads((scratch / f"counts-{rank}.json").read_text("utf-8"))
+        parts.append(TermCounts(share["terms"], np.load(scratch / f"counts-indptr-{rank}.npy"),
+                                np.load(scratch / f"counts-cols-{rank}.npy")))
+        groups.append(share["groups"])
+    if all(g is None for g in groups):
+        return parts, None
+    if any(g is None for g in groups):
+        raise ValueError("some ranks' captions have groups and some have none")
+    return parts, [label for share in groups for label in share]
