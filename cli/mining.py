@@ -43,9 +43,10 @@ def mine_negatives(
     """Mine TF-IDF hard negatives: per caption, the most similar captions of other images below --max-sim.
 
     Store mode writes them into the store (read by pretraining's ITM-hn); --captions mode
-    writes one JSON line per caption: {"index": i, "negatives": [[j, sim], ...]}. Under
-    torchrun each rank mines a block of the distinct TF-IDF rows (captions repeating a title
-    share one), for all of their captions: the same result as one process; rank 0 writes.
+    writes one JSON line per caption: {"index": i, "negatives": \\[\\[j, sim], ...]}. Under
+    torchrun each rank segments its share of the captions, rank 0 merges their counts, and
+    each rank mines a block of the distinct TF-IDF rows (captions repeating a title share
+    one) for all of their captions: the same result as one process; rank 0 writes.
     """
     if captions is not None and out is None:
         raise fail("--captions needs --out OUT.jsonl", 2)

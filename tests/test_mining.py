@@ -212,3 +212,9 @@ def test_cli_store_mode(cli: CliRunner, tmp_path: Path) -> None:
 def test_cli_store_mode_needs_a_store_outside_a_workspace(cli: CliRunner) -> None:
     result = cli.invoke(app, ["mine-negatives"])
     assert result.exit_code == 2
+
+
+def test_help_shows_the_jsonl_line_as_written(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["mine-negatives", "--help"])
+    assert result.exit_code == 0
+    assert '"negatives": [[j, sim], ...]}' in result.output  # not eaten as rich markup
