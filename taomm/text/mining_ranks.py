@@ -52,8 +52,8 @@ from taomm.train.distributed import DistInfo, all_gather_json, on_every_rank
 
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
 # captions(part, parts): the words of the part-th of parts contiguous shares of the captions
-# (taomm.train.distributed.row_share of their count) and their images, ints or JSON-able
-# labels (a photo's key; None: each caption its own image).
+# (taomm.train.distributed.row_share of their count) and their images: ints or strings (a
+# photo's key), the same on every rank for the same image; None: each caption its own image.
 Captions = Callable[[int, int], tuple[Sequence[Sequence[str]], Groups]]
 
 # Ranks wait for rank 0's matrix and for the slowest block: hours on millions of captions,
@@ -161,7 +161,7 @@ def _shared_arrays(captions: Captions, scratch: Path, info: DistInfo) -> dict[st
         counts = term_counts(docs)
         np.save(scratch / f"counts-indptr-{info.rank}.npy", counts.indptr)
         np.save(scratch / f"counts-cols-{info.rank}.npy", counts.cols)
-        labels = None if groups is None else np.asarray(groups).tolist()
+        labels = groups.tolist() if isinstance(groups, np.ndarray) else None if groups is None else list(groups)
         (scratch / f"counts-{info.rank}.json").write_text(json.dumps({"terms": counts.terms, "groups": labels}), "utf-8")
 
     def merge() -> None:
