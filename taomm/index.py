@@ -355,6 +355,13 @@ class ItemIndex:
         """The stored vector (1, E) float32 of the item at ``row``."""
         return self.vectors[kind][row: row + 1].astype(np.float32)
 
+    def category_ids(self) -> np.ndarray | None:
+        """Per row its category id (-1: none); None for an empty index or one exported before
+        categories were recorded."""
+        if not self.items or any("category" not in it for it in self.items):
+            return None
+        return np.asarray([it["category"]["id"] if it["category"] else -1 for it in self.items], dtype=np.int64)
+
 
 def verify(version: Path) -> dict[str, Any]:
     """The manifest, once every file it lists matches its sha256; else one clear error."""

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +57,8 @@ MANIFEST_PROPERTY = "taomm.manifest"
 VECTOR_FIELDS = {"image": "image_vec", "item": "item_vec"}  # index kinds (taomm.index.VECTORS) -> fields
 MAX_CHARS = {"item_id": 256, "title": 2048, "image": 1024}  # VARCHAR limits (bytes = 4x: UTF-8)
 INSERT_BATCH = 1000
+METADATA = ("item_id", "title", "image", "category")  # what a reader reads of an item besides its vectors
+CACHED_ITEMS = 100_000  # a reader keeps the metadata of the last rows it has seen (search hits, lookups)
 EXTRA_HINT = "pip install 'taomm[milvus]'"
 _NULL_HANDLER = logging.NullHandler()
 _log = logging.getLogger(__name__)
@@ -286,9 +291,15 @@ def _name(classes: list[str], category: int) -> str:
 
 class MilvusIndex:
     """A Milvus index version opened through its alias: ``ItemIndex``'s reader interface
-    (``manifest``, ``item_ids``, ``items``, ``rows``, ``search``, ``vector``). The item ids and
-    metadata are read once into memory, the vectors stay in Milvus. The alias is resolved at
-    opening: a reader keeps the version it opened even when an export switches the alias."""
+    (``manifest``, ``item_ids``, ``items``, ``rows``, ``category_ids``, ``search``,
+    ``vector``). The alias is resolved at opening: a reader keeps the version it opened even
+    when an export switches the alias.
+
+    Vectors and metadata stay in Milvus, so a reader's memory does not grow with the catalog:
+    opening reads the manifest and counts the entities; a search brings its hits' metadata
+    with it (one round trip), kept for the last ``CACHED_ITEMS`` rows seen; an item id
+    resolves to its row by a query; iterating ``items`` or ``item_ids`` reads the collection
+    in batches; ``category_ids`` (facets, category filters) reads one integer per item."""
 
     def __init__(self, location: MilvusLocation) -> None:
         self.location = location
@@ -300,37 +311,33 @@ class MilvusIndex:
         self.path = f"{location} ({collection})"  # where the index is, for messages
         self.manifest: dict[str, Any] = read_manifest(location, collection)
         client.load_collection(collection)  # a server may have released it
-        count = self.manifest["count"]
-        classes = (self.manifest.get("taxonomy") or {}).get("classes") or []
-        self.items: list[dict[str, Any]] = [{}] * count
-        seen = 0
-        for start in range(0, count, INSERT_BATCH):  # by row ranges: Milvus caps a query's results
-            batch = client.query(collection, filter=f"row >= {start} and row < {start + INSERT_BATCH}",
-                                 output_fields=["row", "item_id", "title", "image", "category"])
-            for e in batch:
-                c = int(e["category"])
-                self.items[int(e["row"])] = {"item_id": e["item_id"], "title": e["title"], "image": e["image"] or None,
-                                             "category": None if c < 0 else {"id": c, "name": _name(classes, c)}}
-            seen += len(batch)
-        self.item_ids = [it.get("item_id") for it in self.items]
-        self.rows = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        if seen != count or len(self.rows) != count or None in self.rows:
-            raise TaommError(f"{self.path} holds {seen} entities, not the {count} distinct items of its manifest")
+        self.count = count = int(self.manifest["count"])
+        held = int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
+        if held != count:
+            raise TaommError(f"{self.path} holds {held} entities, not the {count} items of its manifest")
+        self.classes = (self.manifest.get("taxonomy") or {}).get("classes") or []
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()  # serve's threads share a reader
+        self.items = _Items(self)
+        self.item_ids = _ItemIds(self)
+        self.rows = _Rows(self)
 
     def __len__(self) -> int:
-        return len(self.item_ids)
+        return self.count
 
     def search(self, kind: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the ``k`` nearest items of each query vector (B, E), each (B, k)."""
         k = min(k, len(self))
         found = self.client.search(self.collection, data=np.asarray(queries, dtype=np.float32).tolist(), limit=k,
-                                   anns_field=VECTOR_FIELDS[kind], output_fields=[],
+                                   anns_field=VECTOR_FIELDS[kind], output_fields=list(METADATA),
                                    search_params={"metric_type": "IP", "params": self._search_params(kind, k)})
         scores = np.zeros((len(queries), k), np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
         for b, hits in enumerate(found):
             for j, hit in enumerate(hits):
                 rows[b, j], scores[b, j] = hit.get("row", hit.get("id")), hit["distance"]
+                if "entity" in hit:
+                    self._keep(int(rows[b, j]), self._metadata(hit["entity"]))
         return scores, rows
 
     def _search_params(self, kind: str, k: int) -> dict[str, Any]:
@@ -343,3 +350,124 @@ class MilvusIndex:
         """The stored vector (1, E) float32 of the item at ``row``."""
         found = self.client.get(self.collection, ids=[int(row)], output_fields=[VECTOR_FIELDS[kind]])
         return np.asarray([found[0][VECTOR_FIELDS[kind]]], dtype=np.float32)
+
+    def item(self, row: int) -> dict[str, Any]:
+        """The metadata of the item at ``row`` (``item_id``, ``title``, ``image``, ``category``)."""
+        if not 0 <= row < self.count:
+            raise IndexError(f"row {row} out of range for an index of {self.count} items")
+        with self._lock:
+            if row in self._cache:
+                self._cache.move_to_end(row)
+                return self._cache[row]
+        found = dict(self._fetch(f"row == {int(row)}"))
+        if row not in found:
+            raise TaommError(f"{self.path} holds no entity at row {row} of its {self.count}")
+        return found[row]
+
+    def row_of(self, item_id: str) -> int | None:
+        """The row of ``item_id``, None when the index does not hold it."""
+        if not isinstance(item_id, str):
+            return None
+        # JSON string escapes are Milvus's: an id with quotes or backslashes stays one literal
+        found = self._fetch(f"item_id == {json.dumps(item_id, ensure_ascii=False)}")
+        return found[0][0] if found else None
+
+    def scan(self, fields: tuple[str, ...] = METADATA) -> Iterator[dict[str, Any]]:
+        """Every item's ``fields`` (and ``row``), in row order, read in batches by row range."""
+        for start in range(0, self.count, INSERT_BATCH):  # Milvus caps a query's results
+            batch = self.client.query(self.collection, filter=f"row >= {start} and row < {start + INSERT_BATCH}",
+                                      output_fields=["row", *fields])
+            if len(batch) != min(INSERT_BATCH, self.count - start):
+                raise TaommError(f"{self.path} holds {len(batch)} entities in rows {start}.. where "
+                                 f"{min(INSERT_BATCH, self.count - start)} were exported")
+            yield from sorted(batch, key=lambda e: int(e["row"]))
+
+    def category_ids(self) -> np.ndarray | None:
+        """Per row its category id (-1: none); None for an empty index."""
+        if not self.count:
+            return None
+        return np.fromiter((int(e["category"]) for e in self.scan(("category",))), dtype=np.int64, count=self.count)
+
+    def _fetch(self, condition: str) -> list[tuple[int, dict[str, Any]]]:
+        """The items matching ``condition``, ``(row, metadata)``, also kept in the cache."""
+        found = [(int(e["row"]), self._metadata(e))
+                 for e in self.client.query(self.collection, filter=condition, output_fields=["row", *METADATA])]
+        for row, meta in found:
+            self._keep(row, meta)
+        return found
+
+    def _keep(self, row: int, meta: dict[str, Any]) -> None:
+        if row < 0:
+            return
+        with self._lock:
+            self._cache[row] = meta
+            self._cache.move_to_end(row)
+            while len(self._cache) > CACHED_ITEMS:
+                self._cache.popitem(last=False)
+
+    def _metadata(self, entity: dict[str, Any]) -> dict[str, Any]:
+        """An entity as ``ItemIndex.items`` holds an item."""
+        c = int(entity["category"])
+        return {"item_id": entity["item_id"], "title": entity["title"], "image": entity["image"] or None,
+                "category": None if c < 0 else {"id": c, "name": _name(self.classes, c)}}
+
+
+def _row(row: Any, count: int) -> int:
+    """A sequence index as a row: negative ones count from the end, as a list's."""
+    row = operator.index(row)
+    return row + count if row < 0 else row
+
+
+class _Items(Sequence):
+    """``MilvusIndex.items``: row -> metadata, read on demand."""
+
+    def __init__(self, index: MilvusIndex) -> None:
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.count
+
+    def __getitem__(self, row: Any) -> Any:
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        return self.index.item(_row(row, len(self)))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self.index._metadata(e) for e in self.index.scan())
+
+
+class _ItemIds(Sequence):
+    """``MilvusIndex.item_ids``: row -> item id, read on demand."""
+
+    def __init__(self, index: MilvusIndex) -> None:
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.count
+
+    def __getitem__(self, row: Any) -> Any:
+        if isinstance(row, slice):
+            return [self[r] for r in range(*row.indices(len(self)))]
+        return self.index.item(_row(row, len(self)))["item_id"]
+
+    def __iter__(self) -> Iterator[str]:
+        return (e["item_id"] for e in self.index.scan(("item_id",)))
+
+
+class _Rows(Mapping):
+    """``MilvusIndex.rows``: item id -> row, by a query."""
+
+    def __init__(self, index: MilvusIndex) -> None:
+        self.index = index
+
+    def __len__(self) -> int:
+        return self.index.count
+
+    def __getitem__(self, item_id: Any) -> int:
+        row = self.index.row_of(item_id)
+        if row is None:
+            raise KeyError(item_id)
+        return row
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index.item_ids)

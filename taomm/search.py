@@ -354,10 +354,7 @@ class SearchEngine:
     def categories(self) -> np.ndarray | None:
         """Per index row its category id (-1: none), or None for an index exported before
         categories were recorded (then no facets and no category filter)."""
-        items = self.index.items
-        if not items or any("category" not in it for it in items):
-            return None
-        return np.asarray([it["category"]["id"] if it["category"] else -1 for it in items], dtype=np.int64)
+        return self.index.category_ids()
 
     @functools.cached_property
     def category_names(self) -> dict[int, str]:

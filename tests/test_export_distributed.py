@@ -129,6 +129,6 @@ def test_torchrun_export_into_milvus_lite(model_and_store: tuple[Path, Path]) ->
     assert check_row_shares(json.loads(ran.stdout)["ranks"], 45) == []
     milvus = open_index(location)
     one = open_index(export_index(root / "model", store, root / "in-process", IndexParams(kind="flat"), bf16=False))
-    assert milvus.item_ids == one.item_ids and len(milvus) == 45
+    assert list(milvus.item_ids) == one.item_ids and len(milvus) == 45
     for row in (0, 22, 23, 44):  # both ranks' blocks
         np.testing.assert_allclose(milvus.vector("item", row), one.vector("item", row), atol=2e-3)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from taomm.cli.app import app
 from taomm.datasets.store import FeatureStore
 from taomm.errors import TaommError
-from taomm.index import IndexParams, export_index
+from taomm.index import IndexParams, export_index, open_index
 from taomm.model import InterBertConfig, InterBertForRetrieval
 from taomm.search import SearchEngine
 from taomm.text.tokenizer import TitleTokenizer
@@ -69,8 +69,8 @@ def overlap(a: list[str], b: list[str]) -> float:
 
 def test_export_holds_the_items_and_the_model(engines) -> None:
     exact, milvus = engines
-    assert milvus.index.item_ids == exact.index.item_ids
-    assert milvus.index.items == exact.index.items  # item id, title, image, category
+    assert list(milvus.index.item_ids) == exact.index.item_ids  # read from Milvus in batches
+    assert list(milvus.index.items) == exact.index.items  # item id, title, image, category
     manifest = milvus.index.manifest
     assert manifest["version"] == "v0001" and manifest["count"] == 40
     assert manifest["model"]["sha256"] == exact.index.manifest["model"]["sha256"]
@@ -233,3 +233,32 @@ def test_serve_over_milvus(engines) -> None:
         status, body, _ = get(base + "/api/recommend?item_id=" + results[0]["item_id"] + "&k=3")
         assert status == 200 and len(json.loads(body)["results"]) == 3
         assert get(base + "/api/recommend?item_id=nope")[0] == 404
+
+
+def test_a_reader_reads_metadata_on_demand_and_keeps_a_bounded_cache(engines, catalog,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A catalog that outgrows one host must not be read whole into every search process:
+    # the reader keeps at most CACHED_ITEMS rows' metadata, whatever it has been asked.
+    from taomm import milvus_index
+
+    exact, _ = engines
+    monkeypatch.setattr(milvus_index, "CACHED_ITEMS", 5)
+    index = open_index(catalog["milvus"])
+    assert len(index) == 40 and len(index.items) == 40 and len(index.rows) == 40
+    for row in (39, 0, 7, 7, 12, 33, 21, 5, 18):
+        assert index.items[row] == exact.index.items[row] and index.item_ids[row] == exact.index.item_ids[row]
+    assert index.items[2:5] == exact.index.items[2:5] and index.item_ids[-1] == exact.index.item_ids[-1]
+    assert len(index._cache) == 5
+    for item_id in exact.index.item_ids[::7]:
+        assert index.rows[item_id] == exact.index.rows[item_id] and item_id in index.rows
+    assert list(index.rows) == exact.index.item_ids
+    np.testing.assert_array_equal(index.category_ids(), exact.index.category_ids())
+    # An item id is one string literal in Milvus's filter, whatever quotes it holds.
+    for odd in ('nope" or row >= 0 or item_id == "', "x' or row >= 0", 'a\\" or true or "', "\n", ""):
+        assert index.rows.get(odd) is None and odd not in index.rows
+    with pytest.raises(KeyError):
+        index.rows["nope"]
+    with pytest.raises(IndexError):
+        index.items[40]
+    _, rows = index.search("item", index.vector("item", 3), 4)  # hits bring their metadata along
+    assert rows[0][0] == 3 and all(int(r) in index._cache for r in rows[0])
