@@ -32,7 +32,7 @@ frequent terms ("common") and the rest ("rare"). For each vector i:
 Similarities are sums over the shared terms in column order, rare part then common part,
 so sim(i, j) == sim(j, i) bit for bit. Nothing is ever N x N: memory is the matrix, its
 transpose and a few length-V buffers per thread (V vectors); vectors are spread over the
-CPU's cores.
+CPU's cores. The kernels are compiled once per machine and kept in numba's cache.
 """
 
 from __future__ import annotations
