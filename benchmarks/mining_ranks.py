@@ -26,8 +26,9 @@ variations repeat some captions word for word, as listings repeat titles).
   x 1 thread (two cores either way).
 - Machine ceiling, same run: rank 0's block mined by one process alone, then by two copies at
   once (nothing shared or exchanged): ``ceiling`` = 2 x alone / the slower copy, what two
-  busy cores give here (a virtual machine's two cores may not run two processes at full
-  speed each); no split over 2 ranks can beat it.
+  busy cores give here at that moment (a virtual machine's two cores may not run two
+  processes at full speed each, and its speed drifts between runs: a ceiling above 2 means
+  the lone process was the slow one).
 - Growth: 2 ranks x 1 thread at each ``--sizes``. Fit, least squares in log-log, on CPU
   seconds (so that other load on the machine does not bend the curve): the serial part (rank
   0's CPU seconds outside its block: reading and counting its share, merging, building and
@@ -135,7 +136,7 @@ def copy_worker(captions: Path, ready: Path, copies: int) -> None:
 def ceiling(captions: Path) -> dict:
     """What this machine gives two processes at once: rank 0's block mined by one process alone,
     then by two copies at the same time (nothing shared, nothing exchanged); ``ceiling`` = 2 x
-    alone / the slower copy, the speed-up no split of the work over 2 ranks can beat here."""
+    alone / the slower copy: what a perfect split over 2 ranks would get at that moment."""
     seconds = {}
     for copies in (1, 2):
         with tempfile.TemporaryDirectory() as ready:
