@@ -153,6 +153,22 @@ def ceiling(captions: Path) -> dict:
     return result
 
 
+def compare(fastest: dict[tuple[int, int], dict], machine: dict) -> dict:
+    """The first size's comparison, from each configuration's fastest run ``(ranks, threads)``."""
+    two, one, one_two_threads = fastest[2, 1], fastest[1, 1], fastest[1, 2]
+    result = dict(one_rank_1_thread_s=one["total_s"], machine=machine, one_rank_2_threads_s=one_two_threads["total_s"],
+                  two_ranks_1_thread_s=two["total_s"], scale_out=round(one["total_s"] / two["total_s"], 2),
+                  same_threads=round(one_two_threads["total_s"] / two["total_s"], 2),
+                  scale_out_mining_only=round(one["mine_s"] / two["mine_s"], 2),
+                  scale_out_cpu=round(one["cpu_s"][0] / max(two["cpu_s"]), 2))
+    print(f"  scale-out (1 rank x 1 thread / 2 ranks x 1 thread): {result['scale_out']}x (goal >= 1.8x), "
+          f"mining alone {result['scale_out_mining_only']}x; same threads (1 rank x 2 threads / 2 ranks "
+          f"x 1 thread): {result['same_threads']}x; by CPU seconds (1 rank / the busiest of 2): "
+          f"{result['scale_out_cpu']}x; negatives identical; machine ceiling for 2 processes "
+          f"{machine['ceiling']}x", flush=True)
+    return result
+
+
 def power_fit(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
     """``(a, b)`` of ``seconds ~ a N^b``, least squares in log-log."""
     b, log_a = np.polyfit(np.log(sizes), np.log(seconds), 1)
@@ -202,19 +218,7 @@ def main() -> None:
                                      "row_work_cpu_s": round(sum(r["cpu_seconds"] for r in two["ranks"]), 2)})
             if i == 0:
                 assert len({r["sha"] for done in runs.values() for r in done}) == 1, "the ranks changed the negatives"
-                one, one_two_threads = fastest[1, 1], fastest[1, 2]
-                machine = ceiling(captions)
-                result.update(captions=size, one_rank_1_thread_s=one["total_s"], machine=machine,
-                              one_rank_2_threads_s=one_two_threads["total_s"], two_ranks_1_thread_s=two["total_s"],
-                              scale_out=round(one["total_s"] / two["total_s"], 2),
-                              same_threads=round(one_two_threads["total_s"] / two["total_s"], 2),
-                              scale_out_mining_only=round(one["mine_s"] / two["mine_s"], 2),
-                              scale_out_cpu=round(one["cpu_s"][0] / max(two["cpu_s"]), 2))
-                print(f"  scale-out (1 rank x 1 thread / 2 ranks x 1 thread): {result['scale_out']}x (goal >= 1.8x), "
-                      f"mining alone {result['scale_out_mining_only']}x; same threads (1 rank x 2 threads / 2 ranks "
-                      f"x 1 thread): {result['same_threads']}x; by CPU seconds (1 rank / the busiest of 2): "
-                      f"{result['scale_out_cpu']}x; negatives identical; machine ceiling for 2 processes "
-                      f"{machine['ceiling']}x", flush=True)
+                result.update(captions=size, **compare(fastest, ceiling(captions)))
     growth = result["growth"]
     if len(growth) >= 2:
         serial = power_fit(sizes, [g["serial_cpu_s"] for g in growth])
