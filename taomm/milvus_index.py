@@ -318,8 +318,8 @@ class MilvusIndex:
         self.classes = (self.manifest.get("taxonomy") or {}).get("classes") or []
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()  # serve's threads share a reader
-        self.items = _Items(self)
-        self.item_ids = _ItemIds(self)
+        self.items = _Column(self)
+        self.item_ids = _Column(self, "item_id")
         self.rows = _Rows(self)
 
     def __len__(self) -> int:
@@ -412,17 +412,12 @@ class MilvusIndex:
                 "category": None if c < 0 else {"id": c, "name": _name(self.classes, c)}}
 
 
-def _row(row: Any, count: int) -> int:
-    """A sequence index as a row: negative ones count from the end, as a list's."""
-    row = operator.index(row)
-    return row + count if row < 0 else row
+class _Column(Sequence):
+    """``MilvusIndex.items`` (``key`` None: an item's metadata) or ``item_ids`` (``key``
+    "item_id"): row -> value, read on demand; negative rows and slices as a list's."""
 
-
-class _Items(Sequence):
-    """``MilvusIndex.items``: row -> metadata, read on demand."""
-
-    def __init__(self, index: MilvusIndex) -> None:
-        self.index = index
+    def __init__(self, index: MilvusIndex, key: str | None = None) -> None:
+        self.index, self.key = index, key
 
     def __len__(self) -> int:
         return self.index.count
@@ -430,28 +425,14 @@ class _Items(Sequence):
     def __getitem__(self, row: Any) -> Any:
         if isinstance(row, slice):
             return [self[r] for r in range(*row.indices(len(self)))]
-        return self.index.item(_row(row, len(self)))
+        row = operator.index(row)
+        meta = self.index.item(row + len(self) if row < 0 else row)
+        return meta if self.key is None else meta[self.key]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self.index._metadata(e) for e in self.index.scan())
-
-
-class _ItemIds(Sequence):
-    """``MilvusIndex.item_ids``: row -> item id, read on demand."""
-
-    def __init__(self, index: MilvusIndex) -> None:
-        self.index = index
-
-    def __len__(self) -> int:
-        return self.index.count
-
-    def __getitem__(self, row: Any) -> Any:
-        if isinstance(row, slice):
-            return [self[r] for r in range(*row.indices(len(self)))]
-        return self.index.item(_row(row, len(self)))["item_id"]
-
-    def __iter__(self) -> Iterator[str]:
-        return (e["item_id"] for e in self.index.scan(("item_id",)))
+    def __iter__(self) -> Iterator[Any]:
+        if self.key is None:
+            return (self.index._metadata(e) for e in self.index.scan())
+        return (e[self.key] for e in self.index.scan((self.key,)))
 
 
 class _Rows(Mapping):
