@@ -7,13 +7,15 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Five phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), then four sets each written before a round of changes
+Six phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then five sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
-(87.1%) and ``FINAL`` (79.8%). Each set's misses then shaped the next round, so only those
+(87.1%), ``FINAL`` (79.8%) and ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
+obfuscation kinds: traditional characters, zero-width joins, circled letters and digits, numbers
+in Chinese numerals, a different separator at each gap, characters in brackets). Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
-``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, written in the same rounds) are legitimate titles
+``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, written in the same rounds) are legitimate titles
 that hold a flagged term only across a word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
@@ -22,17 +24,16 @@ that hold a flagged term only across a word boundary, or name a brand, snack, co
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import random
 import re
 import sys
 import tempfile
 import time
-import unicodedata
 from importlib import resources
 from pathlib import Path
 
+from taomm.text.normalize import normalize_title
 from taomm.text.segment import segment
 from taomm.text.spam import SPAM_CATEGORIES, SpamFilter
 
@@ -128,6 +129,33 @@ FINAL_LOOK_ALIKES = (
     "成人牙刷 软毛", "毒品检测试纸", "微信支付贴纸 收款码", "维信诺 OLED屏", "激情四射 T恤",
     "咖啡色情侣杯", "白色情书信封",
 )
+# Written on 2026-12-03 before any change of that session and run on the code as it stood:
+# other phrasing and slang, weapons and drugs by street names, contact offers worded freely.
+DECEMBER = {
+    "porn": ("同城约会上门服务", "黄片资源分享", "看片网站免费", "激情视频聊天", "包夜小姐", "卖淫嫖娼",
+             "特殊服务上门按摩", "裸体直播"),
+    "politics": ("法轮功学员证词", "共产党下台", "藏独分子", "疆独组织", "六四学运", "民运人士声明"),
+    "terror": ("出售真枪", "气狗出售", "猎枪子弹批发", "火药枪配件", "制作炸弹教程", "一手货源枪支",
+               "弩箭批发", "军用匕首出售", "仿真手雷 可爆"),
+    "drugs": ("冰妹陪玩", "麻果出售", "大麻电子烟", "依托咪酯", "太空油 上头", "LSD邮票", "神仙水迷药",
+              "冰壶溜冰工具"),
+    "gambling": ("百家乐技巧稳赢", "外围赌球", "真钱棋牌提现", "老虎机在线玩", "博彩平台注册", "赌场开户送彩金",
+                 "彩票内幕计划"),
+    "contact": ("加我V{id}", "➕扣{digits}", "私信微{id}", "威❤{id}", "联系方式:{phone}", "tel:{phone}",
+                "微:{id}", "加vx {id}", "拿货找我{phone}", "q群{digits}"),
+    "fraud": ("代办信用卡", "黑户贷款秒批", "征信修复", "代刷银行流水", "收购银行卡", "一比一高仿假钞",
+              "身份证买卖", "代考包过", "假发票出售"),
+    "abuse": ("你妈逼", "傻x店家", "脑残卖家", "sb客服", "cnm垃圾店"),
+}
+DECEMBER_LOOK_ALIKES = (
+    "SK-II神仙水 230ml", "冰糖葫芦 山楂", "溜冰鞋 儿童 初学者", "K金项链 18k", "摇头娃娃 车载摆件",
+    "德州扑克 筹码 套装", "老虎机 儿童 存钱罐", "麻将机 全自动 静音", "军绿色情侣夹克", "发票夹 收纳",
+    "增值税发票打印机", "身份证读卡器", "银行卡套 卡包", "裸色 口红", "子弹头 口红", "炸弹 浴球 泡澡",
+    "爆炸盐 洗衣 去渍", "枪色 金属 耳钉", "狙击手 模型 手办", "小姐姐 同款 连衣裙", "上门安装 服务",
+    "按摩椅 全身 家用", "新疆独特风味 葡萄干", "收藏独家版 邮票", "威信县 特产 天麻", "薇诺娜 舒敏保湿霜",
+    "微单相机 a6400 套机", "电话手表 儿童 4G", "傻瓜相机 胶片", "小狗日记 儿童绘本", "操作台 不锈钢",
+    "甲鱼 王八 鲜活", "冰壶 运动 玩具",
+)
 LATER_LOOK_ALIKES = (
     "棕色情侣对戒", "米色情侣睡衣套装", "姜黄片 泡水喝", "大黄片 中药", "芝士味蛋黄片 饼干",
     "牙刷单支装 软毛", "阳台独立式晾衣架", "魔法轮盘 儿童玩具", "回春药酒 泡酒料", "特大麻将 手搓",
@@ -155,7 +183,10 @@ EMOJI_SEPARATORS = "❤★☆✿♥💋"
 # Homophones and look-alikes of the WeChat keyword that sellers write.
 WECHAT_VARIANTS = ("溦信", "嶶信", "卫信", "魏信", "薇芯", "威鑫", "徽欣", "V芯", "wei信", "危信")
 WAYS = ("plain", "spaces", "symbols", "cjk-separator", "emoji-separator", "fullwidth", "homophone",
-        "wechat-variant", "spread-id", "phone-format", "cjk-homophone")
+        "wechat-variant", "spread-id", "phone-format", "cjk-homophone",
+        # added with the December round
+        "traditional", "zero-width", "circled", "chinese-digits", "mixed-separators", "brackets")
+CHINESE_DIGITS = ("零一二三四五六七八九", "〇壹贰叁肆伍陆柒捌玖")
 
 # Legitimate titles that hold a spam term only across a word boundary (黑色|情侣 holds 色情),
 # or name a brand, snack, colour or toy. Written for this benchmark.
@@ -177,8 +208,9 @@ LOOK_ALIKES = (
 
 
 def normalise(text: str) -> str:
-    """What the caller does before the filter: unescape, NFKC, collapse whitespace."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", html.unescape(text))).strip()
+    """What the caller does before the filter: the text pipeline's normalisation (unescape,
+    NFKC, invisible characters out, whitespace collapsed, traditional to simplified)."""
+    return normalize_title(text)
 
 
 def fill(template: str, rng: random.Random) -> str:
@@ -193,6 +225,8 @@ def obfuscate(phrase: str, rng: random.Random) -> tuple[str, str]:
     """``phrase`` disguised one random way of ``WAYS``, and the way's name ("plain" when the
     way does not apply to the phrase)."""
     way = rng.choice(WAYS)
+    if way in MORE_WAYS:
+        return MORE_WAYS[way](phrase, rng), way
     if way == "spaces":
         return " ".join(phrase), way
     if way == "symbols":
@@ -226,6 +260,48 @@ def obfuscate(phrase: str, rng: random.Random) -> tuple[str, str]:
             sep = rng.choice(("-", " ", "—", "."))
             return phrase.replace(d, f"{d[:3]}{sep}{d[3:7]}{sep}{d[7:]}"), way
     return phrase, "plain"
+
+
+def _traditional(phrase: str, rng: random.Random) -> str:
+    import opencc
+
+    return opencc.OpenCC("s2t").convert(phrase)
+
+
+def _zero_width(phrase: str, rng: random.Random) -> str:
+    return rng.choice(("\u200b", "\u200c", "\u200d", "\ufeff")).join(phrase)
+
+
+def _circled(phrase: str, rng: random.Random) -> str:
+    def circle(char: str) -> str:
+        if char in "123456789":
+            return chr(0x2460 + int(char) - 1)
+        if char == "0":
+            return "⓪"
+        if "a" <= char.lower() <= "z":
+            return chr(0x24D0 + ord(char.lower()) - ord("a"))
+        return char
+    return "".join(map(circle, phrase))
+
+
+def _chinese_digits(phrase: str, rng: random.Random) -> str:
+    digits = rng.choice(CHINESE_DIGITS)
+    return re.sub(r"\d", lambda m: digits[int(m[0])], phrase)
+
+
+def _mixed_separators(phrase: str, rng: random.Random) -> str:
+    pool = SEPARATORS + CJK_SEPARATORS + EMOJI_SEPARATORS + " "
+    return "".join(char + rng.choice(pool) for char in phrase[:-1]) + phrase[-1:]
+
+
+def _brackets(phrase: str, rng: random.Random) -> str:
+    left, right = rng.choice(("【】", "()", "[]", "「」", "《》"))
+    return "".join(f"{left}{char}{right}" for char in phrase)
+
+
+# Ways that apply to any phrase (each one's phrase is changed, maybe only by normalisation).
+MORE_WAYS = {"traditional": _traditional, "zero-width": _zero_width, "circled": _circled,
+             "chinese-digits": _chinese_digits, "mixed-separators": _mixed_separators, "brackets": _brackets}
 
 
 def inject(title: str, phrase: str, rng: random.Random) -> str:
@@ -324,7 +400,8 @@ def main() -> int:
         print(f"  [{category}] {text}")
 
     for name, titles_set in (("look-alikes", LOOK_ALIKES), ("fresh look-alikes", FRESH_LOOK_ALIKES),
-                             ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES)):
+                             ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES),
+                             ("december look-alikes", DECEMBER_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
@@ -336,7 +413,7 @@ def main() -> int:
     by_way: dict[str, list[int]] = {}
     hosts_flagged = hosts = 0
     for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER),
-                          ("final", FINAL)):
+                          ("final", FINAL), ("december", DECEMBER)):
         print(f"\ninjected spam, {name} phrases, {args.per_category} titles per category (seed {args.seed}):")
         total = 0
         for category in SPAM_CATEGORIES:
