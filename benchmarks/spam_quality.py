@@ -7,15 +7,18 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Six phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), then five sets each written before a round of changes
+Seven phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then six sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
-(87.1%), ``FINAL`` (79.8%) and ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
+(87.1%), ``FINAL`` (79.8%), ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
 obfuscation kinds: traditional characters, zero-width joins, circled letters and digits, numbers
-in Chinese numerals, a different separator at each gap, characters in brackets). Each set's misses then shaped the next round, so only those
+in Chinese numerals, a different separator at each gap, characters in brackets) and
+``LATE_DECEMBER`` (written with DECEMBER, run once after that round's changes: 92.5%, look-alikes
+1 of 34). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
-``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, written in the same rounds) are legitimate titles
+``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, ``LATE_DECEMBER_LOOK_ALIKES``, written in the same rounds) are legitimate titles
 that hold a flagged term only across a word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
@@ -155,6 +158,55 @@ DECEMBER_LOOK_ALIKES = (
     "按摩椅 全身 家用", "新疆独特风味 葡萄干", "收藏独家版 邮票", "威信县 特产 天麻", "薇诺娜 舒敏保湿霜",
     "微单相机 a6400 套机", "电话手表 儿童 4G", "傻瓜相机 胶片", "小狗日记 儿童绘本", "操作台 不锈钢",
     "甲鱼 王八 鲜活", "冰壶 运动 玩具",
+)
+# Written in the same session as DECEMBER, before any change, and run once after them all: the
+# session's clean held-out figure (92.5%, look-alikes 1 of 34: 百家乐 积木). Its misses then
+# led to 加Q, 你妈的 before an insult, a bracketed V:, a gap between a game and 真钱, and 假|学历证书.
+LATE_DECEMBER = {
+    "porn": ("附近美女约见面", "成人黄色网址", "真人秀裸聊室", "上门外围女", "酒店上门服务小妹", "看av片网址",
+             "一对一脱衣视频", "情色电影在线"),
+    "politics": ("打倒习近平", "中共必亡", "法轮大法弟子", "天灭中共", "港独", "反共复国"),
+    "terror": ("枪支出售", "出售散弹枪", "自制手雷方法", "弩弓出售", "订购军用枪", "出售手枪零件",
+               "恐怖分子招募", "出售黑火药"),
+    "drugs": ("冰毒批发", "出售麻古", "K粉邮寄", "大麻种植技术", "海洛因出售", "卖摇头丸", "迷奸药出售",
+              "γ羟基丁酸出售"),
+    "gambling": ("在线真人赌场", "网赌注册送钱", "足球赌博网站", "时时彩包中", "百家乐平台代理", "六合彩内部资料",
+                 "老虎机游戏真钱"),
+    "contact": ("加微X{id}", "薇❤信{id}", "扣扣号:{digits}", "加Q{digits}", "联系我:{phone}", "V❤:{id}",
+                "电话/微信同号{phone}", "vx号{id}", "加我扣扣{digits}"),
+    "fraud": ("办理信用卡套现", "出售假身份证", "代开各类发票", "网络刷单兼职", "贷款无需征信", "买卖银行卡",
+              "高仿人民币出售", "假学历证书办理"),
+    "abuse": ("傻逼老板", "草泥马卖家", "垃圾商家去死", "狗东西客服", "sb店家", "你妈的垃圾"),
+}
+LATE_DECEMBER_LOOK_ALIKES = (
+    "金色情侣对戒 925银", "湖蓝色情侣T恤", "港式独家奶茶粉", "中国风 国画 挂画", "法式轮廓 连衣裙", "共产党员 徽章 胸针",
+    "玩具枪 水弹 男孩", "枪黑色 钛钢手链", "冰箱贴 磁贴", "麻古典 木质 摆件", "K歌 麦克风 手机", "大麻花 袋装",
+    "迷你药盒 便携", "时时彩色铅笔", "六合彩色木门", "百家乐 积木 拼装", "德州扑克桌布", "老虎机 儿童 玩具",
+    "信用卡 收纳包", "身份证 保护套", "发票 打印纸 针式", "刷毛 单肩包",
+    "假发 女 长发", "银行卡 卡套 透明", "傻瓜 相机 胶卷", "狗 衣服 泰迪", "垃圾桶 家用 带盖", "小姐姐 同款 汉服",
+    "上门 取件 快递袋", "成人 纸尿片 L", "av接口 转换线", "qq星 奶粉", "微单 镜头 保护膜", "电话机 座机 家用",
+)
+# Ordinary titles outside cosmetics (the real titles are mostly cosmetics), written in the
+# December round: clothing, home, food, toys, sports, books, services, with the words a spam
+# class is built from (刀, 枪, 彩票, 信用卡, 上门, 同城, 客服, 垃圾 ...) used innocently.
+OTHER_DOMAINS = (
+    "情趣内衣 性感 蕾丝 睡裙", "性感诱惑 吊带睡衣 女", "惹火身材 显瘦 连衣裙", "前凸后翘 塑身衣 收腹",
+    "防狼喷雾 女士 随身", "户外 折叠刀 露营", "厨房刀具 套装 德国", "瑞士军刀 多功能 小刀", "电蚊拍 充电式",
+    "彩票打印机 热敏", "18k彩金 手链 女", "足球 比赛用球 5号", "体育彩票 店 招牌 灯箱", "斗地主 扑克牌 10副",
+    "炸金花 扑克 桌游", "德州扑克 筹码 100枚", "麻将 手搓 家用 大号", "老虎机 存钱罐 儿童", "在线 课程 英语 网课",
+    "游戏充值卡 点卡", "信用卡 套 卡包 防消磁", "身份证 卡套 透明", "银行卡 收纳 卡包 女", "发票 专用 打印纸",
+    "增值税发票 可开 办公用品", "贷款计算器 财务", "论文 查重 知网", "代写 毛笔字 春联 手写", "毕业证书 外壳 封皮 定制",
+    "驾照 皮套 驾驶证 卡套", "护照 保护套 旅行", "LED 流水灯 灯带", "中共党史 书籍 出版社", "共产党员 党徽 胸针",
+    "台湾 凤梨酥 礼盒", "西藏 牦牛 肉干", "法轮 齿轮 机械 配件", "轮滑鞋 成人 初学者", "冰块 模具 硅胶",
+    "k歌 宝 麦克风", "摇头 风扇 落地扇", "邮票 收藏 生肖", "白粉 腻子 墙面", "仿真 手雷 模型 钥匙扣",
+    "狗东西 搞笑 表情包 抱枕", "垃圾袋 加厚 家用", "客服 耳机 头戴式", "卖家秀 连衣裙", "老板椅 真皮 办公",
+    "去死皮 磨砂膏 身体", "死海泥 面膜", "草泥马 毛绒 玩偶", "干发帽 吸水", "自慰器 男用", "防偷拍 检测器",
+    "约会 连衣裙 温柔", "同城 配送 鲜花 生日", "附近 门店 自提", "上门 安装 空调 清洗", "上门服务 家政 保洁",
+    "按摩椅 家用 全身", "小姐姐 同款 裙子", "学生妹 发型 假发", "美女 图案 T恤", "电击 按摩仪 颈椎",
+    "匕首 造型 开瓶器", "弓箭 儿童 玩具 吸盘", "弹弓 专业 竞技", "仿真枪 合金 模型 不可发射", "子弹 项链 吊坠",
+    "炸弹头 发型 假发", "手雷 杯 玻璃 啤酒杯", "核弹头 鼠标", "送你妈的 生日礼物", "加扣子 衬衫 男",
+    "加Q弹 软糖", "统一 冰红茶 整箱", "Nike SB Dunk Low 板鞋", "1一3岁 儿童 积木", "成人电影票 2张",
+    "枪支 模型 合金 1:2.05", "军火库 游戏 周边", "军刺 造型 钥匙扣",
 )
 LATER_LOOK_ALIKES = (
     "棕色情侣对戒", "米色情侣睡衣套装", "姜黄片 泡水喝", "大黄片 中药", "芝士味蛋黄片 饼干",
@@ -371,6 +423,33 @@ def demo_catalog(spam: SpamFilter) -> tuple[int, int, int, int]:
     return len(spam_rows), right, len(clean_rows), wrong
 
 
+def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]]) -> None:
+    """Print what the filter flags among real titles, real captions and the look-alike sets."""
+    flagged = [(spam.check(t, w), t) for t, w in zip(titles, words, strict=True)]
+    flagged = [(c, t) for c, t in flagged if c]
+    print(f"real titles: {len(flagged)}/{len(titles)} flagged = {len(flagged) / len(titles):.2%} (goal <= 1%)")
+    for category, title in flagged:
+        print(f"  [{category}] {title}")
+    captions = load_captions()
+    flagged = [(spam.check(c), c) for c in captions]
+    flagged = [(c, t) for c, t in flagged if c]
+    print(f"real captions (COCO-CN, Flickr30k-CN): {len(flagged)}/{len(captions)} flagged "
+          f"= {len(flagged) / max(1, len(captions)):.2%}")
+    for category, text in flagged[:20]:
+        print(f"  [{category}] {text}")
+
+    for name, titles_set in (("other domains", OTHER_DOMAINS), ("look-alikes", LOOK_ALIKES),
+                             ("fresh look-alikes", FRESH_LOOK_ALIKES),
+                             ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES),
+                             ("december look-alikes", DECEMBER_LOOK_ALIKES),
+                             ("late december look-alikes", LATE_DECEMBER_LOOK_ALIKES)):
+        looks = [(spam.check(normalise(t)), t) for t in titles_set]
+        looks = [(c, t) for c, t in looks if c]
+        print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
+        for category, title in looks:
+            print(f"  [{category}] {title}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-category", type=int, default=400, help="injected titles per category")
@@ -385,35 +464,14 @@ def main() -> int:
     spam = SpamFilter.default()
     titles = load_titles()
     words = [segment(t) for t in titles]
-
-    flagged = [(spam.check(t, w), t) for t, w in zip(titles, words, strict=True)]
-    flagged = [(c, t) for c, t in flagged if c]
-    print(f"real titles: {len(flagged)}/{len(titles)} flagged = {len(flagged) / len(titles):.2%} (goal <= 1%)")
-    for category, title in flagged:
-        print(f"  [{category}] {title}")
-    captions = load_captions()
-    flagged = [(spam.check(c), c) for c in captions]
-    flagged = [(c, t) for c, t in flagged if c]
-    print(f"real captions (COCO-CN, Flickr30k-CN): {len(flagged)}/{len(captions)} flagged "
-          f"= {len(flagged) / max(1, len(captions)):.2%}")
-    for category, text in flagged[:20]:
-        print(f"  [{category}] {text}")
-
-    for name, titles_set in (("look-alikes", LOOK_ALIKES), ("fresh look-alikes", FRESH_LOOK_ALIKES),
-                             ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES),
-                             ("december look-alikes", DECEMBER_LOOK_ALIKES)):
-        looks = [(spam.check(normalise(t)), t) for t in titles_set]
-        looks = [(c, t) for c, t in looks if c]
-        print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
-        for category, title in looks:
-            print(f"  [{category}] {title}")
+    report_clean_sets(spam, titles, words)
 
     rng = random.Random(args.seed)
     misses: list[tuple[str, str | None, str, str]] = []
     by_way: dict[str, list[int]] = {}
     hosts_flagged = hosts = 0
     for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER),
-                          ("final", FINAL), ("december", DECEMBER)):
+                          ("final", FINAL), ("december", DECEMBER), ("late december", LATE_DECEMBER)):
         print(f"\ninjected spam, {name} phrases, {args.per_category} titles per category (seed {args.seed}):")
         total = 0
         for category in SPAM_CATEGORIES:

@@ -12,6 +12,11 @@ microseconds:
 - the *squeezed* title: the marked one without its spaces, so ``加 微 信``, ``加.V.信`` and ``+V``
   all read ``加微信``/``加微``.
 
+Before both, a number written in Chinese numerals (一八二七..., 壹叁捌...) is read as digits, and
+so are the numerals of an id after a contact word (``微信 dxk壹n〇n伍g``). A third view reads a
+single 一 between two characters as a separator (``招一嫖``): 一 is both a common character and
+a favourite separator, so only the judge below decides.
+
 Three kinds of rules run on them:
 
 1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
@@ -29,7 +34,8 @@ Three kinds of rules run on them:
 
 A phrase or word found is then judged by the words jieba finds in the marked title: when a
 dictionary word straddles either end of it (黑色|情侣装 holds 色情, 搞笑|气球 holds 笑气,
-水枪|支架 holds 枪支), the title is about something else and the match does not count. Words the
+水枪|支架 holds 枪支), the title is about something else and the match does not count, unless
+the term is one character and a word that runs on (假|学历证书 still holds 假学历). Words the
 segmenter only guessed (its HMM glues unknown text such as 刷单赚) do not veto a match, and an
 ASCII term must not touch another letter or digit in the marked title, where the spaces the
 squeezed one lost still show (``k粉`` stands in ``ahc k粉``, not in ``pink粉``).
@@ -63,6 +69,7 @@ _ALIASES = {
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
     "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
+    "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群",
 }
 # WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
 # Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
@@ -76,12 +83,14 @@ _ALIAS_RE = re.compile("|".join((
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
-    r"\+(?=.{0,3}?(?:v|wx|wei|qq|扣扣|[微薇威徽溦嶶]))|[➕﹢](?=.{0,3}?(?:v|wx|wei|qq|扣扣|[微薇威徽溦嶶]))",
+    r"\+(?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))|[➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
+    # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群" a QQ group
+    r"加我 ?v(?=[ :：]?(?=[0-9a-z_]*\d)[0-9a-z_]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群",
     r"薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
     # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"; a V alone
     # before a colon ("V:abc123", "V☆:☆a☆b") is one when no letter precedes it
-    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])|v(?<![a-z]v)[^0-9a-z\u3400-\u9fff]{0,3}[:：]",
+    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])|v(?<![a-z]v)[^0-9a-z\u3400-\u9fff]{0,6}[:：]",
     f"w(?<![a-z]w)ei[{_XIN}]|v(?<![a-z]v)[{_XIN}]",
 )))
 # What survives squeezing: Latin letters (already lower-cased), digits, CJK ideographs.
@@ -99,6 +108,34 @@ _SPREAD_ID = re.compile(r"(?:微信|微|加 ?微|加 ?v|v(?<![0-9a-z]v) ?x|w(?<!
                         r"(?=[0-9a-z ]*\d)[0-9a-z](?: ?[0-9a-z_]){5,}")
 # A mobile number written digit by digit (1 3 8 1 2 3 4 5 6 7 8) on the marked title.
 _SPREAD_PHONE = re.compile(r"1(?<!\d1)(?<!\d 1) [3-9](?: \d){9}(?! ?\d)")
+
+
+# A number written in Chinese numerals (一三八..., 壹叁捌...), maybe mixed with digits: a run
+# of seven or more holding three numerals or more, two of them different, is read as digits
+# (no title writes a model number or a size that way), so a phone number spelled out is still one.
+_NUMERALS = str.maketrans("零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖", "001112233445566778899")
+_NUMERAL_RUN = re.compile(r"[0-9零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖](?:[ \-._—]?[0-9零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖]){6,}")
+
+
+# An id after a contact keyword with some of its digits in Chinese numerals (微信 dxk壹n〇n伍g),
+# on the marked title: read as digits when the run holds two letters or digits too.
+_NUMERAL_ID = re.compile(r"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z ]*[0-9a-z][0-9a-z ]*[0-9a-z])"
+                         r"[0-9a-z零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖](?: ?[0-9a-z零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖]){4,})")
+
+
+def _id_digits(marked: str) -> str:
+    """``marked`` with the Chinese numerals of an id after a contact keyword read as digits."""
+    return _NUMERAL_ID.sub(lambda m: m[0][:m.start(1) - m.start()] + m[1].translate(_NUMERALS), marked)
+
+
+def _digits(text: str) -> str:
+    """``text`` with each run of Chinese numerals long enough to be a number read as digits."""
+    def read(match: re.Match[str]) -> str:
+        run = match[0]
+        numerals = [c for c in run if not c.isascii()]
+        # a run of one numeral between digits is a separator (7一3一3一7), not a number
+        return run.translate(_NUMERALS) if len(numerals) >= 3 and len(set(numerals)) >= 2 else run
+    return _NUMERAL_RUN.sub(read, text)
 
 
 # A lexicon entry "a…b" matches a and b with up to _GAP_SIZE characters between them.
@@ -169,6 +206,12 @@ _COMMON_CHARS = (
     "德妃莹色全采凝之赋组合宝柔妍蜗钥缇莱直方御限春脱收防份皮效法纯力平型膏泡智温量泥孕啫然物可"
     "喱丝四缩植衡灯嫩妇场脸坊纹动自能老网粉高蓝果倩年梵基榴花石特喷雾晒菁臻希旗瑰磁细舰钻曲一塑"
     "衣裙裤鞋童秋冬季时尚休闲百搭外长短袖棉麻厚绒宽松显瘦气质复古高腰儿婴车手机壳"
+    # characters common in titles of clothing, home, food, electronics, sports and toys
+    "码号款式季节系源货头内带双单层板架座台电池充线器箱柜桌椅床垫被枕毯帘窗锁匙杯壶锅碗盘筷勺刀"
+    "盒袋鞋靴帽围巾套袜表链戒耳环项坠镜框片贴纸笔册书卡票证件夹扣绳球拍网杆轮胎脚踏骑跑步健身"
+    "瑜伽游泳钓鱼营登山旅烧烤厨卫浴刷擦拖扫吸尘净器湿风扇空调冰箱热微波饭煲茶叶咖啡酒饮料零食糖"
+    "果饼干坚肉虾蟹牛羊猪鸡鸭蛋粉米油盐酱醋调味辣椒蒜姜葱苹梨桃橙柚蕉莓瓜菜豆玉薯树木种盆栽肥宠"
+    "狗猫粮玩具积拼图娃模型遥控汽飞船价值送赠礼券店铺旗舰厂直销批发售卖代理提现金额分期免息"
     # and the most common characters of written Chinese
     "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对"
     "可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公"
@@ -181,6 +224,12 @@ _RANK = {char: rank for rank, char in enumerate(dict.fromkeys(_COMMON_CHARS))}
 def _anchor(phrase: str) -> str:
     """The least common character of ``phrase`` (by ``_COMMON_CHARS``)."""
     return max(phrase, key=lambda char: _RANK.get(char, len(_RANK)))
+
+
+def _char_class(chars: Iterable[str]) -> re.Pattern[str]:
+    """A regex matching any one of ``chars`` (never matching when there are none)."""
+    chars = sorted(set(chars))
+    return re.compile(f"[{''.join(map(re.escape, chars))}]" if chars else "(?!)")
 
 
 def squeeze(text: str) -> str:
@@ -202,6 +251,16 @@ def _despread(marked: str) -> str:
     if not _SPREAD_HINT.search(marked):
         return marked
     return _SPREAD.sub(_read_spread, marked)
+
+
+# 一 standing between two characters, as a separator once ("裸一聊"): the one separator that is
+# also a common character, so a view reads it as a space and the judge weighs what it finds.
+_JOIN = re.compile(r"(?<=[0-9a-z\u3400-\u9fff])一(?=[0-9a-z\u3400-\u9fff])")
+
+
+def _unjoin(marked: str) -> str:
+    """``marked`` with each 一 between two characters read as a separator."""
+    return _JOIN.sub(" ", marked) if "一" in marked else marked
 
 
 def _read_spread(match: re.Match[str]) -> str:
@@ -263,6 +322,8 @@ class SpamFilter:
                     self._phrase_category.setdefault(squeeze(entry), category)
         # "代开…发票": up to _GAP_SIZE characters between the parts (代开增值税专用发票)
         self._gap_category = [category for category, _ in gaps]
+        # most titles hold none of the gap entries' anchors and skip their (slower) regex
+        self._gap_anchors = _char_class(_anchor(squeeze(entry.replace(_GAP, ""))) for _, entry in gaps)
         self._gaps = re.compile("|".join(
             f"({f'.{{0,{_GAP_SIZE}}}?'.join(re.escape(squeeze(part)) for part in entry.split(_GAP))})"
             for _, entry in gaps) or "(?!)")
@@ -275,8 +336,7 @@ class SpamFilter:
         self._phrase_category.update(
             (a, "") for a in allowed if any(_shadows(a, p) for p in self._phrase_category if p))
         self._phrases = re.compile(_trie_regex(self._phrase_category))
-        anchors = {_anchor(p) for p, category in self._phrase_category.items() if category}
-        self._anchors = re.compile(f"[{''.join(map(re.escape, sorted(anchors)))}]" if anchors else "(?!)")
+        self._anchors = _char_class(_anchor(p) for p, category in self._phrase_category.items() if category)
 
         self._word_category: dict[str, str] = {}
         for category, entries in words.items():
@@ -314,12 +374,12 @@ class SpamFilter:
         compatibility and not needed: a term found is judged on the segmentation of the
         marked title, which this method makes itself, and only then. Never raises on any string.
         """
-        lowered = text.lower()
+        lowered = _digits(text.lower())
         if _GROUPED_PHONE_RE.search(lowered):
             return "contact"
-        marked = mark(lowered)
-        spread = _despread(marked)
-        for view in (marked, spread) if spread != marked else (marked,):
+        marked = _id_digits(mark(lowered))
+        views = dict.fromkeys((marked, _despread(marked), _unjoin(marked)))
+        for view in views:
             category = self._check_view(view)
             if category:
                 return category
@@ -339,7 +399,7 @@ class SpamFilter:
                         return category
                     if category == "":
                         break  # an allowed entry covers it
-        for match in self._gaps.finditer(squeezed):
+        for match in self._gaps.finditer(squeezed) if self._gap_anchors.search(squeezed) else ():
             if judge.stands(match[0], whole_word=False):
                 return self._gap_category[match.lastindex - 1]
         if _CONTACT_RE.search(squeezed) or _SPREAD_PHONE.search(view) or _SPREAD_ID.search(view):
@@ -378,12 +438,20 @@ class _Judge:
         if " " in view[start:end]:
             return True  # spelled out character by character: written to hide, not by chance
         for left, right in self.spans():
-            if left < start < right or start < left < end < right:
+            if left < start < right or (start < left < end < right and not self._runs_on(start, left, end)):
                 return False  # a dictionary word straddles an end: 黑色|情侣 for 色情
             # (a longer word that starts with the term, 色情片 for 色情, is the term's own kind)
             if whole_word and left <= start and end <= right and right - left > end - start:
                 return False  # inside a longer dictionary word: 大麻哈鱼 for 大麻
         return True
+
+    def _runs_on(self, start: int, left: int, end: int) -> bool:
+        """Whether a term is one character and a dictionary word (假|学历) and the word runs on
+        into a longer one (假|学历证书): the term still stands. A longer head (成人|电影票)
+        does not: 成人电影 is a word pair that a ticket title holds too."""
+        from taomm.text.segment import get_segmenter
+
+        return left == start + 1 and end - left >= 2 and get_segmenter().known(self.view[left:end])
 
     def spans(self) -> list[tuple[int, int]]:
         """(start, end) of each dictionary word of two or more characters in the view."""
