@@ -7,18 +7,19 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Seven phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), then six sets each written before a round of changes
+Nine phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then eight sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
 (87.1%), ``FINAL`` (79.8%), ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
 obfuscation kinds: traditional characters, zero-width joins, circled letters and digits, numbers
 in Chinese numerals, a different separator at each gap, characters in brackets) and
 ``LATE_DECEMBER`` (written with DECEMBER, run once after that round's changes: 92.5%, look-alikes
-1 of 34). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+1 of 34), then ``EVENING`` (written after that round, 66.7% on its code, look-alikes 0 of 30) and
+``NIGHT`` (written before the gap classes, run once after them: 74.6%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
-``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, ``LATE_DECEMBER_LOOK_ALIKES``, written in the same rounds) are legitimate titles
+``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, ``LATE_DECEMBER_LOOK_ALIKES``, ``EVENING_LOOK_ALIKES``, ``NIGHT_LOOK_ALIKES``, written in the same rounds) are legitimate titles
 that hold a flagged term only across a word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
@@ -186,6 +187,62 @@ LATE_DECEMBER_LOOK_ALIKES = (
     "假发 女 长发", "银行卡 卡套 透明", "傻瓜 相机 胶卷", "狗 衣服 泰迪", "垃圾桶 家用 带盖", "小姐姐 同款 汉服",
     "上门 取件 快递袋", "成人 纸尿片 L", "av接口 转换线", "qq星 奶粉", "微单 镜头 保护膜", "电话机 座机 家用",
 )
+# Written after the December round's changes and run once on that code: 66.7% (porn 36.0,
+# politics 70.2, terror 44.0, drugs 88.2, gambling 83.8, contact 96.8, fraud 47.0, abuse 67.5%),
+# look-alikes 0 of 30. Its misses (a modifier between verb and goods: 收购二手银行卡; hooks:
+# 约妹子上门; slang: 菠菜平台, G水) led to gap classes, whose parts must stand as words.
+EVENING = {
+    "porn": ("免费黄色电影网", "约妹子上门", "美女主播脱光", "深夜福利群", "成人av下载", "找小姐服务", "援交少女",
+             "性爱视频分享"),
+    "politics": ("共产党是邪教", "习近平去死", "支持台湾独立", "六四天安门大屠杀", "法轮大法救度众生", "中共倒台在即"),
+    "terror": ("出售猎枪子弹", "买枪找我", "仿真枪改装实弹", "弓弩麻醉箭出售", "炸药雷管批发", "自制燃烧弹教程",
+               "军用刺刀出售"),
+    "drugs": ("冰毒出售货到付款", "大麻叶子出售", "K粉冰毒批发", "摇头丸邮寄", "海洛因白粉", "迷药无色无味", "G水出售",
+              "笑气气弹批发"),
+    "gambling": ("菠菜平台推荐", "网赌上岸", "百家乐必胜技巧", "棋牌游戏可提现", "足球外围投注", "时时彩稳赚计划",
+                 "六合彩开奖结果"),
+    "contact": ("私我V:{id}", "➕V❤{id}", "QQ:{digits}", "电联{phone}", "微信联系{id}", "加薇{id}", "找我vx{id}",
+                "手机:{phone}"),
+    "fraud": ("代办大额信用卡", "收购二手银行卡", "出售身份证复印件", "网贷秒过", "花呗额度套现", "刷单兼职日赚300",
+              "假钞出售", "代开增值税票"),
+    "abuse": ("傻逼卖家骗子", "垃圾客服滚", "你妈死了卖家", "操你大爷", "草泥马的店", "狗比商家"),
+}
+EVENING_LOOK_ALIKES = (
+    "菠菜 新鲜 蔬菜 500g", "冰丝 凉席 三件套", "K金 耳钉 女", "白粉笔 无尘 教学", "迷你 药箱 家用", "刺刀 造型 开瓶器",
+    "磨刀石 家用 刀具", "福利彩票 店 装修 贴纸", "深夜食堂 漫画", "主播 同款 衬衫", "少女 连衣裙 夏", "性感 睡衣 女",
+    "视频会议 摄像头 1080p", "分享装 零食 大礼包", "微信支付 立牌 收款码", "QQ飞车 周边 手办", "手机支架 车载",
+    "二手 手机 回收", "台湾独立设计师 品牌 包", "天安门 纪念 明信片", "中共一大会址 纪念品", "防诈骗 宣传 海报",
+    "大额 优惠券 本子", "银行卡 贴纸 卡贴", "上岸 考公 资料", "外围 护栏 围挡", "实弹 射击 体验 门票",
+    "弓弩 造型 钥匙扣", "狗粮 比熊 专用", "麻醉 面霜 表麻 纹绣",
+)
+# Written before the gap classes and run once after them: 74.6% (porn 55.0, politics 40.8,
+# terror 62.7, drugs 87.0, gambling 84.5, contact 88.5, fraud 78.8, abuse 99.8%), look-alikes
+# 0 of 30: the last clean held-out figure. Its misses then led to a few lines (打倒毛泽东,
+# 共产党杀人, 兼职…陪睡, Q号, 学历…代办); the rest are jieba's words across the term's ends
+# (免费成人|网站, 炸弹|制作方法) or slang and claims no class holds (恐怖主义宣传, 可发射钢珠).
+NIGHT = {
+    "porn": ("寂寞少妇在线陪聊", "高端外围模特预约", "看黄片加群", "免费成人网站入口", "色情小说txt下载",
+             "同城一夜情交友软件", "约啪神器", "女大学生兼职陪睡"),
+    "politics": ("法轮功是好的", "中国共产党是恐怖组织", "打倒毛泽东", "西藏独立万岁", "六四镇压学生", "共产党杀人"),
+    "terror": ("高仿真枪可发射钢珠", "气枪铅弹批发零售", "出售各种管制刀具", "猎枪配件出售", "雷管导火索出售",
+               "炸弹制作方法大全", "恐怖主义宣传"),
+    "drugs": ("冰毒吸食工具", "大麻烟卷出售", "买K粉加我", "摇头丸哪里买", "海洛因纯度高", "迷幻蘑菇出售", "听话水迷情药"),
+    "gambling": ("真人百家乐开户", "体彩足彩内部消息", "网络赌博平台推荐", "线上老虎机游戏赢钱", "六合彩特码资料",
+                 "博彩网站大全"),
+    "contact": ("详情加薇:{id}", "有意者联系{phone}", "Q号{digits}", "需要的加V {id}", "微❤信号{id}", "咨询请拨打{phone}",
+                "wx同号{phone}", "企鹅{digits}"),
+    "fraud": ("代开各种正规发票", "银行卡四件套出售", "身份证代办加急", "高仿假币一比一", "信用卡代还提额",
+              "刷单做任务赚佣金", "学历认证代办", "贷款不看征信黑户可贷"),
+    "abuse": ("卖家是傻逼", "客服脑残吧", "草你妈的快递", "滚你妈的店", "这个垃圾卖家去死", "傻叉店铺"),
+}
+NIGHT_LOOK_ALIKES = (
+    "寂寞沙洲冷 书法 作品", "陪聊 机器人 儿童 早教", "模特 同款 外套", "刀具 收纳架 厨房", "电动车 配件 出售 电池",
+    "香菇 干货 蘑菇 500g", "纯度 99% 酒精 消毒", "足彩 分析 书籍", "招财猫 摆件 赢钱", "资料 收纳 文件夹 A4",
+    "菜谱 大全 书", "加急 冲印 照片", "任务卡 儿童 奖励", "学历 提升 教材", "快递 盒 纸箱 批发", "滚筒 洗衣机 10公斤",
+    "垃圾 分类 桶 四色", "店铺 装修 贴纸", "卖家 包邮 秒发 T恤", "女大学生 开学 必备 收纳", "兼职 招聘 海报 模板",
+    "黑户 口 本 封皮", "毛泽东 像章 收藏", "西藏 特产 牦牛 奶片", "真人 cs 装备 迷彩", "宣传 海报 定制 印刷",
+    "冰 吸管 杯 大容量", "烟卷 造型 棒棒糖", "恐怖 万圣节 面具", "迷情 香水 女士",
+)
 # Ordinary titles outside cosmetics (the real titles are mostly cosmetics), written in the
 # December round: clothing, home, food, toys, sports, books, services, with the words a spam
 # class is built from (刀, 枪, 彩票, 信用卡, 上门, 同城, 客服, 垃圾 ...) used innocently.
@@ -216,6 +273,10 @@ LATER_LOOK_ALIKES = (
     "蓝色视频采集卡", "驼色情侣围巾", "奶黄色情侣杯", "香草味大麻花", "纯手工麻花 椒盐",
     "无毒品质 儿童蜡笔", "彩色情景贴纸",
 )
+
+# The phrase sets in the order they were written.
+ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
+          ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -442,7 +503,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("fresh look-alikes", FRESH_LOOK_ALIKES),
                              ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES),
                              ("december look-alikes", DECEMBER_LOOK_ALIKES),
-                             ("late december look-alikes", LATE_DECEMBER_LOOK_ALIKES)):
+                             ("late december look-alikes", LATE_DECEMBER_LOOK_ALIKES),
+                             ("evening look-alikes", EVENING_LOOK_ALIKES), ("night look-alikes", NIGHT_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
@@ -470,8 +532,7 @@ def main() -> int:
     misses: list[tuple[str, str | None, str, str]] = []
     by_way: dict[str, list[int]] = {}
     hosts_flagged = hosts = 0
-    for name, phrases in (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER),
-                          ("final", FINAL), ("december", DECEMBER), ("late december", LATE_DECEMBER)):
+    for name, phrases in ROUNDS:
         print(f"\ninjected spam, {name} phrases, {args.per_category} titles per category (seed {args.seed}):")
         total = 0
         for category in SPAM_CATEGORIES:

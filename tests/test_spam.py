@@ -316,6 +316,35 @@ def test_classes_leave_products_clean(spam, title):
     assert check(spam, title) is None
 
 
+@pytest.mark.parametrize(("title", "category"), [
+    # a gap class: an offer or trade and its goods with a few words between
+    ("弓弩麻醉箭出售", "terror"), ("出售全新军用刺刀", "terror"), ("代办大额信用卡", "fraud"),
+    ("收购二手银行卡", "fraud"), ("学历认证代办", "fraud"), ("代开增值税专用发票", "fraud"),
+    ("共产党是邪教", "politics"), ("女大学生兼职陪睡", "porn"), ("约妹子上门", "porn"),
+    ("菠菜平台推荐", "gambling"), ("G水出售", "drugs"), ("Q号 12345678", "contact"),
+])
+def test_gap_classes(spam, title, category):
+    assert check(spam, title) == category
+    assert check(spam, f"补水保湿 {title} 面霜") == category
+
+
+@pytest.mark.parametrize("title", [
+    "出售儿童玩具手枪",  # an allowed entry covers the goods
+    "手枪钻 批发",  # the goods are the start of a longer word: a tool
+    "弓弩 造型 钥匙扣 批发", "身份证 卡套 出售", "银行卡 收纳 卡包 出售", "陪睡 公仔", "陪聊 机器人 儿童",
+    "菠菜 新鲜 蔬菜", "毛泽东 像章 收藏",
+])
+def test_gap_classes_leave_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
+def test_gap_entries_need_two_parts():
+    with pytest.raises(TaommError, match="two parts"):
+        SpamFilter({"fraud": ["代开…"]}, {}, [])
+    with pytest.raises(TaommError, match="two parts"):
+        SpamFilter({"fraud": ["代开…增值税…发票"]}, {}, [])
+
+
 def test_lexicon_gap_entries():
     from taomm.text.spam import _parse
 

@@ -22,8 +22,10 @@ Three kinds of rules run on them:
 1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
    together; the leftmost match wins and, at one position, the longest, so an allowed word
    covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
-   代开发票 is still fraud next to the allowed 开发票. A ``a…b`` entry (代开…发票) allows up
-   to six characters between its parts.
+   代开发票 is still fraud next to the allowed 开发票. A ``a…b`` entry (代开…发票,
+   ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its parts; each part must
+   stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
+   part clears the match (出售儿童玩具手枪).
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,
    in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
    (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
@@ -49,7 +51,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 
 from taomm.errors import TaommError
@@ -69,7 +71,7 @@ _ALIASES = {
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
     "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
-    "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群",
+    "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
 }
 # WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
 # Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
@@ -84,8 +86,8 @@ _ALIAS_RE = re.compile("|".join((
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
     r"\+(?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))|[➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
-    # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群" a QQ group
-    r"加我 ?v(?=[ :：]?(?=[0-9a-z_]*\d)[0-9a-z_]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群",
+    # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群", "Q号" a QQ group, number
+    r"加我 ?v(?=[ :：]?(?=[0-9a-z_]*\d)[0-9a-z_]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群|q(?<![0-9a-z]q)号(?= ?[:：]? ?\d{5})",
     r"薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
     # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"; a V alone
@@ -320,15 +322,9 @@ class SpamFilter:
                     gaps.append((category, entry))
                 else:
                     self._phrase_category.setdefault(squeeze(entry), category)
-        # "代开…发票": up to _GAP_SIZE characters between the parts (代开增值税专用发票)
-        self._gap_category = [category for category, _ in gaps]
-        # most titles hold none of the gap entries' anchors and skip their (slower) regex
-        self._gap_anchors = _char_class(_anchor(squeeze(entry.replace(_GAP, ""))) for _, entry in gaps)
-        self._gaps = re.compile("|".join(
-            f"({f'.{{0,{_GAP_SIZE}}}?'.join(re.escape(squeeze(part)) for part in entry.split(_GAP))})"
-            for _, entry in gaps) or "(?!)")
         self._phrase_category.pop("", None)
         allowed = {squeeze(a) for a in allowed} - {""}
+        self._gaps = _Gaps(gaps, allowed)
         clash = allowed & set(self._phrase_category)
         if clash:
             raise TaommError(f"entries both allowed and spam: {sorted(clash)}")
@@ -399,9 +395,10 @@ class SpamFilter:
                         return category
                     if category == "":
                         break  # an allowed entry covers it
-        for match in self._gaps.finditer(squeezed) if self._gap_anchors.search(squeezed) else ():
-            if judge.stands(match[0], whole_word=False):
-                return self._gap_category[match.lastindex - 1]
+        for category, text, first, second in self._gaps.find(squeezed):
+            if judge.stands(text, whole_word=False) and judge.stands(first, whole_word=False, part=True) \
+                    and judge.stands(second, whole_word=False, part=True):
+                return category
         if _CONTACT_RE.search(squeezed) or _SPREAD_PHONE.search(view) or _SPREAD_ID.search(view):
             return "contact"
         for match in self._word_finder.finditer(squeezed) if self._word_anchors.search(squeezed) else ():
@@ -413,6 +410,55 @@ class SpamFilter:
         return None
 
 
+class _Gaps:
+    """Lexicon entries ``a…b``: ``a``, up to ``_GAP_SIZE`` characters, then ``b`` (代开增值税专用
+    发票 for 代开…发票, 收购二手银行卡 for 收购…银行卡). The entries a ``{...}`` line expands to
+    are matched as one regex of two tries, and a match is dropped where an allowed entry
+    covers one of its parts (出售儿童玩具手枪: 玩具手枪 covers 手枪)."""
+
+    def __init__(self, gaps: Iterable[tuple[str, str]], allowed: Iterable[str]) -> None:
+        seconds: dict[tuple[str, str], set[str]] = {}  # (category, first part) -> second parts
+        for category, entry in gaps:
+            parts = [squeeze(part) for part in entry.split(_GAP)]
+            if len(parts) != 2 or not all(parts):
+                raise TaommError(f"a gap entry needs two parts around one {_GAP}: {entry!r}")
+            first, second = parts
+            seconds.setdefault((category, first), set()).add(second)
+        lines: dict[tuple[str, frozenset[str]], list[str]] = {}
+        for (category, first), parts in seconds.items():
+            lines.setdefault((category, frozenset(parts)), []).append(first)
+        self._categories = [category for category, _ in lines]
+        self._regex = re.compile("|".join(
+            f"(({_trie_regex(firsts)}).{{0,{_GAP_SIZE}}}?({_trie_regex(parts)}))"
+            for (_, parts), firsts in lines.items()) or "(?!)")
+        # any match holds a first part and a second part, so an anchor of each: most titles
+        # lack one or the other and skip the regex
+        self._anchors = (_char_class(_anchor(first) for firsts in lines.values() for first in firsts),
+                         _char_class(_anchor(part) for _, parts in lines for part in parts))
+        literals = {first for firsts in lines.values() for first in firsts} | {p for _, ps in lines for p in ps}
+        covering = [a for a in allowed if any(lit in a and lit != a for lit in literals)]
+        self._allowed = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
+
+    def find(self, squeezed: str) -> Iterator[tuple[str, str, str, str]]:
+        """(category, matched text, first part, second part) of each match not allowed."""
+        if not all(anchors.search(squeezed) for anchors in self._anchors):
+            return
+        for match in self._regex.finditer(squeezed):
+            group = match.lastindex  # the outer group of the line that matched: 3 * line + 1
+            parts = (match.span(group + 1), match.span(group + 2))
+            if not self._covered(squeezed, parts):
+                yield self._categories[group // 3], match[0], match[group + 1], match[group + 2]
+
+    def _covered(self, squeezed: str, parts: tuple[tuple[int, int], ...]) -> bool:
+        if self._allowed is None:
+            return False
+        for found in self._allowed.finditer(squeezed):
+            start, end = found.span(1)
+            if any(start <= left and right <= end and end - start > right - left for left, right in parts):
+                return True
+        return False
+
+
 class _Judge:
     """Whether a term found in a marked title stands as words of its own there (see the
     module docstring); the title is segmented once, on the first question."""
@@ -421,16 +467,19 @@ class _Judge:
         self.view = view
         self._spans: list[tuple[int, int]] | None = None
 
-    def stands(self, term: str, whole_word: bool) -> bool:
+    def stands(self, term: str, whole_word: bool, part: bool = False) -> bool:
+        """Whether ``term`` stands somewhere in the view: as a phrase (no word straddles an
+        end), a whole word (not inside a longer one either) or a part of a gap entry (not the
+        start of a longer word: 手枪|钻 is a tool; 专用|发票 is still an invoice)."""
         found = False
         for match in _spaced(term).finditer(self.view):
             found = True
-            if self._stands_at(match.start(), match.end(), whole_word):
+            if self._stands_at(match.start(), match.end(), whole_word, part):
                 return True
         # not found as written: aliases spread over separators ("v x" for 微信) read it; keep it
         return not found
 
-    def _stands_at(self, start: int, end: int, whole_word: bool) -> bool:
+    def _stands_at(self, start: int, end: int, whole_word: bool, part: bool) -> bool:
         view = self.view
         if (start > 0 and _is_word_char(view[start]) and _is_word_char(view[start - 1])) or \
                 (end < len(view) and _is_word_char(view[end - 1]) and _is_word_char(view[end])):
@@ -438,6 +487,10 @@ class _Judge:
         if " " in view[start:end]:
             return True  # spelled out character by character: written to hide, not by chance
         for left, right in self.spans():
+            if part:  # a longer word may end with the part (专用发票), not start with it (手枪钻)
+                if (left < start < right != end) or left <= start < end < right or start < left < end < right:
+                    return False
+                continue
             if left < start < right or (start < left < end < right and not self._runs_on(start, left, end)):
                 return False  # a dictionary word straddles an end: 黑色|情侣 for 色情
             # (a longer word that starts with the term, 色情片 for 色情, is the term's own kind)
