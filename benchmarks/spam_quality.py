@@ -218,8 +218,8 @@ EVENING_LOOK_ALIKES = (
 # Written before the gap classes and run once after them: 74.6% (porn 55.0, politics 40.8,
 # terror 62.7, drugs 87.0, gambling 84.5, contact 88.5, fraud 78.8, abuse 99.8%), look-alikes
 # 0 of 30: the last clean held-out figure. Its misses then led to a few lines (打倒毛泽东,
-# 共产党杀人, 兼职…陪睡, Q号, 学历…代办); the rest are jieba's words across the term's ends
-# (免费成人|网站, 炸弹|制作方法) or slang and claims no class holds (恐怖主义宣传, 可发射钢珠).
+# 共产党杀人, 兼职…陪睡, Q号, 学历…代办, 西藏独立, 恐怖主义宣传); the rest are jieba's words
+# across the term's ends (免费成人|网站, 炸弹|制作方法) or claims no class holds (可发射钢珠).
 NIGHT = {
     "porn": ("寂寞少妇在线陪聊", "高端外围模特预约", "看黄片加群", "免费成人网站入口", "色情小说txt下载",
              "同城一夜情交友软件", "约啪神器", "女大学生兼职陪睡"),

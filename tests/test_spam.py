@@ -322,6 +322,7 @@ def test_classes_leave_products_clean(spam, title):
     ("收购二手银行卡", "fraud"), ("学历认证代办", "fraud"), ("代开增值税专用发票", "fraud"),
     ("共产党是邪教", "politics"), ("女大学生兼职陪睡", "porn"), ("约妹子上门", "porn"),
     ("菠菜平台推荐", "gambling"), ("G水出售", "drugs"), ("Q号 12345678", "contact"),
+    ("西藏独立万岁", "politics"), ("恐怖主义宣传", "terror"),
 ])
 def test_gap_classes(spam, title, category):
     assert check(spam, title) == category
@@ -332,7 +333,7 @@ def test_gap_classes(spam, title, category):
     "出售儿童玩具手枪",  # an allowed entry covers the goods
     "手枪钻 批发",  # the goods are the start of a longer word: a tool
     "弓弩 造型 钥匙扣 批发", "身份证 卡套 出售", "银行卡 收纳 卡包 出售", "陪睡 公仔", "陪聊 机器人 儿童",
-    "菠菜 新鲜 蔬菜", "毛泽东 像章 收藏",
+    "菠菜 新鲜 蔬菜", "毛泽东 像章 收藏", "台湾独立设计师 品牌", "香港独立站 建站", "反恐怖主义法 图书",
 ])
 def test_gap_classes_leave_products_clean(spam, title):
     assert check(spam, title) is None

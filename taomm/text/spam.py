@@ -85,7 +85,7 @@ _ALIAS_RE = re.compile("|".join((
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
-    r"\+(?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))|[➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
+    r"[+➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
     # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群", "Q号" a QQ group, number
     r"加我 ?v(?=[ :：]?(?=[0-9a-z_]*\d)[0-9a-z_]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群|q(?<![0-9a-z]q)号(?= ?[:：]? ?\d{5})",
     r"薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
@@ -115,14 +115,15 @@ _SPREAD_PHONE = re.compile(r"1(?<!\d1)(?<!\d 1) [3-9](?: \d){9}(?! ?\d)")
 # A number written in Chinese numerals (一三八..., 壹叁捌...), maybe mixed with digits: a run
 # of seven or more holding three numerals or more, two of them different, is read as digits
 # (no title writes a model number or a size that way), so a phone number spelled out is still one.
-_NUMERALS = str.maketrans("零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖", "001112233445566778899")
-_NUMERAL_RUN = re.compile(r"[0-9零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖](?:[ \-._—]?[0-9零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖]){6,}")
+_NUMERAL_CHARS = "零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖"
+_NUMERALS = str.maketrans(_NUMERAL_CHARS, "001112233445566778899")
+_NUMERAL_RUN = re.compile(f"[0-9{_NUMERAL_CHARS}](?:[ \\-._—]?[0-9{_NUMERAL_CHARS}]){{6,}}")
 
 
 # An id after a contact keyword with some of its digits in Chinese numerals (微信 dxk壹n〇n伍g),
 # on the marked title: read as digits when the run holds two letters or digits too.
 _NUMERAL_ID = re.compile(r"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z ]*[0-9a-z][0-9a-z ]*[0-9a-z])"
-                         r"[0-9a-z零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖](?: ?[0-9a-z零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖]){4,})")
+                         f"[0-9a-z{_NUMERAL_CHARS}](?: ?[0-9a-z{_NUMERAL_CHARS}]){{4,}})")
 
 
 def _id_digits(marked: str) -> str:
