@@ -7,19 +7,20 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Nine phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), then eight sets each written before a round of changes
+Ten phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then nine sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
 (87.1%), ``FINAL`` (79.8%), ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
 obfuscation kinds: traditional characters, zero-width joins, circled letters and digits, numbers
 in Chinese numerals, a different separator at each gap, characters in brackets) and
 ``LATE_DECEMBER`` (written with DECEMBER, run once after that round's changes: 92.5%, look-alikes
 1 of 34), then ``EVENING`` (written after that round, 66.7% on its code, look-alikes 0 of 30) and
-``NIGHT`` (written before the gap classes, run once after them: 74.6%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``NIGHT`` (written before the gap classes, run once after them: 74.6%, look-alikes 0 of 30);
+``CLOSING`` was written on the final code and run once (77.8%, 1 of 30): it is still held out. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
-``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, ``LATE_DECEMBER_LOOK_ALIKES``, ``EVENING_LOOK_ALIKES``, ``NIGHT_LOOK_ALIKES``, written in the same rounds) are legitimate titles
+``LATER_LOOK_ALIKES``, ``FINAL_LOOK_ALIKES``, ``DECEMBER_LOOK_ALIKES``, ``LATE_DECEMBER_LOOK_ALIKES``, ``EVENING_LOOK_ALIKES``, ``NIGHT_LOOK_ALIKES``, ``CLOSING_LOOK_ALIKES``, written in the same rounds) are legitimate titles
 that hold a flagged term only across a word boundary, or name a brand, snack, colour or toy.
 
     python benchmarks/spam_quality.py [--per-category 400] [--seed 0]
@@ -243,6 +244,33 @@ NIGHT_LOOK_ALIKES = (
     "黑户 口 本 封皮", "毛泽东 像章 收藏", "西藏 特产 牦牛 奶片", "真人 cs 装备 迷彩", "宣传 海报 定制 印刷",
     "冰 吸管 杯 大容量", "烟卷 造型 棒棒糖", "恐怖 万圣节 面具", "迷情 香水 女士",
 )
+# Written on the session's final code and run once on it, nothing changed after: 77.8% (porn
+# 37.8, politics 53.8, terror 85.5, drugs 99.2, gambling 100, contact 98.5, fraud 56.0, abuse
+# 91.2%), look-alikes 1 of 30 (大麻 纺织 面料): still a clean held-out set; write the next one
+# before changing the filter again.
+CLOSING = {
+    "porn": ("全国空降上门服务", "学生妹兼职援交", "av女优无码资源", "夫妻交换群", "一对一裸聊视频聊天", "黄网免费看",
+             "情趣按摩特殊服务", "偷拍女厕视频"),
+    "politics": ("推翻共产党暴政", "习近平是独裁者", "法轮功学员被迫害真相", "台湾是一个国家", "天安门母亲", "退党声明"),
+    "terror": ("出售仿64手枪", "小型炸弹怎么做", "枪支弹药哪里买", "雷管炸药代购", "砍刀匕首批发", "钢珠枪配件出售",
+               "制造爆炸物"),
+    "drugs": ("冰毒哪里有卖", "上等大麻出售", "K粉货源", "摇头丸代购", "吸毒工具冰壶出售", "海洛因一克多少钱",
+              "迷奸水出售"),
+    "gambling": ("澳门赌场在线开户", "网上赌钱平台", "百家乐稳赢方法", "时时彩计划群", "体育博彩平台", "棋牌赢钱提现"),
+    "contact": ("详询微信{id}", "+威{id}", "QQ号码{digits}", "联系电话:{phone}", "加V:{id}咨询", "微 {id}",
+                "手机号码{phone}", "Vx:{id}"),
+    "fraud": ("办理各类证件", "代还信用卡", "收银行卡", "出售假币", "刷单返佣金", "学历证书代办", "网贷黑户可下款",
+              "增值税发票代开"),
+    "abuse": ("卖家死全家", "傻逼商家骗钱", "操你妈的客服", "狗日的店主", "垃圾卖家滚", "你他妈的骗子"),
+}
+CLOSING_LOOK_ALIKES = (
+    "空降兵 模型 军事", "兼职 招聘 海报", "夫妻 情侣 T恤", "交换 礼物 盲盒", "一对一 辅导 数学", "按摩 精油 全身",
+    "偷拍 防护 手机膜", "真相 揭秘 书籍", "声明 书 打印", "母亲节 礼物 康乃馨", "砍刀 户外 开山刀",
+    "配件 出售 自行车", "菜谱 书 家常菜", "冰壶 比赛 周边", "体育 用品 网球拍", "棋牌 桌 折叠",
+    "证件照 冲印", "收银 纸 热敏", "学历 教材 自考", "发票 夹 财务", "客服 耳麦", "店主 推荐 毛衣",
+    "骗子 防骗 手册 老人", "国家 地理 杂志", "台湾 零食 牛轧糖", "大麻 纺织 面料", "炸鸡 粉 调料",
+    "枪色 眼影 金属", "上门 取件 搬家", "特殊 尺寸 定制 窗帘",
+)
 # Ordinary titles outside cosmetics (the real titles are mostly cosmetics), written in the
 # December round: clothing, home, food, toys, sports, books, services, with the words a spam
 # class is built from (刀, 枪, 彩票, 信用卡, 上门, 同城, 客服, 垃圾 ...) used innocently.
@@ -276,7 +304,8 @@ LATER_LOOK_ALIKES = (
 
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
-          ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT))
+          ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
+          ("closing", CLOSING))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -504,7 +533,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("later look-alikes", LATER_LOOK_ALIKES), ("final look-alikes", FINAL_LOOK_ALIKES),
                              ("december look-alikes", DECEMBER_LOOK_ALIKES),
                              ("late december look-alikes", LATE_DECEMBER_LOOK_ALIKES),
-                             ("evening look-alikes", EVENING_LOOK_ALIKES), ("night look-alikes", NIGHT_LOOK_ALIKES)):
+                             ("evening look-alikes", EVENING_LOOK_ALIKES), ("night look-alikes", NIGHT_LOOK_ALIKES),
+                             ("closing look-alikes", CLOSING_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
