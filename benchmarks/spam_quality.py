@@ -29,6 +29,7 @@ that hold a flagged term only across a word boundary, or name a brand, snack, co
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import re
@@ -404,10 +405,15 @@ def obfuscate(phrase: str, rng: random.Random) -> tuple[str, str]:
     return phrase, "plain"
 
 
-def _traditional(phrase: str, rng: random.Random) -> str:
+@functools.lru_cache(maxsize=1)
+def _to_traditional():
     import opencc
 
-    return opencc.OpenCC("s2t").convert(phrase)
+    return opencc.OpenCC("s2t")
+
+
+def _traditional(phrase: str, rng: random.Random) -> str:
+    return _to_traditional().convert(phrase)
 
 
 def _zero_width(phrase: str, rng: random.Random) -> str:
