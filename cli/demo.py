@@ -74,7 +74,8 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
         bad = sum(s["bad_titles"].values())
         return f"{s['items']} products ({bad} with bad titles on purpose), {s['queries']} held-out queries"
     if stage == "detector":
-        return f"{s['steps']} steps, loss {s['final_loss']}, test mAP {s['mAP']} (mAP@0.5 {s['mAP@0.5']})"
+        boxes = f", any class {s['boxes_mAP@0.5']}" if "boxes_mAP@0.5" in s else ""  # demos run before it lack it
+        return f"{s['steps']} steps, loss {s['final_loss']}, test mAP {s['mAP']} (mAP@0.5 {s['mAP@0.5']}{boxes})"
     if stage == "prepare":
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())) or "none"
         probe = ", ".join(f"{g} {row['accuracy']:.2f} (majority {row['majority']:.2f})"

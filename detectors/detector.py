@@ -32,6 +32,7 @@ from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d, MultiScaleRoIAlign, nms
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from taomm.detectors.pixels import PixelDescriptor, Standardiser
 from taomm.errors import OptionError, TaommError
 
 BACKBONES = ("resnet18", "resnet34", "resnet50")
@@ -68,6 +69,11 @@ class DetectorConfig:
     fpn_channels: int = 256
     trainable_layers: int = 5
     weights: str | None = None  # what training started from: coco, imagenet, a file; None = scratch
+    # The region vector ends with fixed colour, texture and shape statistics of its pixels
+    # (taomm.detectors.pixels, 888 of the 2048 dimensions; the box head learns the rest):
+    # what a few hundred steps from scratch do not learn. False: the box head's alone
+    # (detectors saved before it existed).
+    pixel_features: bool = False
 
     @property
     def num_attributes(self) -> int:
@@ -109,7 +115,13 @@ class ProductDetector(nn.Module):
             backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
             backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-        head = TwoMLPHead(backbone.out_channels * 7 * 7, config.representation_size)
+        self.pixels = PixelDescriptor() if config.pixel_features else None
+        self.pixel_scale = Standardiser(self.pixels.dim) if self.pixels is not None else None
+        learned = config.representation_size - (self.pixels.dim if self.pixels is not None else 0)
+        if self.pixels is not None and learned < 64:
+            raise TaommError(f"a {config.representation_size}-d region vector leaves {learned} dimensions to learn "
+                             f"beside the {self.pixels.dim} pixel statistics; widen it or drop the pixel features")
+        head = TwoMLPHead(backbone.out_channels * 7 * 7, learned)
         self.rcnn = FasterRCNN(
             backbone, box_roi_pool=pool, box_head=head,
             box_predictor=FastRCNNPredictor(config.representation_size, len(config.classes) + 1),
@@ -137,17 +149,17 @@ class ProductDetector(nn.Module):
         rcnn, heads = self.rcnn, self.rcnn.roi_heads
         shifted = [{**t, "labels": t["labels"] + 1} for t in targets]  # background is 0 inside
         batch, shifted = rcnn.transform(images, shifted)
-        features = rcnn.backbone(batch.tensors)
+        features, maps = rcnn.backbone(batch.tensors), self._pixel_maps(batch.tensors)
         proposals, rpn_losses = rcnn.rpn(batch, features, shifted)
         proposals, matched, labels, regression_targets = heads.select_training_samples(proposals, shifted)
-        vectors = heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes))
+        vectors = self._vectors(features, maps, proposals, batch.image_sizes)
         class_logits, box_regression = heads.box_predictor(vectors)
         loss_classifier, loss_box_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
         losses = {**rpn_losses, "loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
         if self.attribute_head is not None and all("attributes" in t for t in targets):
             if attribute_rois == "gt":
                 gt_boxes = [t["boxes"] for t in shifted]
-                vectors = heads.box_head(heads.box_roi_pool(features, gt_boxes, batch.image_sizes))
+                vectors = self._vectors(features, maps, gt_boxes, batch.image_sizes)
                 wanted = torch.cat([t["attributes"] for t in targets])
             else:
                 foreground = torch.cat(labels) > 0
@@ -156,6 +168,25 @@ class ProductDetector(nn.Module):
                 wanted = wanted[foreground]
             losses["loss_attributes"] = self.attribute_loss(self.attribute_head(vectors).float(), wanted)
         return losses
+
+    def _pixel_maps(self, tensors: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]] | None:
+        """The pixel statistics' maps of a transformed batch (its normalisation undone)."""
+        if self.pixels is None:
+            return None
+        transform = self.rcnn.transform
+        mean = torch.tensor(transform.image_mean, device=tensors.device).view(1, 3, 1, 1)
+        std = torch.tensor(transform.image_std, device=tensors.device).view(1, 3, 1, 1)
+        return self.pixels.maps(tensors.float() * std + mean)
+
+    def _vectors(self, features: dict[str, torch.Tensor], maps: dict[str, tuple[torch.Tensor, float]] | None,
+                 boxes: list[torch.Tensor], image_sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """Region vectors (N, representation_size) of boxes (pixels of the transformed batch):
+        the box head's output, then the pixel statistics (standardised) when the detector has them."""
+        heads = self.rcnn.roi_heads
+        learned = heads.box_head(heads.box_roi_pool(features, boxes, image_sizes))
+        if maps is None:
+            return learned
+        return torch.cat([learned, self.pixel_scale(self.pixels(maps, boxes)).to(learned.dtype)], 1)
 
     def attribute_loss(self, logits: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         """Each attribute group (colour, pattern ...) holds one value per box: a softmax
@@ -181,19 +212,20 @@ class ProductDetector(nn.Module):
         score, the best-scoring others after NMS fill up to it (the bottom-up-attention
         convention of 10-100 regions for ``en``); at least one (the whole image when no
         proposal is left). Returns boxes (N, 4) pixels of the input image, features (N, D), labels
-        (N,) taxonomy ids, scores (N,)."""
+        (N,) taxonomy ids, scores (N,). A region's feature is read at its returned (refined) box,
+        not at the proposal it was refined from, so that the vector describes what the box holds."""
         rcnn = self.rcnn
         sizes = [img.shape[-2:] for img in images]
         batch, _ = rcnn.transform(images)
-        features = rcnn.backbone(batch.tensors)
+        features, maps = rcnn.backbone(batch.tensors), self._pixel_maps(batch.tensors)
         proposals, _ = rcnn.rpn(batch, features)
         heads = rcnn.roi_heads
-        vectors = heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes))
+        vectors = self._vectors(features, maps, proposals, batch.image_sizes)
         logits, deltas = heads.box_predictor(vectors)
         counts = [len(p) for p in proposals]
-        out = []
-        for i, (vec, logit, delta, props) in enumerate(zip(vectors.split(counts), logits.split(counts),
-                                                           deltas.split(counts), proposals, strict=True)):
+        out, kept = [], []
+        for i, (logit, delta, props) in enumerate(zip(logits.split(counts), deltas.split(counts), proposals,
+                                                      strict=True)):
             boxes = heads.box_coder.decode(delta, [props]).reshape(len(props), -1, 4)  # (P, C+1, 4)
             probs = logit.float().softmax(-1)[:, 1:]  # foreground classes
             score, label = probs.max(-1)
@@ -203,13 +235,18 @@ class ProductDetector(nn.Module):
             best[:, 1::2] = best[:, 1::2].clamp(0, h)
             keep = select_regions(best, score, max_regions, min_score, nms_iou, min_regions)
             scale = torch.tensor([sizes[i][1] / w, sizes[i][0] / h] * 2, device=best.device)
+            kept.append(best[keep])
             if len(keep):
-                region = {"boxes": best[keep] * scale, "features": vec[keep], "labels": label[keep], "scores": score[keep]}
+                region = {"boxes": best[keep] * scale, "labels": label[keep], "scores": score[keep]}
             else:
-                region = self._whole_image(features, i, batch.image_sizes[i], sizes[i])
+                region = self._whole_image(features, maps, i, batch.image_sizes[i], sizes[i])
             region["boxes"][:, 0::2] = region["boxes"][:, 0::2].clamp(0, sizes[i][1])
             region["boxes"][:, 1::2] = region["boxes"][:, 1::2].clamp(0, sizes[i][0])
             out.append(region)
+        final = self._vectors(features, maps, kept, batch.image_sizes).split([len(k) for k in kept])
+        for region, vectors_here in zip(out, final, strict=True):
+            if len(vectors_here):  # the whole-image fallback brought its own
+                region["features"] = vectors_here
         return out
 
     @torch.no_grad()
@@ -219,23 +256,23 @@ class ProductDetector(nn.Module):
         images: (3, H, W) float in [0, 1]; boxes: (N, 4) pixels of that image. Each image
         goes through the backbone alone (no padding shared with the other images), so its
         features do not depend on what else is in the call."""
-        rcnn, heads = self.rcnn, self.rcnn.roi_heads
+        rcnn = self.rcnn
         out = []
         for image, regions in zip(images, boxes, strict=True):
             batch, _ = rcnn.transform([image])
-            features = rcnn.backbone(batch.tensors)
+            features, maps = rcnn.backbone(batch.tensors), self._pixel_maps(batch.tensors)
             # the transform resized the image: boxes follow into its coordinates
             scaled = resize_boxes(regions.to(batch.tensors), list(image.shape[-2:]), list(batch.image_sizes[0]))
-            out.append(heads.box_head(heads.box_roi_pool(features, [scaled], batch.image_sizes)))
+            out.append(self._vectors(features, maps, [scaled], batch.image_sizes))
         return out
 
-    def _whole_image(self, features, index, resized, original) -> dict[str, torch.Tensor]:
-        heads = self.rcnn.roi_heads
+    def _whole_image(self, features, maps, index, resized, original) -> dict[str, torch.Tensor]:
         h, w = resized
         box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=features["0"].device)
         one = {k: v[index:index + 1] for k, v in features.items()}
-        vec = heads.box_head(heads.box_roi_pool(one, [box], [resized]))
-        prob = heads.box_predictor(vec)[0].float().softmax(-1)[:, 1:]
+        its_maps = None if maps is None else {k: (v[index:index + 1], scale) for k, (v, scale) in maps.items()}
+        vec = self._vectors(one, its_maps, [box], [resized])
+        prob = self.rcnn.roi_heads.box_predictor(vec)[0].float().softmax(-1)[:, 1:]
         score, label = prob.max(-1)
         whole = torch.tensor([[0.0, 0.0, float(original[1]), float(original[0])]], device=box.device)
         return {"boxes": whole, "features": vec, "labels": label, "scores": score}
@@ -243,7 +280,15 @@ class ProductDetector(nn.Module):
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """torchvision's per-class post-processing (for COCO evaluation): boxes, labels (taxonomy ids), scores."""
-        out = self.rcnn(images)
+        rcnn, heads = self.rcnn, self.rcnn.roi_heads
+        sizes = [tuple(img.shape[-2:]) for img in images]
+        batch, _ = rcnn.transform(images)
+        features, maps = rcnn.backbone(batch.tensors), self._pixel_maps(batch.tensors)
+        proposals, _ = rcnn.rpn(batch, features)
+        logits, deltas = heads.box_predictor(self._vectors(features, maps, proposals, batch.image_sizes))
+        boxes, scores, labels = heads.postprocess_detections(logits, deltas, proposals, batch.image_sizes)
+        out = [{"boxes": b, "scores": s, "labels": c} for b, s, c in zip(boxes, scores, labels, strict=True)]
+        out = rcnn.transform.postprocess(out, batch.image_sizes, sizes)
         return [{**d, "labels": d["labels"] - 1} for d in out]
 
     # --- save / load -------------------------------------------------------------------

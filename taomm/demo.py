@@ -247,7 +247,8 @@ class Demo:
             metrics = evaluate_detector(ProductDetector.load(out), annotations, self.catalog / "images",
                                         image_ids=test, workers=cfg.workers, on_batch=advance)
         return {"steps": result.steps, "final_loss": round(result.final_loss, 3),
-                "mAP": round(metrics["mAP"], 3), "mAP@0.5": round(metrics["mAP@0.5"], 3)}
+                "mAP": round(metrics["mAP"], 3), "mAP@0.5": round(metrics["mAP@0.5"], 3),
+                "boxes_mAP@0.5": round(metrics["boxes_mAP@0.5"], 3)}
 
     def _prepare(self) -> dict[str, Any]:
         from taomm.detectors.extract import PrepareSource, prepare

@@ -158,6 +158,7 @@ def test_cli_end_to_end_in_a_workspace(tmp_path: Path, monkeypatch: pytest.Monke
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads(evaluated.stdout)
     assert 0.0 <= metrics["mAP"] <= metrics["mAP@0.5"] <= 1.0 and metrics["images"] >= 1
+    assert 0.0 <= metrics["boxes_mAP@0.5"] <= 1.0
     probe = metrics["probe"]  # fitted on the train split's regions, scored on the test split's
     assert probe["fit"] == "train" and probe["boxes"]["train"] > probe["boxes"]["test"] > 0
     assert probe["groups"] and all(0 <= row["majority"] <= 1 for row in probe["groups"].values())

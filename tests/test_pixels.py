@@ -1,0 +1,165 @@
+"""Pixel statistics of regions (colour, texture, shape) and the detector that appends them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from taomm.detectors.detector import DetectorConfig, ProductDetector
+from taomm.detectors.pixels import (
+    COLOUR_GRID,
+    COLOUR_LEVELS,
+    GABOR_OCTAVES,
+    ORIENTATIONS,
+    PixelDescriptor,
+    Standardiser,
+    gabor_bank,
+)
+from taomm.taxonomy import load_taxonomy
+
+CLASSES = list(load_taxonomy("taobao33").classes)
+COLOUR = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
+FILTERS = GABOR_OCTAVES * ORIENTATIONS
+SHARE = slice(COLOUR + 5 * FILTERS, COLOUR + 6 * FILTERS)  # each filter's share of the energy
+
+
+def describe(image: torch.Tensor, boxes: list[list[float]]) -> torch.Tensor:
+    pixels = PixelDescriptor()
+    return pixels(pixels.maps(image[None]), [torch.tensor(boxes)])
+
+
+def stripes(vertical: bool, period: int = 8, size: int = 96) -> torch.Tensor:
+    line = (torch.arange(size) // (period // 2)) % 2
+    grid = line.view(1, -1).expand(size, size) if vertical else line.view(-1, 1).expand(size, size)
+    return grid.float().expand(3, size, size).clone()
+
+
+def test_gabor_bank_is_zero_mean_and_unit_l1() -> None:
+    bank = gabor_bank(4.0, 4)
+    assert bank.shape[:2] == (8, 1) and bank.shape[-1] % 2 == 1
+    assert torch.allclose(bank.sum((1, 2, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(bank.abs().sum((1, 2, 3)), torch.ones(8), atol=1e-5)
+
+
+def test_dimensions_and_no_weights() -> None:
+    pixels = PixelDescriptor()
+    out = describe(torch.rand(3, 80, 120), [[0, 0, 60, 40], [10, 10, 110, 70]])
+    assert out.shape == (2, pixels.dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert pixels.state_dict() == {}  # rebuilt from constants: nothing to save
+
+
+def test_colour_histogram_finds_the_colour_where_it_is() -> None:
+    image = torch.ones(3, 90, 90)  # white, a red square in the top-left ninth of the box
+    image[:, :30, :30] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+    colour = describe(image, [[0, 0, 90, 90]])[0, :COLOUR].view(COLOUR_LEVELS ** 3, COLOUR_GRID ** 2)
+    red, white = (COLOUR_LEVELS - 1) * COLOUR_LEVELS ** 2, COLOUR_LEVELS ** 3 - 1
+    assert colour[red, 0] == pytest.approx(1.0, abs=0.05)  # the first cell is red
+    assert colour[white, 1:].min() == pytest.approx(1.0, abs=0.05)  # the others white
+    assert colour[red, 1:].max() < 0.05
+
+
+def test_texture_tells_stripes_by_orientation_and_plain_by_no_energy() -> None:
+    box = [[8.0, 8.0, 88.0, 88.0]]
+    vertical, horizontal = describe(stripes(True), box)[0], describe(stripes(False), box)[0]
+    plain = describe(torch.full((3, 96, 96), 0.4), box)[0]
+    # shares per orientation over the octaves: the first varies along x (vertical stripes), the middle one along y
+    v, h = (x[SHARE].view(GABOR_OCTAVES, ORIENTATIONS).sum(0) for x in (vertical, horizontal))
+    across = ORIENTATIONS // 2
+    assert v[0] > 0.5 and v[0] > 10 * v[across]
+    assert h[across] > 0.5 and h[across] > 10 * h[0]
+    log_energy = slice(COLOUR, COLOUR + FILTERS)
+    assert plain[log_energy].max() < 0.01 < vertical[log_energy].max()
+
+
+def test_a_region_does_not_depend_on_the_others_or_the_batch() -> None:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 64, generator=g)
+    pixels = PixelDescriptor()
+    both = pixels(pixels.maps(images), [torch.tensor([[0.0, 0, 30, 40]]), torch.tensor([[5.0, 5, 60, 60], [0, 0, 64, 64]])])
+    alone = pixels(pixels.maps(images[1:]), [torch.tensor([[0.0, 0, 64, 64]])])
+    assert torch.allclose(both[2], alone[0], atol=1e-6)
+
+
+def test_bf16_autocast_keeps_the_statistics_in_float32() -> None:
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = describe(image, [[0, 0, 50, 50]])
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, describe(image, [[0, 0, 50, 50]]), atol=1e-6)
+
+
+def test_standardiser_learns_running_statistics_in_training_only() -> None:
+    g = torch.Generator().manual_seed(5)
+    scale = Standardiser(3)
+    batch = torch.randn(500, 3, generator=g) * torch.tensor([0.01, 1.0, 30.0]) + torch.tensor([5.0, -1.0, 0.0])
+    out = scale.train()(batch)  # the first batch sets the statistics
+    assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-3)
+    assert torch.allclose(out.std(0), torch.tensor([0.3, 1.0, 1.0]), atol=0.05)  # eps floors the tiny variance
+    before = scale.mean.clone()
+    scale(batch[:1])  # one row has no variance: no update
+    scale.eval()(batch + 100)
+    assert torch.equal(scale.mean, before) and int(scale.updates) == 1
+    scale.train()(batch + 10)
+    assert torch.allclose(scale.mean, before + 1.0, atol=1e-4)  # an exponential average, momentum 0.1
+    one, many = scale.eval()(batch[:1]), scale(batch)
+    assert torch.equal(one[0], many[0])  # a row does not depend on the others
+
+
+@pytest.fixture(scope="module")
+def detector() -> ProductDetector:
+    torch.manual_seed(0)
+    config = DetectorConfig(classes=CLASSES, attributes={"colour": ["红", "蓝"]}, pixel_features=True, fpn_channels=64)
+    return ProductDetector(config).eval()
+
+
+def test_region_vector_ends_with_the_pixel_statistics(detector: ProductDetector) -> None:
+    image = torch.rand(3, 128, 160, generator=torch.Generator().manual_seed(2))  # the detector's own size: no resize
+    (regions,) = detector.extract([image], min_score=0.0)
+    dim = detector.pixels.dim
+    assert regions["features"].shape[1] == 2048
+    assert detector.rcnn.roi_heads.box_head.fc7.out_features == 2048 - dim
+    boxes = torch.tensor([[0.0, 0.0, 160.0, 128.0], [20.0, 30.0, 90.0, 120.0]])
+    (at_boxes,) = detector.features_at([image], [boxes])
+    expected = detector.pixel_scale(describe(image, boxes.tolist()))
+    assert torch.allclose(at_boxes[:, -dim:], expected, atol=1e-4)
+
+
+def test_detect_is_torchvision_post_processing() -> None:
+    torch.manual_seed(0)
+    plain = ProductDetector(DetectorConfig(classes=CLASSES, fpn_channels=64)).eval()
+    images = [torch.rand(3, 120, 200, generator=torch.Generator().manual_seed(3))]
+    ours, theirs = plain.detect(images)[0], plain.rcnn(images)[0]
+    assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-4)
+    assert torch.equal(ours["labels"], theirs["labels"] - 1)
+
+
+def test_training_losses_and_round_trip(detector: ProductDetector, tmp_path: Path) -> None:
+    image = torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(4))
+    target = {"boxes": torch.tensor([[10.0, 20.0, 90.0, 110.0]]), "labels": torch.tensor([5]),
+              "attributes": torch.tensor([[0.0, 1.0]])}
+    detector.train()
+    try:
+        losses = detector.losses([image], [target])
+    finally:
+        detector.eval()
+    assert set(losses) >= {"loss_classifier", "loss_attributes"} and all(math.isfinite(v.item()) for v in losses.values())
+    detector.save(tmp_path / "det")
+    loaded = ProductDetector.load(tmp_path / "det").eval()
+    assert loaded.config.pixel_features
+    a, b = detector.extract([image], min_score=0.0), loaded.extract([image], min_score=0.0)
+    assert torch.equal(a[0]["features"], b[0]["features"])
+
+
+def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = ProductDetector(DetectorConfig(classes=CLASSES, fpn_channels=64))
+    old.save(tmp_path)
+    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
+    del config["pixel_features"]  # the key did not exist then
+    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
+    loaded = ProductDetector.load(tmp_path)
+    assert loaded.pixels is None and loaded.rcnn.roi_heads.box_head.fc7.out_features == 2048
