@@ -9,18 +9,21 @@ before learned features did; the detector appends them to its learned vector, so
 region is still one 2048-d vector (:class:`~taomm.detectors.detector.ProductDetector`).
 
 Every descriptor is a map per pixel pooled over the region with RoIAlign, so one pass over
-the image serves any number of regions (the sampled RoIs in training, the proposals in
-extraction):
+the image serves any number of regions (the sampled RoIs in training, the proposals and
+then the refined boxes in extraction):
 
 - colour: a soft histogram of 64 RGB bins (4 levels a channel, linear weights between
   levels) in each cell of a 3 x 3 grid over the region, square-rooted (Hellinger);
 - texture: the energy of a Gabor filter bank (6 orientations, 4 octaves of wavelength 4 to
   32 pixels), over the region and in each quarter, on a log scale, and its share per filter
   (which orientation and scale dominate: stripes one orientation, checks two, dots all);
-- shape: gradient orientations (8 bins, weighted by the gradient's magnitude) in each cell
-  of a 4 x 4 grid on the half-resolution image, normalised over the region.
+- shape: gradient orientations (8 bins, weighted by the gradient's magnitude) on the
+  half-resolution image, over the region and in each cell of a 2 x 2 and a 4 x 4 grid,
+  each grid normalised over the region.
 
-No weights: the filters are rebuilt from these constants, so a saved detector stores none.
+No weights: the filters are rebuilt from these constants. The detector scales each
+statistic to zero mean and unit variance (:class:`Standardiser`), whose running mean and
+variance it learns in training and saves.
 """
 
 from __future__ import annotations
