@@ -70,10 +70,13 @@ class DetectorConfig:
     trainable_layers: int = 5
     weights: str | None = None  # what training started from: coco, imagenet, a file; None = scratch
     # The region vector ends with fixed colour, texture and shape statistics of its pixels
-    # (taomm.detectors.pixels, 888 of the 2048 dimensions; the box head learns the rest):
+    # (taomm.detectors.pixels, 1,034 of the 2048 dimensions; the box head learns the rest):
     # what a few hundred steps from scratch do not learn. False: the box head's alone
     # (detectors saved before it existed).
     pixel_features: bool = False
+    # The pixel statistics include the silhouette (146 of the 1,034); False for detectors
+    # saved before it (load() reads a config without the key so).
+    pixel_silhouette: bool = True
 
     @property
     def num_attributes(self) -> int:
@@ -115,7 +118,7 @@ class ProductDetector(nn.Module):
             backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
             backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-        self.pixels = PixelDescriptor() if config.pixel_features else None
+        self.pixels = PixelDescriptor(config.pixel_silhouette) if config.pixel_features else None
         self.pixel_scale = Standardiser(self.pixels.dim) if self.pixels is not None else None
         learned = config.representation_size - (self.pixels.dim if self.pixels is not None else 0)
         if self.pixels is not None and learned < 64:
@@ -308,11 +311,17 @@ class ProductDetector(nn.Module):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
                 raise TaommError(f"{folder} is not a taomm detector (no {name}); train one with `taomm train-detector`")
-        model = cls(DetectorConfig(**json.loads((folder / CONFIG_NAME).read_text("utf-8"))))
+        saved = json.loads((folder / CONFIG_NAME).read_text("utf-8"))
+        saved.setdefault("pixel_silhouette", False)  # saved before the silhouette statistics
+        model = cls(DetectorConfig(**saved))
         state = load_file(str(folder / WEIGHTS_NAME), device=map_location)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise TaommError(f"{folder}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        own = model.state_dict()
+        resized = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+        if missing or unexpected or resized:
+            raise TaommError(f"{folder}: weights do not match {CONFIG_NAME} (missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(unexpected)[:3]}, another shape {resized[:3]})")
+        model.load_state_dict(state)
         return model
 
 

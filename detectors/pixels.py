@@ -19,7 +19,14 @@ then the refined boxes in extraction):
   (which orientation and scale dominate: stripes one orientation, checks two, dots all);
 - shape: gradient orientations (8 bins, weighted by the gradient's magnitude) on the
   half-resolution image, over the region and in each cell of a 2 x 2 and a 4 x 4 grid,
-  each grid normalised over the region.
+  each grid normalised over the region;
+- silhouette: which of the region's pixels differ from the background around it (the
+  median colour of a ring just outside the box, or the colour beside the pixel's row, so
+  that a vertical gradient stays background), sampled on a 32 x 32 grid: that mask pooled
+  to 8 x 8, its outline as the share of each column (row) left empty from the top and the
+  bottom (left, right) at 8 points, the magnitudes of those four outlines' first 12
+  Fourier harmonics (a hem of scallops, a fan of pleats, a sleeve: shift-invariant), the
+  box's log aspect ratio and the share of it the object fills.
 
 No weights: the filters are rebuilt from these constants. The detector scales each
 statistic to zero mean and unit variance (:class:`Standardiser`), whose running mean and
@@ -38,6 +45,8 @@ from torchvision.ops import roi_align
 COLOUR_LEVELS, COLOUR_GRID = 4, 3
 GABOR_WAVELENGTH, GABOR_OCTAVES, ORIENTATIONS = 4.0, 4, 6
 SHAPE_BINS, SHAPE_GRIDS = 8, (1, 2, 4)
+SILHOUETTE_SAMPLES, SILHOUETTE_GRID, OUTLINE_POINTS, OUTLINE_HARMONICS = 32, 8, 8, 12
+_FOREGROUND_DISTANCE, _FOREGROUND_SOFTNESS = 0.1, 0.03  # RGB distance (of [0, 1] channels) from the background
 _POOL = 4  # colour maps are averaged over 4 x 4 pixels before the grid samples them
 _ENERGY_FLOOR = 1e-3  # log-energies span [floor, 1] -> [0, 1]
 
@@ -65,8 +74,9 @@ def gabor_bank(wavelength: float = GABOR_WAVELENGTH, orientations: int = ORIENTA
 class PixelDescriptor(nn.Module):
     """Colour, texture and shape of regions, from the image (see the module's docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, silhouette: bool = True) -> None:
         super().__init__()
+        self.silhouette = silhouette  # False: the statistics of detectors saved before it
         self.register_buffer("gabor", gabor_bank(), persistent=False)
         self.register_buffer("levels", torch.linspace(0, 1, COLOUR_LEVELS), persistent=False)
 
@@ -74,7 +84,8 @@ class PixelDescriptor(nn.Module):
     def dim(self) -> int:
         colour = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
         filters = GABOR_OCTAVES * ORIENTATIONS
-        return colour + filters * (1 + 4) + filters + SHAPE_BINS * sum(g * g for g in SHAPE_GRIDS)
+        silhouette = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2 if self.silhouette else 0
+        return colour + filters * (1 + 4) + filters + SHAPE_BINS * sum(g * g for g in SHAPE_GRIDS) + silhouette
 
     def maps(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
         """Per-pixel maps of a batch (B, 3, H, W) in [0, 1], each with the scale RoIAlign maps
@@ -87,7 +98,7 @@ class PixelDescriptor(nn.Module):
         weights = (1 - (images[..., None] - self.levels).abs() * (COLOUR_LEVELS - 1)).clamp(min=0)  # (B,3,H,W,L)
         red, green, blue = weights.unbind(1)
         colour = (red[..., :, None, None] * green[..., None, :, None] * blue[..., None, None, :]).flatten(3)
-        out = {"colour": (F.avg_pool2d(colour.permute(0, 3, 1, 2), _POOL), 1 / _POOL)}
+        out = {"colour": (F.avg_pool2d(colour.permute(0, 3, 1, 2), _POOL), 1 / _POOL), "rgb": (images, 1.0)}
         gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]
         level = gray
         for octave in range(GABOR_OCTAVES):
@@ -109,6 +120,8 @@ class PixelDescriptor(nn.Module):
 
     def forward(self, maps: dict[str, tuple[torch.Tensor, float]], boxes: list[torch.Tensor]) -> torch.Tensor:
         """(N, dim) float32 for the boxes of each image (pixels of the image :meth:`maps` read)."""
+        if sum(len(b) for b in boxes) == 0:  # (the FFT of no rows is an error)
+            return maps["colour"][0].new_zeros(0, self.dim)
         with torch.autocast(maps["colour"][0].device.type, enabled=False):
             return self._pool([b.float() for b in boxes], maps)
 
@@ -128,7 +141,47 @@ class PixelDescriptor(nn.Module):
         for grid in SHAPE_GRIDS:
             shape = pool("shape", grid, 8 // grid).clamp(min=0)
             parts.append((shape / (shape.sum(1, keepdim=True) + 1e-6)).sqrt())
+        if self.silhouette:
+            parts.append(_silhouette(boxes, *maps["rgb"]))
         return torch.cat(parts, 1)
+
+
+def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -> torch.Tensor:
+    """(N, S, S) in [0, 1]: how far each sample of the box is from the background colour
+    (S = SILHOUETTE_SAMPLES). The box grows by one sample a side, clipped to the image; the
+    samples of that ring give the background."""
+    n = SILHOUETTE_SAMPLES
+    height, width = images.shape[-2] / scale, images.shape[-1] / scale
+    grown = []
+    for b in boxes:
+        margin = (b[:, 2:] - b[:, :2]) / n
+        g = torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1)
+        grown.append(torch.stack([g[:, 0].clamp(0, width), g[:, 1].clamp(0, height),
+                                  g[:, 2].clamp(0, width), g[:, 3].clamp(0, height)], 1))
+    samples = roi_align(images, grown, n + 2, scale, 1, aligned=True)  # (N, 3, n + 2, n + 2)
+    inside = samples[..., 1:-1, 1:-1]
+    ring = torch.cat([samples[..., 0, :], samples[..., -1, :], samples[..., 1:-1, 0], samples[..., 1:-1, -1]], -1)
+    distance = (inside - ring.median(-1).values[..., None, None]).norm(dim=1)
+    for side in (samples[..., 1:-1, :1], samples[..., 1:-1, -1:]):  # the same row just outside the box
+        distance = torch.minimum(distance, (inside - side).norm(dim=1))
+    return torch.sigmoid((distance - _FOREGROUND_DISTANCE) / _FOREGROUND_SOFTNESS)
+
+
+def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -> torch.Tensor:
+    """The silhouette statistics of the module's docstring, (N, 64 + 4 * 20 + 2)."""
+    mask = _foreground(boxes, images, scale)
+
+    def empty_from_start(m: torch.Tensor) -> torch.Tensor:  # share of each column empty from row 0 on
+        return torch.cumprod(1 - m, 1).mean(1)
+
+    columns = mask.transpose(1, 2)
+    outline = torch.stack([empty_from_start(mask), empty_from_start(mask.flip(1)),
+                           empty_from_start(columns), empty_from_start(columns.flip(1))], 1)  # (N, 4, S)
+    harmonics = torch.fft.rfft(outline, dim=-1).abs()[..., 1:OUTLINE_HARMONICS + 1] / SILHOUETTE_SAMPLES
+    size = torch.cat([b[:, 2:] - b[:, :2] for b in boxes]).clamp(min=1e-3)
+    return torch.cat([F.adaptive_avg_pool2d(mask[:, None], SILHOUETTE_GRID).flatten(1),
+                      F.adaptive_avg_pool1d(outline, OUTLINE_POINTS).flatten(1), harmonics.flatten(1),
+                      (size[:, :1] / size[:, 1:]).log(), mask.mean((1, 2))[:, None]], 1)
 
 
 class Standardiser(nn.Module):

@@ -15,16 +15,21 @@ from taomm.detectors.pixels import (
     COLOUR_LEVELS,
     GABOR_OCTAVES,
     ORIENTATIONS,
+    OUTLINE_HARMONICS,
+    OUTLINE_POINTS,
+    SILHOUETTE_GRID,
     PixelDescriptor,
     Standardiser,
     gabor_bank,
 )
+from taomm.errors import TaommError
 from taomm.taxonomy import load_taxonomy
 
 CLASSES = list(load_taxonomy("taobao33").classes)
 COLOUR = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
 FILTERS = GABOR_OCTAVES * ORIENTATIONS
 SHARE = slice(COLOUR + 5 * FILTERS, COLOUR + 6 * FILTERS)  # each filter's share of the energy
+SILHOUETTE = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2  # the vector's tail
 
 
 def describe(image: torch.Tensor, boxes: list[list[float]]) -> torch.Tensor:
@@ -50,6 +55,7 @@ def test_dimensions_and_no_weights() -> None:
     out = describe(torch.rand(3, 80, 120), [[0, 0, 60, 40], [10, 10, 110, 70]])
     assert out.shape == (2, pixels.dim) and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert pixels.state_dict() == {}  # rebuilt from constants: nothing to save
+    assert describe(torch.rand(3, 80, 120), torch.zeros(0, 4).tolist()).shape == (0, pixels.dim)  # no regions
 
 
 def test_colour_histogram_finds_the_colour_where_it_is() -> None:
@@ -73,6 +79,50 @@ def test_texture_tells_stripes_by_orientation_and_plain_by_no_energy() -> None:
     assert h[across] > 0.5 and h[across] > 10 * h[0]
     log_energy = slice(COLOUR, COLOUR + FILTERS)
     assert plain[log_energy].max() < 0.01 < vertical[log_energy].max()
+
+
+def graded_background(size: int = 120) -> torch.Tensor:
+    """A studio background: light grey at the top, darker at the bottom (as the demo's)."""
+    return torch.linspace(0.92, 0.7, size).view(1, -1, 1).expand(3, size, size).clone()
+
+
+def silhouette(image: torch.Tensor, box: list[float]) -> dict[str, torch.Tensor]:
+    tail = describe(image, [box])[0, -SILHOUETTE:]
+    mask, rest = tail[:SILHOUETTE_GRID ** 2], tail[SILHOUETTE_GRID ** 2:]
+    harmonics = rest[4 * OUTLINE_POINTS:4 * (OUTLINE_POINTS + OUTLINE_HARMONICS)]
+    return {"mask": mask.view(SILHOUETTE_GRID, SILHOUETTE_GRID), "harmonics": harmonics.view(4, OUTLINE_HARMONICS),
+            "aspect": rest[-2], "fill": rest[-1]}
+
+
+def test_silhouette_is_the_object_against_a_graded_background() -> None:
+    image = graded_background()
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(120.0), indexing="ij")
+    # An A-line shape: narrow at the top (row 20), full width at the bottom (row 100).
+    half_width = 8 + (rows - 20) / 80 * 32
+    inside = (rows >= 20) & (rows < 100) & ((cols - 60).abs() < half_width)
+    image[:, inside] = torch.tensor([0.75, 0.2, 0.2]).view(3, 1)
+    shape = silhouette(image, [20, 20, 100, 100])
+    assert shape["fill"] == pytest.approx(inside.float().sum().item() / 80 ** 2, abs=0.08)
+    assert shape["mask"][0, 0] < 0.1 and shape["mask"][0, -1] < 0.1  # the shoulders are empty
+    assert shape["mask"][-1, 0] > 0.7 and shape["mask"][-1, -1] > 0.7 and shape["mask"][4, 4] > 0.9
+    assert shape["aspect"] == pytest.approx(0.0, abs=1e-5)
+    assert silhouette(graded_background(), [10, 10, 110, 60])["fill"] < 0.05  # no object: background only
+    assert silhouette(image, [20, 20, 100, 60])["aspect"] == pytest.approx(math.log(2.0), abs=1e-5)
+
+
+def test_outline_harmonics_see_a_scalloped_hem() -> None:
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(120.0), indexing="ij")
+    body = (rows >= 16) & (rows < 90) & (cols >= 16) & (cols < 104)
+    scallops = (rows >= 16) & (cols >= 16) & (cols < 104) & (rows < 90 + 8 * torch.sin(math.pi * (cols - 16) / 88 * 7).abs())
+    hems = {}
+    for name, inside in {"flat": body, "scalloped": scallops}.items():
+        image = graded_background()
+        image[:, inside] = torch.tensor([0.2, 0.3, 0.7]).view(3, 1)
+        hems[name] = silhouette(image, [16, 16, 104, 98])["harmonics"]
+    bottom, top = 1, 0  # outline order: from the top and from the bottom (per column), left, right (per row)
+    # Seven scallops across the width: |sin| has period 1/7 of it, so its 7th harmonic.
+    assert hems["scalloped"][bottom, 6] > 4 * hems["flat"][bottom, 6] and hems["scalloped"][bottom, 6] > 0.01
+    assert hems["scalloped"][top].sum() < 0.01 and hems["flat"][top].sum() < 0.01  # both tops are straight
 
 
 def test_a_region_does_not_depend_on_the_others_or_the_batch() -> None:
@@ -163,3 +213,27 @@ def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) 
     (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
     loaded = ProductDetector.load(tmp_path)
     assert loaded.pixels is None and loaded.rcnn.roi_heads.box_head.fc7.out_features == 2048
+
+
+def test_a_detector_saved_before_the_silhouette_loads_as_it_was(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_silhouette=False, fpn_channels=64))
+    assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE
+    old.save(tmp_path)
+    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
+    del config["pixel_silhouette"]  # the key did not exist then
+    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
+    loaded = ProductDetector.load(tmp_path).eval()
+    assert not loaded.config.pixel_silhouette and loaded.pixels.dim == old.pixels.dim
+    image = torch.rand(3, 64, 64)
+    assert torch.equal(old.eval().features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0],
+                       loaded.features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0])
+
+
+def test_weights_of_another_shape_are_a_clear_error(tmp_path: Path) -> None:
+    ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, fpn_channels=64)).save(tmp_path)
+    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
+    config["pixel_silhouette"] = False  # a config that no longer describes the weights
+    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
+    with pytest.raises(TaommError, match="another shape"):
+        ProductDetector.load(tmp_path)
