@@ -161,10 +161,10 @@ def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -
     samples = roi_align(images, grown, n + 2, scale, 1, aligned=True)  # (N, 3, n + 2, n + 2)
     inside = samples[..., 1:-1, 1:-1]
     ring = torch.cat([samples[..., 0, :], samples[..., -1, :], samples[..., 1:-1, 0], samples[..., 1:-1, -1]], -1)
-    distance = (inside - ring.median(-1).values[..., None, None]).norm(dim=1)
+    squared = (inside - ring.median(-1).values[..., None, None]).square().sum(1)  # (a channel norm: 20x slower)
     for side in (samples[..., 1:-1, :1], samples[..., 1:-1, -1:]):  # the same row just outside the box
-        distance = torch.minimum(distance, (inside - side).norm(dim=1))
-    return torch.sigmoid((distance - _FOREGROUND_DISTANCE) / _FOREGROUND_SOFTNESS)
+        squared = torch.minimum(squared, (inside - side).square().sum(1))
+    return torch.sigmoid((squared.sqrt() - _FOREGROUND_DISTANCE) / _FOREGROUND_SOFTNESS)
 
 
 def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -> torch.Tensor:
