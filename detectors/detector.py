@@ -189,7 +189,8 @@ class ProductDetector(nn.Module):
         learned = heads.box_head(heads.box_roi_pool(features, boxes, image_sizes))
         if maps is None:
             return learned
-        return torch.cat([learned, self.pixel_scale(self.pixels(maps, boxes)).to(learned.dtype)], 1)
+        statistics = self.pixels(maps, boxes, image_sizes)
+        return torch.cat([learned, self.pixel_scale(statistics).to(learned.dtype)], 1)
 
     def attribute_loss(self, logits: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         """Each attribute group (colour, pattern ...) holds one value per box: a softmax

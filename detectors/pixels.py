@@ -118,14 +118,18 @@ class PixelDescriptor(nn.Module):
         out["shape"] = ((1 - distance).clamp(min=0) * (gx * gx + gy * gy).sqrt(), 0.5)
         return out
 
-    def forward(self, maps: dict[str, tuple[torch.Tensor, float]], boxes: list[torch.Tensor]) -> torch.Tensor:
-        """(N, dim) float32 for the boxes of each image (pixels of the image :meth:`maps` read)."""
+    def forward(self, maps: dict[str, tuple[torch.Tensor, float]], boxes: list[torch.Tensor],
+                image_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+        """(N, dim) float32 for the boxes of each image (pixels of the image :meth:`maps` read).
+        ``image_sizes``: each image's (height, width) inside a padded batch (default: the
+        batch's), so that no background is read from the padding."""
         if sum(len(b) for b in boxes) == 0:  # (the FFT of no rows is an error)
             return maps["colour"][0].new_zeros(0, self.dim)
         with torch.autocast(maps["colour"][0].device.type, enabled=False):
-            return self._pool([b.float() for b in boxes], maps)
+            return self._pool([b.float() for b in boxes], maps, image_sizes)
 
-    def _pool(self, boxes: list[torch.Tensor], maps: dict[str, tuple[torch.Tensor, float]]) -> torch.Tensor:
+    def _pool(self, boxes: list[torch.Tensor], maps: dict[str, tuple[torch.Tensor, float]],
+              image_sizes: list[tuple[int, int]] | None) -> torch.Tensor:
 
         def pool(name: str, grid: int, sampling: int) -> torch.Tensor:
             values, scale = maps[name]
@@ -142,18 +146,20 @@ class PixelDescriptor(nn.Module):
             shape = pool("shape", grid, 8 // grid).clamp(min=0)
             parts.append((shape / (shape.sum(1, keepdim=True) + 1e-6)).sqrt())
         if self.silhouette:
-            parts.append(_silhouette(boxes, *maps["rgb"]))
+            images, scale = maps["rgb"]
+            sizes = image_sizes or [(images.shape[-2] / scale, images.shape[-1] / scale)] * len(boxes)
+            parts.append(_silhouette(boxes, images, scale, sizes))
         return torch.cat(parts, 1)
 
 
-def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -> torch.Tensor:
+def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
+                sizes: list[tuple[float, float]]) -> torch.Tensor:
     """(N, S, S) in [0, 1]: how far each sample of the box is from the background colour
     (S = SILHOUETTE_SAMPLES). The box grows by one sample a side, clipped to the image; the
     samples of that ring give the background."""
     n = SILHOUETTE_SAMPLES
-    height, width = images.shape[-2] / scale, images.shape[-1] / scale
     grown = []
-    for b in boxes:
+    for b, (height, width) in zip(boxes, sizes, strict=True):
         margin = (b[:, 2:] - b[:, :2]) / n
         g = torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1)
         grown.append(torch.stack([g[:, 0].clamp(0, width), g[:, 1].clamp(0, height),
@@ -167,9 +173,10 @@ def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -
     return torch.sigmoid((squared.sqrt() - _FOREGROUND_DISTANCE) / _FOREGROUND_SOFTNESS)
 
 
-def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float) -> torch.Tensor:
+def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
+                sizes: list[tuple[float, float]]) -> torch.Tensor:
     """The silhouette statistics of the module's docstring, (N, 64 + 4 * 20 + 2)."""
-    mask = _foreground(boxes, images, scale)
+    mask = _foreground(boxes, images, scale, sizes)
 
     def empty_from_start(m: torch.Tensor) -> torch.Tensor:  # share of each column empty from row 0 on
         return torch.cumprod(1 - m, 1).mean(1)

@@ -125,6 +125,18 @@ def test_outline_harmonics_see_a_scalloped_hem() -> None:
     assert hems["scalloped"][top].sum() < 0.01 and hems["flat"][top].sum() < 0.01  # both tops are straight
 
 
+def test_silhouette_reads_no_background_from_a_padded_batch() -> None:
+    image = graded_background(96)[:, :, :80].clone()  # 96 high, 80 wide
+    image[:, 30:90, 50:80] = torch.tensor([0.8, 0.3, 0.1]).view(3, 1, 1)  # an object against the right edge
+    padded = torch.zeros(1, 3, 96, 112)  # a batch padded to a wider image, as torchvision pads
+    padded[0, :, :, :80] = image
+    pixels, box = PixelDescriptor(), [torch.tensor([[40.0, 20, 80, 94]])]
+    alone = pixels(pixels.maps(image[None]), box)[:, -SILHOUETTE:]
+    in_batch = pixels(pixels.maps(padded), box, image_sizes=[(96, 80)])[:, -SILHOUETTE:]
+    assert torch.allclose(alone, in_batch, atol=1e-5)
+    assert not torch.allclose(alone, pixels(pixels.maps(padded), box)[:, -SILHOUETTE:], atol=1e-3)  # the padding read
+
+
 def test_a_region_does_not_depend_on_the_others_or_the_batch() -> None:
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 3, 64, 64, generator=g)
