@@ -40,7 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
+from torchvision.ops import clip_boxes_to_image, roi_align
 
 COLOUR_LEVELS, COLOUR_GRID = 4, 3
 GABOR_WAVELENGTH, GABOR_OCTAVES, ORIENTATIONS = 4.0, 4, 6
@@ -159,11 +159,9 @@ def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
     samples of that ring give the background."""
     n = SILHOUETTE_SAMPLES
     grown = []
-    for b, (height, width) in zip(boxes, sizes, strict=True):
+    for b, size in zip(boxes, sizes, strict=True):
         margin = (b[:, 2:] - b[:, :2]) / n
-        g = torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1)
-        grown.append(torch.stack([g[:, 0].clamp(0, width), g[:, 1].clamp(0, height),
-                                  g[:, 2].clamp(0, width), g[:, 3].clamp(0, height)], 1))
+        grown.append(clip_boxes_to_image(torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1), size))
     samples = roi_align(images, grown, n + 2, scale, 1, aligned=True)  # (N, 3, n + 2, n + 2)
     inside = samples[..., 1:-1, 1:-1]
     ring = torch.cat([samples[..., 0, :], samples[..., -1, :], samples[..., 1:-1, 0], samples[..., 1:-1, -1]], -1)
