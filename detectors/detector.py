@@ -77,6 +77,9 @@ class DetectorConfig:
     # The pixel statistics include the silhouette (146 of the 1,034); False for detectors
     # saved before it (load() reads a config without the key so).
     pixel_silhouette: bool = True
+    # The silhouette is taken at the object's extent found around the box rather than at the
+    # box itself (taomm.detectors.pixels.object_extent); False for detectors saved before it.
+    pixel_recentre: bool = True
 
     @property
     def num_attributes(self) -> int:
@@ -118,7 +121,7 @@ class ProductDetector(nn.Module):
             backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
             backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-        self.pixels = PixelDescriptor(config.pixel_silhouette) if config.pixel_features else None
+        self.pixels = PixelDescriptor(config.pixel_silhouette, config.pixel_recentre) if config.pixel_features else None
         self.pixel_scale = Standardiser(self.pixels.dim) if self.pixels is not None else None
         learned = config.representation_size - (self.pixels.dim if self.pixels is not None else 0)
         if self.pixels is not None and learned < 64:
@@ -314,6 +317,7 @@ class ProductDetector(nn.Module):
                 raise TaommError(f"{folder} is not a taomm detector (no {name}); train one with `taomm train-detector`")
         saved = json.loads((folder / CONFIG_NAME).read_text("utf-8"))
         saved.setdefault("pixel_silhouette", False)  # saved before the silhouette statistics
+        saved.setdefault("pixel_recentre", False)  # saved before the silhouette found the object's extent
         model = cls(DetectorConfig(**saved))
         state = load_file(str(folder / WEIGHTS_NAME), device=map_location)
         own = model.state_dict()

@@ -21,6 +21,7 @@ from taomm.detectors.pixels import (
     PixelDescriptor,
     Standardiser,
     gabor_bank,
+    object_extent,
 )
 from taomm.errors import TaommError
 from taomm.taxonomy import load_taxonomy
@@ -32,8 +33,8 @@ SHARE = slice(COLOUR + 5 * FILTERS, COLOUR + 6 * FILTERS)  # each filter's share
 SILHOUETTE = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2  # the vector's tail
 
 
-def describe(image: torch.Tensor, boxes: list[list[float]]) -> torch.Tensor:
-    pixels = PixelDescriptor()
+def describe(image: torch.Tensor, boxes: list[list[float]], recentre: bool = True) -> torch.Tensor:
+    pixels = PixelDescriptor(recentre=recentre)
     return pixels(pixels.maps(image[None]), [torch.tensor(boxes)])
 
 
@@ -86,8 +87,8 @@ def graded_background(size: int = 120) -> torch.Tensor:
     return torch.linspace(0.92, 0.7, size).view(1, -1, 1).expand(3, size, size).clone()
 
 
-def silhouette(image: torch.Tensor, box: list[float]) -> dict[str, torch.Tensor]:
-    tail = describe(image, [box])[0, -SILHOUETTE:]
+def silhouette(image: torch.Tensor, box: list[float], recentre: bool = True) -> dict[str, torch.Tensor]:
+    tail = describe(image, [box], recentre)[0, -SILHOUETTE:]
     mask, rest = tail[:SILHOUETTE_GRID ** 2], tail[SILHOUETTE_GRID ** 2:]
     harmonics = rest[4 * OUTLINE_POINTS:4 * (OUTLINE_POINTS + OUTLINE_HARMONICS)]
     return {"mask": mask.view(SILHOUETTE_GRID, SILHOUETTE_GRID), "harmonics": harmonics.view(4, OUTLINE_HARMONICS),
@@ -101,13 +102,48 @@ def test_silhouette_is_the_object_against_a_graded_background() -> None:
     half_width = 8 + (rows - 20) / 80 * 32
     inside = (rows >= 20) & (rows < 100) & ((cols - 60).abs() < half_width)
     image[:, inside] = torch.tensor([0.75, 0.2, 0.2]).view(3, 1)
-    shape = silhouette(image, [20, 20, 100, 100])
+    shape = silhouette(image, [20, 20, 100, 100], recentre=False)  # the mask at the box itself
     assert shape["fill"] == pytest.approx(inside.float().sum().item() / 80 ** 2, abs=0.08)
     assert shape["mask"][0, 0] < 0.1 and shape["mask"][0, -1] < 0.1  # the shoulders are empty
     assert shape["mask"][-1, 0] > 0.7 and shape["mask"][-1, -1] > 0.7 and shape["mask"][4, 4] > 0.9
     assert shape["aspect"] == pytest.approx(0.0, abs=1e-5)
     assert silhouette(graded_background(), [10, 10, 110, 60])["fill"] < 0.05  # no object: background only
-    assert silhouette(image, [20, 20, 100, 60])["aspect"] == pytest.approx(math.log(2.0), abs=1e-5)
+    assert silhouette(image, [20, 20, 100, 60], recentre=False)["aspect"] == pytest.approx(math.log(2.0), abs=1e-5)
+
+
+def a_line_dress(shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+    """An A-line shape on a graded background, its bounding box [30, 24, 90, 104] (+ shift)."""
+    image = graded_background()
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(120.0), indexing="ij")
+    rows, cols = rows - shift[1], cols - shift[0]
+    inside = (rows >= 24) & (rows < 104) & ((cols - 60).abs() < 10 + (rows - 24) / 80 * 20)
+    image[:, inside] = torch.tensor([0.3, 0.5, 0.2]).view(3, 1)
+    return image
+
+
+def test_object_extent_finds_the_object_around_a_misplaced_box() -> None:
+    image = a_line_dress()
+    boxes = torch.tensor([[36.0, 14, 96, 96],  # off by 10 px / 12% of its size
+                          [22.0, 30, 84, 110],
+                          [30.0, 24, 90, 104],  # on the object
+                          [0.0, 0, 12, 12]])  # background only: kept as it is
+    found = object_extent([boxes], image[None], 1.0, [(120, 120)])[0]
+    window = (boxes[:, 2:] - boxes[:, :2]) * 1.5 / 48  # one sample of the searched window
+    for box, step in zip(found[:3], window[:3], strict=True):
+        assert (box - torch.tensor([30.0, 24, 90, 104])).abs().max() <= 1.5 * step.max()
+    assert torch.equal(found[3], boxes[3])
+
+
+def test_recentred_silhouette_does_not_move_with_the_box() -> None:
+    image, exact = a_line_dress(), [30.0, 24, 90, 104]
+    elsewhere = a_line_dress((-12.0, 6.0))  # the same dress elsewhere in the photo, at [18, 30, 78, 110]
+    for recentre in (False, True):
+        on_the_object = silhouette(image, exact, recentre)["mask"]
+        off = [silhouette(image, [37.0, 16, 97, 96], recentre)["mask"],  # 7 and 8 px off
+               silhouette(elsewhere, [25.0, 22, 85, 102], recentre)["mask"]]
+        moved = max(float((mask - on_the_object).abs().mean()) for mask in off)
+        # a sample of the searched window (2.5 px) is the extent's resolution
+        assert moved < 0.06 if recentre else moved > 0.25
 
 
 def test_outline_harmonics_see_a_scalloped_hem() -> None:
@@ -240,6 +276,21 @@ def test_a_detector_saved_before_the_silhouette_loads_as_it_was(tmp_path: Path) 
     image = torch.rand(3, 64, 64)
     assert torch.equal(old.eval().features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0],
                        loaded.features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0])
+
+
+def test_a_detector_saved_before_the_object_extent_loads_as_it_was(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_recentre=False, fpn_channels=64))
+    old.save(tmp_path)
+    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
+    del config["pixel_recentre"]  # the key did not exist then
+    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
+    loaded = ProductDetector.load(tmp_path).eval()
+    assert loaded.config.pixel_silhouette and not loaded.config.pixel_recentre
+    image, box = a_line_dress(), [torch.tensor([[36.0, 14, 96, 96]])]
+    assert torch.equal(old.eval().features_at([image], box)[0], loaded.features_at([image], box)[0])
+    loaded.config.pixel_recentre = loaded.pixels.recentre = True
+    assert not torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
 
 
 def test_weights_of_another_shape_are_a_clear_error(tmp_path: Path) -> None:
