@@ -103,13 +103,15 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
 def _report(demo: Any, total: float) -> None:
     console = stderr_console()
     evaluation = demo.records["evaluate"].summary
-    table = Table(title=f"text -> image retrieval, {evaluation['items']} test items "
-                        f"(finetuned: ITM rerank of the top {evaluation['rerank']})")
+    table = Table(title=f"text -> image retrieval, {evaluation['items']} test items (zero-shot and finetuned: "
+                        f"the contrastive vectors' top {evaluation['rerank']}, reranked by ITM)")
     for column in ("model", "R@1", "R@5", "R@10"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, row in evaluation["recall"].items():
         table.add_row(name, *(f"{row[k]:.3f}" for k in ("R@1", "R@5", "R@10")))
     console.print(table)
+    console.print("  the paper's zero-shot scores every pair by ITM alone: "
+                  "taomm evaluate-retrieval --model runs/pretrain --zero-shot --exhaustive", style="dim")
     search = demo.records["search"].summary
     for query, hits in search["searches"].items():
         console.print(f"\n[bold]taomm search {query!r}[/bold]")
