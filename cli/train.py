@@ -59,8 +59,8 @@ ItcOpt = Annotated[float | None, typer.Option("--itc", min=0.0, help="Weight of 
                                               "(beyond the paper; ALBEF's align-before-fuse). 0: the paper's three "
                                               "tasks only. Default: 1 from scratch (without it ITM stays at chance), "
                                               "0 with --init-from.", show_default=False)]
-SplitOpt = Annotated[str | None, typer.Option("--split", help="Store split to train on. Default: train if the "
-                                              "store has it, else every item.")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="Store split to train on; several join with + "
+                                              "(train+val). Default: train if the store has it, else every item.")]
 
 
 def pretrain_command(

@@ -19,12 +19,12 @@ from safetensors.torch import load_file, save_file
 
 from taomm.datasets.pretraining import MaskingOptions, PretrainingData
 from taomm.datasets.store import FeatureStore
-from taomm.errors import TaommError
+from taomm.errors import StoreError, TaommError
 from taomm.model import InterBertConfig, InterBertForPretraining
 from taomm.text.tokenizer import TitleTokenizer
 from taomm.train import TrainConfig, Trainer
 from taomm.train.checkpoint import MODEL_FILE, STATE_FILE, latest_checkpoint, list_checkpoints
-from taomm.train.pretrain import PretrainTask, pretrain
+from taomm.train.pretrain import PretrainTask, pretrain, training_ordinals
 from taomm.train.recipe import SCRATCH_PRETRAIN
 from taomm.train.trainer import NonFiniteLossError, param_groups
 
@@ -292,3 +292,14 @@ def test_torchrun_matches_single_process(store: Path, tmp_path: Path) -> None:
     for x, y in zip(a, b, strict=True):
         for key in ("loss", "msm", "mrm", "itm", "itc"):  # itc: negatives gathered from the other rank
             assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-5), (x["step"], key)
+
+
+def test_training_ordinals_join_splits_with_plus(small_store: Path) -> None:
+    with FeatureStore(small_store) as reader:
+        train, val, test = (set(reader.split(name).tolist()) for name in ("train", "val", "test"))
+        assert set(training_ordinals(reader, None).tolist()) == train  # the default: train
+        joined = training_ordinals(reader, "train+val")
+        assert joined.tolist() == sorted(train | val) and not set(joined.tolist()) & test
+        assert training_ordinals(reader, "test+test").tolist() == sorted(test)  # each item once
+        with pytest.raises(StoreError, match="no split 'unlabelled'"):
+            training_ordinals(reader, "train+unlabelled")

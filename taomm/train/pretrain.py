@@ -107,10 +107,14 @@ def resolve_vocab(vocab: str | os.PathLike[str] | None, init_from: str | None, s
 
 
 def training_ordinals(store: Any, split: str | None) -> np.ndarray:
-    """The split's items, or every item when the store has no splits (and none was asked for)."""
+    """The split's items, or every item when the store has no splits (and none was asked for).
+    Several splits join with ``+`` (``train+val``: pretraining over every listing outside
+    the test split)."""
     if split is None:
         split = "train" if "train" in store.split_names() else None
-    return np.sort(store.split(split)) if split is not None else np.arange(len(store))
+    if split is None:
+        return np.arange(len(store))
+    return np.unique(np.concatenate([store.split(name) for name in split.split("+")]))
 
 
 def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *, model_config: InterBertConfig,
