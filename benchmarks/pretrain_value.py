@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,10 +102,13 @@ def prepare_workspace(args: argparse.Namespace) -> dict[str, Any]:
     work.parent.mkdir(parents=True, exist_ok=True)
     taomm(["init", str(work), "--demo", "--items", str(args.items), "--seed", str(args.catalog_seed),
            "--preset", args.preset], work.parent)
-    detector = ["--max-steps", str(args.detector_steps)]
-    if args.quick:
-        detector += ["--image-size", "96"]
-    taomm(["train-detector", *detector], work)
+    if args.detector is not None:  # a detector trained elsewhere (another catalog seed: no photo seen)
+        shutil.copytree(args.detector, work / "runs" / "detector")
+    else:
+        detector = ["--max-steps", str(args.detector_steps)]
+        if args.quick:
+            detector += ["--image-size", "96"]
+        taomm(["train-detector", *detector], work)
     splits = redraw_splits(work / "catalog", args.labelled, args.catalog_seed)
     for stage in (["prepare"], ["mine-negatives"], ["build-vocab"]):
         taomm(stage, work)
@@ -224,6 +228,8 @@ def main() -> None:
     parser.add_argument("--catalog-seed", type=int, default=0)
     parser.add_argument("--preset", default="mini")
     parser.add_argument("--detector-steps", type=int, default=250)
+    parser.add_argument("--detector", type=Path, help="Use this detector folder instead of training one (trained "
+                        "on another --catalog-seed, so it has seen none of these photos)")
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=400)
     parser.add_argument("--zero-shot-items", type=int, default=100)
