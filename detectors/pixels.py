@@ -158,16 +158,21 @@ class PixelDescriptor(nn.Module):
         return torch.cat(parts, 1)
 
 
+def _grown(boxes: list[torch.Tensor], sizes: list[tuple[float, float]], parts: float) -> list[torch.Tensor]:
+    """Each box grown by 1/``parts`` of its width and height a side, clipped to its image."""
+    grown = []
+    for b, size in zip(boxes, sizes, strict=True):
+        margin = (b[:, 2:] - b[:, :2]) / parts
+        grown.append(clip_boxes_to_image(torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1), size))
+    return grown
+
+
 def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
                 sizes: list[tuple[float, float]], n: int = SILHOUETTE_SAMPLES) -> torch.Tensor:
     """(N, n, n) in [0, 1]: how far each sample of the box is from the background colour.
     The box grows by one sample a side, clipped to the image; the samples of that ring give
     the background."""
-    grown = []
-    for b, size in zip(boxes, sizes, strict=True):
-        margin = (b[:, 2:] - b[:, :2]) / n
-        grown.append(clip_boxes_to_image(torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1), size))
-    samples = roi_align(images, grown, n + 2, scale, 1, aligned=True)  # (N, 3, n + 2, n + 2)
+    samples = roi_align(images, _grown(boxes, sizes, n), n + 2, scale, 1, aligned=True)  # (N, 3, n + 2, n + 2)
     inside = samples[..., 1:-1, 1:-1]
     ring = torch.cat([samples[..., 0, :], samples[..., -1, :], samples[..., 1:-1, 0], samples[..., 1:-1, -1]], -1)
     squared = (inside - ring.median(-1).values[..., None, None]).square().sum(1)  # (a channel norm: 20x slower)
@@ -183,10 +188,7 @@ def object_extent(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
     A detected box is off the object by a tenth of its size or more (mean IoU 0.77 in the
     demo) and a silhouette taken relative to it moves with it; the extent does not. A box
     with no foreground in its window keeps itself."""
-    windows = []
-    for b, size in zip(boxes, sizes, strict=True):
-        margin = (b[:, 2:] - b[:, :2]) * EXTENT_MARGIN
-        windows.append(clip_boxes_to_image(torch.cat([b[:, :2] - margin, b[:, 2:] + margin], 1), size))
+    windows = _grown(boxes, sizes, 1 / EXTENT_MARGIN)
     found = _foreground(windows, images, scale, sizes, EXTENT_SAMPLES) > 0.5  # (N, n, n)
     where = torch.arange(EXTENT_SAMPLES, device=found.device, dtype=torch.float32)
 
