@@ -39,16 +39,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stage_commands import run_taomm  # noqa: E402
 
 HEADLINE = {
     "random init": None,
@@ -65,13 +66,7 @@ METRICS = ("R@1", "R@5", "R@10", "P@5", "zero-shot R@10")
 
 def taomm(args: list[str], cwd: Path) -> str:
     """Run ``taomm ARGS`` in ``cwd`` (stderr passed through); returns stdout."""
-    env = {k: v for k, v in os.environ.items() if k != "TAOMM_WORKSPACE"}
-    print(f"$ taomm {' '.join(args)}", file=sys.stderr, flush=True)
-    done = subprocess.run([sys.executable, "-m", "taomm", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          text=True, check=False)
-    if done.returncode:
-        raise SystemExit(f"taomm {' '.join(args)} exited {done.returncode}")
-    return done.stdout
+    return run_taomm(args, cwd)[1]
 
 
 def redraw_splits(catalog: Path, labelled: int, seed: int) -> dict[str, int]:
