@@ -27,8 +27,8 @@ from taomm.detectors.training import evaluate_detector, image_ids_for_split, tra
 from taomm.taxonomy import load_taxonomy
 
 RECIPES = {
-    "box head alone, FPN 128 (before)": {"fpn_channels": 128, "pixel_features": False},
-    "box head + pixel statistics, FPN 128 (demo)": {"fpn_channels": 128, "pixel_features": True},
+    "pixel statistics without lines and hem (before)": {"fpn_channels": 128, "pixel_details": False},
+    "pixel statistics with lines, hem, connected extent (demo)": {"fpn_channels": 128},
 }
 
 

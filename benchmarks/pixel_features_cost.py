@@ -1,8 +1,9 @@
 """What the pixel statistics cost at extraction (``taomm prepare``'s call), in one run.
 
-Two detectors of the demo's shape (ResNet-18, 128-channel pyramid, 128 px), one with the
-pixel statistics and one without, extract the regions of the same demo images one at a
-time, in alternating rounds; prints ms per image for each and the ratio. Random weights:
+Three detectors of the demo's shape (ResNet-18, 128-channel pyramid, 128 px): the box head
+alone, with the pixel statistics before the line and hem statistics, and with all of them
+(the default); each extracts the regions of the same demo images one at a time, in
+alternating rounds; prints ms per image for each and the ratios to the box head alone. Random weights:
 the cost does not depend on what the detector learned (50 proposals either way).
 
     python benchmarks/pixel_features_cost.py [--images 60] [--rounds 3] [--bf16]
@@ -37,20 +38,23 @@ def main() -> None:
         images = [data[i][0] for i in range(len(data))]
     torch.manual_seed(0)
     classes = list(load_taxonomy("taobao33").classes)
-    detectors = {flag: ProductDetector(DetectorConfig(classes=classes, fpn_channels=128, min_size=128, max_size=256,
-                                                      pixel_features=flag)).eval() for flag in (False, True)}
-    times: dict[bool, list[float]] = {False: [], True: []}
+    variants = {"box head alone": {"pixel_features": False},
+                "pixel statistics before lines and hem": {"pixel_features": True, "pixel_details": False},
+                "pixel statistics (default)": {"pixel_features": True}}
+    detectors = {name: ProductDetector(DetectorConfig(classes=classes, fpn_channels=128, min_size=128, max_size=256,
+                                                      **settings)).eval() for name, settings in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in detectors}
     for _ in range(args.rounds):
-        for flag, detector in detectors.items():
+        for name, detector in detectors.items():
             start = time.perf_counter()
             with autocast("cpu", args.bf16):
                 for image in images:
                     detector.extract([image])
-            times[flag].append((time.perf_counter() - start) / len(images) * 1000)
-    without, with_pixels = min(times[False]), min(times[True])
-    print(f"box head alone: {without:.1f} ms/image; with the pixel statistics: {with_pixels:.1f} ms/image "
-          f"(best of {args.rounds} rounds over {len(images)} images); ratio {with_pixels / without:.2f}")
-
+            times[name].append((time.perf_counter() - start) / len(images) * 1000)
+    base = min(times["box head alone"])
+    for name, runs in times.items():
+        print(f"{name}: {min(runs):.1f} ms/image (best of {args.rounds} rounds over {len(images)} images), "
+              f"ratio {min(runs) / base:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -70,16 +70,19 @@ class DetectorConfig:
     trainable_layers: int = 5
     weights: str | None = None  # what training started from: coco, imagenet, a file; None = scratch
     # The region vector ends with fixed colour, texture and shape statistics of its pixels
-    # (taomm.detectors.pixels, 1,034 of the 2048 dimensions; the box head learns the rest):
+    # (taomm.detectors.pixels, 1,213 of the 2048 dimensions; the box head learns the rest):
     # what a few hundred steps from scratch do not learn. False: the box head's alone
     # (detectors saved before it existed).
     pixel_features: bool = False
-    # The pixel statistics include the silhouette (146 of the 1,034); False for detectors
+    # The pixel statistics include the silhouette (146 of the 1,213); False for detectors
     # saved before it (load() reads a config without the key so).
     pixel_silhouette: bool = True
     # The silhouette is taken at the object's extent found around the box rather than at the
     # box itself (taomm.detectors.pixels.object_extent); False for detectors saved before it.
     pixel_recentre: bool = True
+    # The pixel statistics include thin lines and the hem (179 more), and the extent is the
+    # foreground connected to the box (taomm.detectors.pixels); False for detectors saved before.
+    pixel_details: bool = True
 
     @property
     def num_attributes(self) -> int:
@@ -121,7 +124,8 @@ class ProductDetector(nn.Module):
             backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
             backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-        self.pixels = PixelDescriptor(config.pixel_silhouette, config.pixel_recentre) if config.pixel_features else None
+        self.pixels = PixelDescriptor(config.pixel_silhouette, config.pixel_recentre, config.pixel_details) \
+            if config.pixel_features else None
         self.pixel_scale = Standardiser(self.pixels.dim) if self.pixels is not None else None
         learned = config.representation_size - (self.pixels.dim if self.pixels is not None else 0)
         if self.pixels is not None and learned < 64:
@@ -318,6 +322,7 @@ class ProductDetector(nn.Module):
         saved = json.loads((folder / CONFIG_NAME).read_text("utf-8"))
         saved.setdefault("pixel_silhouette", False)  # saved before the silhouette statistics
         saved.setdefault("pixel_recentre", False)  # saved before the silhouette found the object's extent
+        saved.setdefault("pixel_details", False)  # saved before the line and hem statistics
         model = cls(DetectorConfig(**saved))
         state = load_file(str(folder / WEIGHTS_NAME), device=map_location)
         own = model.state_dict()

@@ -28,7 +28,17 @@ then the refined boxes in extraction):
   Fourier harmonics (a hem of scallops, a fan of pleats, a sleeve: shift-invariant), the
   log aspect ratio and the share the object fills. All of it is taken at the object's
   extent (:func:`object_extent`: the foreground found in the box grown by a quarter a side)
-  rather than at the box, which a detector places a tenth of its size off or more.
+  rather than at the box, which a detector places a tenth of its size off or more;
+- details (detectors from the connected extent on): thin lines, dark and bright, at 8
+  orientations (a segment of 5 pixels darker or brighter than both its neighbours 1.5
+  pixels away across it), their share per orientation and their log-energy in each cell of a 3 x 3 grid
+  over the extent: pleats fan out from the waist, a seam or a tier runs across, check lines
+  cross, stripes' band edges do not answer (one side only); and the hem: the bottom edge
+  of the extent's central 80% sampled in 64 columns against the background just below it,
+  its height per column less its best parabola, as the magnitudes of 16 Fourier harmonics
+  and its spread (a scalloped or ruffled hem is periodic, a straight or curved one is not).
+  The extent is then the foreground *connected* to the box's centre, so that a neighbour
+  in the grown window (a product beside it, a floor line) does not stretch it.
 
 No weights: the filters are rebuilt from these constants. The detector scales each
 statistic to zero mean and unit variance (:class:`Standardiser`), whose running mean and
@@ -49,9 +59,43 @@ GABOR_WAVELENGTH, GABOR_OCTAVES, ORIENTATIONS = 4.0, 4, 6
 SHAPE_BINS, SHAPE_GRIDS = 8, (1, 2, 4)
 SILHOUETTE_SAMPLES, SILHOUETTE_GRID, OUTLINE_POINTS, OUTLINE_HARMONICS = 32, 8, 8, 12
 EXTENT_MARGIN, EXTENT_SAMPLES = 0.25, 48  # the object's extent is sought in the box grown 25% a side
+LINE_ORIENTATIONS, LINE_OFFSET, LINE_LENGTH, LINE_GRID = 8, 1.5, 5, 3  # thin lines: directions,
+# the neighbours' distance across and the segment's length along them (px), the grid they are pooled on
+HEM_BAND, HEM_INSET, HEM_ROWS, HEM_COLUMNS, HEM_HARMONICS = 0.15, 0.1, 24, 64, 16
 _FOREGROUND_DISTANCE, _FOREGROUND_SOFTNESS = 0.1, 0.03  # RGB distance (of [0, 1] channels) from the background
 _POOL = 4  # colour maps are averaged over 4 x 4 pixels before the grid samples them
 _ENERGY_FLOOR = 1e-3  # log-energies span [floor, 1] -> [0, 1]
+
+
+def line_bank(orientations: int = LINE_ORIENTATIONS, offset: float = LINE_OFFSET,
+              length: int = LINE_LENGTH) -> torch.Tensor:
+    """(2 * orientations, 1, k, k): per line direction, the mean of ``length`` pixels along
+    the line (1 px apart, bilinear) ``offset`` pixels to one side of it, less the mean along
+    the line itself; then the other side. A dark line is where both are positive, a bright
+    one where both are negative; a line of another direction leaves the segment and answers
+    less (22.5 degrees off: half, measured on a 1-px line)."""
+    half = math.ceil(offset + (length - 1) / 2) + 1
+    steps = [t - (length - 1) / 2 for t in range(length)]
+
+    def segment(cx: float, cy: float, ux: float, uy: float) -> torch.Tensor:  # mean along (ux, uy) through (cx, cy)
+        kernel = torch.zeros(2 * half + 1, 2 * half + 1)
+        for t in steps:
+            x, y = cx + t * ux, cy + t * uy
+            x0, y0 = math.floor(x), math.floor(y)
+            fx, fy = x - x0, y - y0
+            for col, row, weight in ((x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)),
+                                     (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)):
+                kernel[half + row, half + col] += weight / length
+        return kernel
+
+    kernels = []
+    for k in range(orientations):
+        theta = math.pi * k / orientations  # the line's direction; its neighbours lie across it
+        ux, uy = math.cos(theta), math.sin(theta)
+        centre = segment(0.0, 0.0, ux, uy)
+        for sign in (1, -1):
+            kernels.append(segment(-sign * offset * uy, sign * offset * ux, ux, uy) - centre)
+    return torch.stack(kernels)[:, None]
 
 
 def gabor_bank(wavelength: float = GABOR_WAVELENGTH, orientations: int = ORIENTATIONS) -> torch.Tensor:
@@ -77,11 +121,13 @@ def gabor_bank(wavelength: float = GABOR_WAVELENGTH, orientations: int = ORIENTA
 class PixelDescriptor(nn.Module):
     """Colour, texture and shape of regions, from the image (see the module's docstring)."""
 
-    def __init__(self, silhouette: bool = True, recentre: bool = True) -> None:
+    def __init__(self, silhouette: bool = True, recentre: bool = True, details: bool = True) -> None:
         super().__init__()
         self.silhouette = silhouette  # False: the statistics of detectors saved before it
         self.recentre = recentre  # silhouette at the object's extent; False: at the box (saved before)
+        self.details = details and silhouette and recentre  # lines, hem, connected extent; False: saved before
         self.register_buffer("gabor", gabor_bank(), persistent=False)
+        self.register_buffer("lines", line_bank(), persistent=False)
         self.register_buffer("levels", torch.linspace(0, 1, COLOUR_LEVELS), persistent=False)
 
     @property
@@ -89,7 +135,9 @@ class PixelDescriptor(nn.Module):
         colour = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
         filters = GABOR_OCTAVES * ORIENTATIONS
         silhouette = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2 if self.silhouette else 0
-        return colour + filters * (1 + 4) + filters + SHAPE_BINS * sum(g * g for g in SHAPE_GRIDS) + silhouette
+        details = 2 * LINE_GRID ** 2 * (LINE_ORIENTATIONS + 1) + HEM_HARMONICS + 1 if self.details else 0
+        shape = SHAPE_BINS * sum(g * g for g in SHAPE_GRIDS)
+        return colour + filters * (1 + 4) + filters + shape + silhouette + details
 
     def maps(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
         """Per-pixel maps of a batch (B, 3, H, W) in [0, 1], each with the scale RoIAlign maps
@@ -120,6 +168,13 @@ class PixelDescriptor(nn.Module):
         distance = (position - bins).abs()
         distance = torch.minimum(distance, SHAPE_BINS - distance)
         out["shape"] = ((1 - distance).clamp(min=0) * (gx * gx + gy * gy).sqrt(), 0.5)
+        if self.details:
+            pad = self.lines.shape[-1] // 2
+            across = F.conv2d(F.pad(gray, (pad,) * 4, mode="replicate"), self.lines)  # (B, 2 * orientations, H, W)
+            one, other = across[:, 0::2], across[:, 1::2]
+            lines = torch.cat([torch.minimum(one, other).clamp(min=0),  # dark lines, then bright
+                               torch.minimum(-one, -other).clamp(min=0)], 1)
+            out["lines"] = (F.avg_pool2d(lines, _POOL, ceil_mode=True), 1 / _POOL)  # a 1-px line in every mean
         return out
 
     def forward(self, maps: dict[str, tuple[torch.Tensor, float]], boxes: list[torch.Tensor],
@@ -153,8 +208,15 @@ class PixelDescriptor(nn.Module):
             images, scale = maps["rgb"]
             sizes = image_sizes or [(images.shape[-2] / scale, images.shape[-1] / scale)] * len(boxes)
             if self.recentre:
-                boxes = object_extent(boxes, images, scale, sizes)
+                boxes = object_extent(boxes, images, scale, sizes, connected=self.details)
             parts.append(_silhouette(boxes, images, scale, sizes))
+            if self.details:
+                lines, line_scale = maps["lines"]
+                energy = roi_align(lines, boxes, LINE_GRID, line_scale, 0, aligned=True)  # (N, 2 * O, g, g), every cell
+                energy = energy.clamp(min=0).unflatten(1, (2, LINE_ORIENTATIONS)).flatten(3)  # (N, 2, O, g * g)
+                total = energy.sum(2)
+                parts += [(energy / (total[:, :, None] + 1e-4)).flatten(1), (total + 1e-3).log().flatten(1),
+                          _hem(boxes, images, scale, sizes)]
         return torch.cat(parts, 1)
 
 
@@ -182,27 +244,85 @@ def _foreground(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
 
 
 def object_extent(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
-                  sizes: list[tuple[float, float]]) -> list[torch.Tensor]:
+                  sizes: list[tuple[float, float]], connected: bool = True) -> list[torch.Tensor]:
     """The extent of the object each box is on: the first and last column and row with a
     foreground sample (:func:`_foreground` > 0.5) in the box grown by EXTENT_MARGIN a side.
     A detected box is off the object by a tenth of its size or more (mean IoU 0.77 in the
     demo) and a silhouette taken relative to it moves with it; the extent does not. A box
-    with no foreground in its window keeps itself."""
+    with no foreground in its window keeps itself.
+
+    ``connected``: only the foreground whose columns and rows run on without a gap from
+    those of the box's central half (:func:`_seeded_run`, twice each way), so that another
+    product or a floor line inside the grown window is left out (a neighbour stretched the
+    extent of a third of the demo's skirts, measured); False: every foreground sample
+    (detectors saved before it)."""
     windows = _grown(boxes, sizes, 1 / EXTENT_MARGIN)
     found = _foreground(windows, images, scale, sizes, EXTENT_SAMPLES) > 0.5  # (N, n, n)
     where = torch.arange(EXTENT_SAMPLES, device=found.device, dtype=torch.float32)
+    window = torch.cat(windows)
+    corner, extent = window[:, :2], window[:, 2:] - window[:, :2]
+    columns, rows = found.any(1), found.any(2)
+    if connected:
+        box = torch.cat(boxes)
+        centre, half = (box[:, :2] + box[:, 2:]) / 2, (box[:, 2:] - box[:, :2]) / 4
+        sample = corner[:, None, :] + (where[None, :, None] + 0.5) / EXTENT_SAMPLES * extent[:, None, :]  # (N, n, 2)
+        seed = (sample - centre[:, None, :]).abs() <= half[:, None, :]  # samples within the box's central half
+        rows = torch.ones_like(rows)
+        for _ in range(2):
+            columns = _seeded_run((found & rows[:, :, None]).sum(1) >= 2, seed[..., 0])
+            rows = _seeded_run((found & columns[:, None, :]).sum(2) >= 2, seed[..., 1])
+        columns = (found & rows[:, :, None]).any(1) & columns
+        kept = found & rows[:, :, None] & columns[:, None, :]
+        alone = kept.flatten(1).any(1)  # else (nothing at the box's centre) every foreground sample
+        columns, rows = torch.where(alone[:, None], columns, found.any(1)), torch.where(alone[:, None], rows, found.any(2))
 
     def span(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (N, n) -> first, end in [0, 1]
         first = torch.where(present, where, EXTENT_SAMPLES).amin(1)
         end = torch.where(present, where + 1, 0).amax(1)
         return first / EXTENT_SAMPLES, end / EXTENT_SAMPLES
 
-    (x0, x1), (y0, y1) = span(found.any(1)), span(found.any(2))
-    window = torch.cat(windows)
-    corner, extent = window[:, :2], window[:, 2:] - window[:, :2]
+    (x0, x1), (y0, y1) = span(columns), span(rows)
     inner = torch.cat([corner + torch.stack([x0, y0], 1) * extent, corner + torch.stack([x1, y1], 1) * extent], 1)
     inner = torch.where(found.flatten(1).any(1, keepdim=True), inner, torch.cat(boxes))
     return list(inner.split([len(b) for b in boxes]))
+
+
+def _seeded_run(present: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """(N, n) bool: the runs of consecutive ``present`` entries from the first to the last
+    that meet ``seed`` (and what lies between them); all False where none meets it."""
+    start = present & ~F.pad(present[:, :-1], (1, 0))
+    run = torch.cumsum(start, 1) * present  # 1, 2 ... per run, 0 outside
+    seeded = torch.where(seed & present, run, 0)
+    last = seeded.amax(1, keepdim=True)
+    first = torch.where(seeded > 0, seeded, run.shape[1] + 1).amin(1, keepdim=True)
+    return present & (run >= first) & (run <= last)
+
+
+def _hem(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
+         sizes: list[tuple[float, float]]) -> torch.Tensor:
+    """(N, HEM_HARMONICS + 1): the bottom edge of each extent's central part (HEM_INSET in
+    from each side, the lowest HEM_BAND of its height) on HEM_ROWS x HEM_COLUMNS samples,
+    foreground where a sample differs from the background just below the extent (the
+    row's median, or the sample below it; the image's last row at its bottom edge); per column the height of the lowest foreground
+    run, as a share of the extent's height, less the parabola that fits the edge best
+    (a straight, slanted or curved hem leaves nothing); Fourier magnitudes and spread."""
+    bands = []
+    for b, (image_height, _) in zip(boxes, sizes, strict=True):
+        width, height = b[:, 2:3] - b[:, 0:1], b[:, 3:4] - b[:, 1:2]
+        below = (b[:, 3:4] + HEM_BAND * height / HEM_ROWS).clamp(max=image_height)  # never the padding
+        bands.append(torch.cat([b[:, :1] + HEM_INSET * width, b[:, 3:4] - HEM_BAND * height,
+                                b[:, 2:3] - HEM_INSET * width, below], 1))
+    samples = roi_align(images, bands, (HEM_ROWS + 1, HEM_COLUMNS), scale, 1, aligned=True)
+    inside, below = samples[..., :-1, :], samples[..., -1:, :]  # the last row lies just below the extent
+    squared = (inside - below.median(-1).values[..., None]).square().sum(1)
+    squared = torch.minimum(squared, (inside - below).square().sum(1))
+    mask = torch.sigmoid((squared.sqrt() - _FOREGROUND_DISTANCE) / _FOREGROUND_SOFTNESS)  # (N, rows, columns)
+    edge = torch.cumprod(1 - mask.flip(1), 1).mean(1) * HEM_BAND  # (N, columns)
+    x = torch.linspace(-1, 1, HEM_COLUMNS, device=edge.device)
+    basis = torch.stack([torch.ones_like(x), x, x * x], 1)  # (columns, 3)
+    residual = edge - edge @ torch.linalg.pinv(basis).T @ basis.T
+    harmonics = torch.fft.rfft(residual, dim=-1).abs()[:, 1:HEM_HARMONICS + 1] / HEM_COLUMNS
+    return torch.cat([harmonics, residual.std(1, keepdim=True)], 1)
 
 
 def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
@@ -247,4 +367,4 @@ class Standardiser(nn.Module):
         return (x - self.mean) / (self.var + self.eps).sqrt()
 
 
-__all__ = ["PixelDescriptor", "Standardiser", "gabor_bank"]
+__all__ = ["PixelDescriptor", "Standardiser", "gabor_bank", "line_bank", "object_extent"]

@@ -14,6 +14,9 @@ from taomm.detectors.pixels import (
     COLOUR_GRID,
     COLOUR_LEVELS,
     GABOR_OCTAVES,
+    HEM_HARMONICS,
+    LINE_GRID,
+    LINE_ORIENTATIONS,
     ORIENTATIONS,
     OUTLINE_HARMONICS,
     OUTLINE_POINTS,
@@ -21,6 +24,7 @@ from taomm.detectors.pixels import (
     PixelDescriptor,
     Standardiser,
     gabor_bank,
+    line_bank,
     object_extent,
 )
 from taomm.errors import TaommError
@@ -30,7 +34,15 @@ CLASSES = list(load_taxonomy("taobao33").classes)
 COLOUR = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
 FILTERS = GABOR_OCTAVES * ORIENTATIONS
 SHARE = slice(COLOUR + 5 * FILTERS, COLOUR + 6 * FILTERS)  # each filter's share of the energy
-SILHOUETTE = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2  # the vector's tail
+SILHOUETTE = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2
+DETAILS = 2 * LINE_GRID ** 2 * (LINE_ORIENTATIONS + 1) + HEM_HARMONICS + 1  # the vector's tail
+LINES = slice(-DETAILS, -DETAILS + 2 * LINE_GRID ** 2 * LINE_ORIENTATIONS)  # shares: (dark, bright) x orientation x cell
+HEM = slice(-HEM_HARMONICS - 1, None)
+
+
+def silhouette_part(features: torch.Tensor, details: bool = True) -> torch.Tensor:
+    """The silhouette statistics (the line and hem statistics follow them where ``details``)."""
+    return features[..., -SILHOUETTE - DETAILS:-DETAILS] if details else features[..., -SILHOUETTE:]
 
 
 def describe(image: torch.Tensor, boxes: list[list[float]], recentre: bool = True) -> torch.Tensor:
@@ -88,7 +100,7 @@ def graded_background(size: int = 120) -> torch.Tensor:
 
 
 def silhouette(image: torch.Tensor, box: list[float], recentre: bool = True) -> dict[str, torch.Tensor]:
-    tail = describe(image, [box], recentre)[0, -SILHOUETTE:]
+    tail = silhouette_part(describe(image, [box], recentre)[0], details=recentre)
     mask, rest = tail[:SILHOUETTE_GRID ** 2], tail[SILHOUETTE_GRID ** 2:]
     harmonics = rest[4 * OUTLINE_POINTS:4 * (OUTLINE_POINTS + OUTLINE_HARMONICS)]
     return {"mask": mask.view(SILHOUETTE_GRID, SILHOUETTE_GRID), "harmonics": harmonics.view(4, OUTLINE_HARMONICS),
@@ -134,6 +146,76 @@ def test_object_extent_finds_the_object_around_a_misplaced_box() -> None:
     assert torch.equal(found[3], boxes[3])
 
 
+def test_a_neighbour_does_not_stretch_the_connected_extent() -> None:
+    image = a_line_dress()
+    image[:, 60:100, 97:105] = torch.tensor([0.6, 0.1, 0.5]).view(3, 1, 1)  # a product beside it, 7 px away
+    box = [torch.tensor([[34.0, 20, 94, 100]])]
+    connected = object_extent(box, image[None], 1.0, [(120, 120)])[0][0]
+    every = object_extent(box, image[None], 1.0, [(120, 120)], connected=False)[0][0]
+    assert (connected - torch.tensor([30.0, 24, 90, 104])).abs().max() <= 3.0
+    assert every[2] > 100  # every foreground sample: the neighbour's too
+    nothing_at_the_centre = [torch.tensor([[92.0, 56, 110, 104]])]  # the box's centre is in the gap
+    assert torch.isfinite(object_extent(nothing_at_the_centre, image[None], 1.0, [(120, 120)])[0]).all()
+
+
+def test_line_kernels_compare_two_neighbours_with_the_centre() -> None:
+    bank = line_bank(8, 1.5)
+    assert bank.shape[:2] == (16, 1)
+    assert torch.allclose(bank.sum((1, 2, 3)), torch.zeros(16), atol=1e-6)  # neighbour (weights 1) less centre
+    assert torch.allclose(bank[0::2] + bank[1::2], bank[1::2].flip(-1, -2) + bank[0::2].flip(-1, -2), atol=1e-6)
+
+
+def lines_of(image: torch.Tensor, box: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shares per orientation of the dark lines, summed over the cells (8,), and their log-energies per cell."""
+    features = describe(image, [box])[0]
+    shares = features[LINES].view(2, LINE_ORIENTATIONS, LINE_GRID ** 2)
+    energy = features[LINES.stop:LINES.stop + 2 * LINE_GRID ** 2].view(2, LINE_GRID ** 2)
+    return shares[0].sum(1), energy[0]
+
+
+def test_thin_lines_are_found_with_their_orientation() -> None:
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(120.0), indexing="ij")
+    box = [24.0, 24, 96, 96]
+    plain = torch.full((3, 120, 120), 0.92)
+    plain[:, 24:96, 24:96] = torch.tensor([0.8, 0.5, 0.3]).view(3, 1, 1)
+    found = {}
+    for name, line in {"vertical": (cols % 12 == 0), "horizontal": (rows % 12 == 0),
+                       "diagonal": ((rows - cols) % 12 == 0)}.items():
+        image = plain.clone()
+        image[:, line & (rows > 30) & (rows < 90) & (cols > 30) & (cols < 90)] = 0.2  # 1-px dark lines
+        found[name] = lines_of(image, box)
+    # the line's direction: 0 = along x, 4 = along y (pi/2), 2 = the diagonal y = x (image rows down)
+    assert found["horizontal"][0].argmax() == 0 and found["vertical"][0].argmax() == 4
+    assert found["diagonal"][0].argmax() == 2
+    bands = plain.clone()
+    bands[:, 30:90, 30:90][:, :, (torch.arange(60) // 6) % 2 == 1] = 0.2  # stripes 6 px wide: edges, not lines
+    centre = LINE_GRID ** 2 // 2
+    assert found["vertical"][1][centre] > lines_of(bands, box)[1][centre] + 2.0  # e^2: 7x the energy
+    assert found["vertical"][1][centre] > lines_of(plain, box)[1][centre] + 2.0
+
+
+def hem_of(edge: torch.Tensor) -> torch.Tensor:
+    """The hem statistics of a shape whose bottom edge is at row ``edge[col]`` (columns 16-103)."""
+    rows, cols = torch.meshgrid(torch.arange(120.0), torch.arange(120.0), indexing="ij")
+    image = graded_background()
+    inside = (rows >= 16) & (cols >= 16) & (cols < 104) & (rows < edge[cols.long()])
+    image[:, inside] = torch.tensor([0.2, 0.3, 0.7]).view(3, 1)
+    return describe(image, [[16.0, 16, 104, 100]])[0, HEM]
+
+
+def test_the_hem_sees_scallops_and_not_a_curved_or_slanted_hem() -> None:
+    x = (torch.arange(120.0) - 16) / 88  # 0 to 1 across the shape
+    flat, slanted, curved = torch.full((120,), 92.0), 88 + 8 * x, 96 - 16 * (x - 0.5).square()
+    scalloped = 88 + 8 * torch.sin(math.pi * x * 7).abs()  # seven scallops across the width
+    hems = {name: hem_of(edge) for name, edge in
+            {"flat": flat, "slanted": slanted, "curved": curved, "scalloped": scalloped}.items()}
+    # the central 80% of the width holds 5.6 scallops: the 6th harmonic (index 5)
+    assert hems["scalloped"][:-1].argmax() == 5 and hems["scalloped"][5] > 0.005
+    for name in ("flat", "slanted", "curved"):
+        assert hems[name][:-1].max() < hems["scalloped"][5] / 5, name
+        assert hems[name][-1] < hems["scalloped"][-1] / 5, name  # spread
+
+
 def test_recentred_silhouette_does_not_move_with_the_box() -> None:
     image, exact = a_line_dress(), [30.0, 24, 90, 104]
     elsewhere = a_line_dress((-12.0, 6.0))  # the same dress elsewhere in the photo, at [18, 30, 78, 110]
@@ -167,10 +249,10 @@ def test_silhouette_reads_no_background_from_a_padded_batch() -> None:
     padded = torch.zeros(1, 3, 96, 112)  # a batch padded to a wider image, as torchvision pads
     padded[0, :, :, :80] = image
     pixels, box = PixelDescriptor(), [torch.tensor([[40.0, 20, 80, 94]])]
-    alone = pixels(pixels.maps(image[None]), box)[:, -SILHOUETTE:]
-    in_batch = pixels(pixels.maps(padded), box, image_sizes=[(96, 80)])[:, -SILHOUETTE:]
+    alone = silhouette_part(pixels(pixels.maps(image[None]), box))
+    in_batch = silhouette_part(pixels(pixels.maps(padded), box, image_sizes=[(96, 80)]))
     assert torch.allclose(alone, in_batch, atol=1e-5)
-    assert not torch.allclose(alone, pixels(pixels.maps(padded), box)[:, -SILHOUETTE:], atol=1e-3)  # the padding read
+    assert not torch.allclose(alone, silhouette_part(pixels(pixels.maps(padded), box)), atol=1e-3)  # the padding read
 
 
 def test_a_region_does_not_depend_on_the_others_or_the_batch() -> None:
@@ -266,7 +348,7 @@ def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) 
 def test_a_detector_saved_before_the_silhouette_loads_as_it_was(tmp_path: Path) -> None:
     torch.manual_seed(0)
     old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_silhouette=False, fpn_channels=64))
-    assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE
+    assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE - DETAILS
     old.save(tmp_path)
     config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
     del config["pixel_silhouette"]  # the key did not exist then
@@ -291,6 +373,20 @@ def test_a_detector_saved_before_the_object_extent_loads_as_it_was(tmp_path: Pat
     assert torch.equal(old.eval().features_at([image], box)[0], loaded.features_at([image], box)[0])
     loaded.config.pixel_recentre = loaded.pixels.recentre = True
     assert not torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
+
+
+def test_a_detector_saved_before_the_line_and_hem_statistics_loads_as_it_was(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_details=False, fpn_channels=64))
+    assert old.pixels.dim == PixelDescriptor().dim - DETAILS
+    old.save(tmp_path)
+    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
+    del config["pixel_details"]  # the key did not exist then
+    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
+    loaded = ProductDetector.load(tmp_path).eval()
+    assert loaded.config.pixel_recentre and not loaded.config.pixel_details
+    image, box = a_line_dress(), [torch.tensor([[36.0, 14, 96, 96]])]
+    assert torch.equal(old.eval().features_at([image], box)[0], loaded.features_at([image], box)[0])
 
 
 def test_weights_of_another_shape_are_a_clear_error(tmp_path: Path) -> None:
