@@ -272,8 +272,7 @@ def object_extent(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
             columns = _seeded_run((found & rows[:, :, None]).sum(1) >= 2, seed[..., 0])
             rows = _seeded_run((found & columns[:, None, :]).sum(2) >= 2, seed[..., 1])
         columns = (found & rows[:, :, None]).any(1) & columns
-        kept = found & rows[:, :, None] & columns[:, None, :]
-        alone = kept.flatten(1).any(1)  # else (nothing at the box's centre) every foreground sample
+        alone = columns.any(1)  # else (nothing at the box's centre) every foreground sample
         columns, rows = torch.where(alone[:, None], columns, found.any(1)), torch.where(alone[:, None], rows, found.any(2))
 
     def span(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (N, n) -> first, end in [0, 1]

@@ -334,59 +334,47 @@ def test_training_losses_and_round_trip(detector: ProductDetector, tmp_path: Pat
     assert torch.equal(a[0]["features"], b[0]["features"])
 
 
-def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) -> None:
+def saved_before(tmp_path: Path, key: str, **settings: bool) -> tuple[ProductDetector, ProductDetector]:
+    """A detector with ``settings`` saved as it was before ``key`` existed (the key left out
+    of its detector.json), and that detector loaded back; both in eval mode."""
     torch.manual_seed(0)
-    old = ProductDetector(DetectorConfig(classes=CLASSES, fpn_channels=64))
+    old = ProductDetector(DetectorConfig(classes=CLASSES, fpn_channels=64, **settings))
     old.save(tmp_path)
     config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
-    del config["pixel_features"]  # the key did not exist then
+    del config[key]  # the key did not exist then
     (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
-    loaded = ProductDetector.load(tmp_path)
+    return old.eval(), ProductDetector.load(tmp_path).eval()
+
+
+def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) -> None:
+    _, loaded = saved_before(tmp_path, "pixel_features")
     assert loaded.pixels is None and loaded.rcnn.roi_heads.box_head.fc7.out_features == 2048
 
 
 def test_a_detector_saved_before_the_silhouette_loads_as_it_was(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_silhouette=False, fpn_channels=64))
+    old, loaded = saved_before(tmp_path, "pixel_silhouette", pixel_features=True, pixel_silhouette=False)
     assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE - DETAILS
-    old.save(tmp_path)
-    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
-    del config["pixel_silhouette"]  # the key did not exist then
-    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
-    loaded = ProductDetector.load(tmp_path).eval()
     assert not loaded.config.pixel_silhouette and loaded.pixels.dim == old.pixels.dim
     image = torch.rand(3, 64, 64)
-    assert torch.equal(old.eval().features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0],
+    assert torch.equal(old.features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0],
                        loaded.features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0])
 
 
 def test_a_detector_saved_before_the_object_extent_loads_as_it_was(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_recentre=False, fpn_channels=64))
-    old.save(tmp_path)
-    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
-    del config["pixel_recentre"]  # the key did not exist then
-    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
-    loaded = ProductDetector.load(tmp_path).eval()
+    old, loaded = saved_before(tmp_path, "pixel_recentre", pixel_features=True, pixel_recentre=False)
     assert loaded.config.pixel_silhouette and not loaded.config.pixel_recentre
     image, box = a_line_dress(), [torch.tensor([[36.0, 14, 96, 96]])]
-    assert torch.equal(old.eval().features_at([image], box)[0], loaded.features_at([image], box)[0])
+    assert torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
     loaded.config.pixel_recentre = loaded.pixels.recentre = True
     assert not torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
 
 
 def test_a_detector_saved_before_the_line_and_hem_statistics_loads_as_it_was(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    old = ProductDetector(DetectorConfig(classes=CLASSES, pixel_features=True, pixel_details=False, fpn_channels=64))
+    old, loaded = saved_before(tmp_path, "pixel_details", pixel_features=True, pixel_details=False)
     assert old.pixels.dim == PixelDescriptor().dim - DETAILS
-    old.save(tmp_path)
-    config = json.loads((tmp_path / "detector.json").read_text("utf-8"))
-    del config["pixel_details"]  # the key did not exist then
-    (tmp_path / "detector.json").write_text(json.dumps(config), "utf-8")
-    loaded = ProductDetector.load(tmp_path).eval()
     assert loaded.config.pixel_recentre and not loaded.config.pixel_details
     image, box = a_line_dress(), [torch.tensor([[36.0, 14, 96, 96]])]
-    assert torch.equal(old.eval().features_at([image], box)[0], loaded.features_at([image], box)[0])
+    assert torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
 
 
 def test_weights_of_another_shape_are_a_clear_error(tmp_path: Path) -> None:
