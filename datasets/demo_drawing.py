@@ -232,7 +232,7 @@ def texture(pattern: str, rgb: tuple[int, int, int], w: int, h: int, rng: np.ran
     other = _secondary(rgb)
     size = max(w, h)
     if pattern == "波点":
-        step = max(7, int(size * rng.uniform(0.13, 0.18)))
+        step = max(8, int(size * rng.uniform(0.13, 0.18)))
         r = max(2, int(step * rng.uniform(0.24, 0.3)))
         ox, oy = rng.integers(0, step, 2)
         for row, y in enumerate(range(-step + int(oy), h + step, step)):
@@ -241,7 +241,10 @@ def texture(pattern: str, rgb: tuple[int, int, int], w: int, h: int, rng: np.ran
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=other)
     elif pattern == "条纹":
         step = max(6, int(size * rng.uniform(0.1, 0.14)))
-        band = max(2, step // 2)
+        # the ground keeps two thirds: with bands of half the period (as before) a white item with
+        # black stripes and a black one with white stripes were the same picture (the probe's and
+        # search's white/black confusions), and its colour label unreadable from the pixels
+        band = max(2, step // 3)
         if rng.random() < 0.5:
             for x in range(int(rng.integers(0, step)) - step, w, step):
                 draw.rectangle((x, 0, x + band - 1, h), fill=other)
@@ -263,7 +266,7 @@ def texture(pattern: str, rgb: tuple[int, int, int], w: int, h: int, rng: np.ran
     elif pattern == "碎花":
         petal = max(2, int(size * rng.uniform(0.025, 0.035)))
         accent = (250, 220, 60) if other[0] > 128 else (200, 40, 60)
-        count = int(w * h / (petal * petal * 28)) + 4
+        count = max(1, int(w * h / (petal * petal * 40)))  # flowers cover about a third: the ground stays the colour
         for _ in range(count):
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)
             for k in range(5):

@@ -150,3 +150,20 @@ def test_polka_dot_ruffle_skirts_are_queryable(tmp_path: Path) -> None:
     for item_id in queries["波点荷叶边裙"]["relevant"]:
         a = items[item_id]["attributes"]
         assert (a["pattern"], a["style"], a["category_id"]) == ("波点", "荷叶边", 1)
+
+
+@pytest.mark.parametrize("pattern", [p.name for p in vocab.PATTERNS])
+def test_the_ground_colour_dominates_the_contrasting_one(pattern: str) -> None:
+    """The colour label is readable from the pixels: a white item with black stripes and a
+    black one with white stripes are different pictures (half-period bands made them one),
+    and so are white flowers on black and black flowers on white."""
+    from taomm.datasets.demo_drawing import _secondary, texture
+
+    def share(fabric: np.ndarray, rgb: tuple[int, int, int]) -> float:
+        return float((np.abs(fabric - np.array(rgb)).sum(-1) <= 12).mean())
+
+    for colour in vocab.COLOURS:
+        for seed, (w, h) in enumerate([(30, 40), (60, 90), (150, 120)] * 3):
+            fabric = np.asarray(texture(pattern, colour.rgb, w, h, np.random.default_rng(seed)), dtype=np.int32)
+            ground, other = share(fabric, colour.rgb), share(fabric, _secondary(colour.rgb))
+            assert ground >= 1.5 * other, (pattern, colour.name, w, h, ground, other)
