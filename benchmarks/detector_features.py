@@ -27,8 +27,8 @@ from taomm.detectors.training import evaluate_detector, image_ids_for_split, tra
 from taomm.taxonomy import load_taxonomy
 
 RECIPES = {
-    "pixel statistics without lines and hem (before)": {"fpn_channels": 128, "pixel_details": False},
-    "pixel statistics with lines, hem, connected extent (demo)": {"fpn_channels": 128},
+    "pixel statistics without the object's inside (before)": {"fpn_channels": 128, "pixel_interior": False},
+    "pixel statistics with texture, colour and lines of the inside (demo)": {"fpn_channels": 128},
 }
 
 

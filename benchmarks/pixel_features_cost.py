@@ -39,7 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     classes = list(load_taxonomy("taobao33").classes)
     variants = {"box head alone": {"pixel_features": False},
-                "pixel statistics before lines and hem": {"pixel_features": True, "pixel_details": False},
+                "pixel statistics before the object's inside": {"pixel_features": True, "pixel_interior": False},
                 "pixel statistics (default)": {"pixel_features": True}}
     detectors = {name: ProductDetector(DetectorConfig(classes=classes, fpn_channels=128, min_size=128, max_size=256,
                                                       **settings)).eval() for name, settings in variants.items()}

@@ -86,7 +86,7 @@ def train_detector_command(
                                                     "loss against the detection losses.")] = 1.0,
     pixel_features: Annotated[bool, typer.Option(
         "--pixel-features/--no-pixel-features", help="End each 2048-d region vector with fixed colour, texture, "
-        "shape, silhouette, line and hem statistics of its pixels (1,213 dimensions; the box head learns the other 835): what a detector "
+        "shape, silhouette, line and hem statistics of its pixels (1,343 dimensions; the box head learns the other 705): what a detector "
         "trained from scratch for a few hundred steps does not learn.")] = True,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast where the hardware has bf16 (about 2.5x "
                                        "faster there; elsewhere fp32 is used).")] = True,

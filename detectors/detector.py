@@ -70,11 +70,11 @@ class DetectorConfig:
     trainable_layers: int = 5
     weights: str | None = None  # what training started from: coco, imagenet, a file; None = scratch
     # The region vector ends with fixed colour, texture and shape statistics of its pixels
-    # (taomm.detectors.pixels, 1,213 of the 2048 dimensions; the box head learns the rest):
+    # (taomm.detectors.pixels, 1,343 of the 2048 dimensions; the box head learns the rest):
     # what a few hundred steps from scratch do not learn. False: the box head's alone
     # (detectors saved before it existed).
     pixel_features: bool = False
-    # The pixel statistics include the silhouette (146 of the 1,213); False for detectors
+    # The pixel statistics include the silhouette (146 of the 1,343); False for detectors
     # saved before it (load() reads a config without the key so).
     pixel_silhouette: bool = True
     # The silhouette is taken at the object's extent found around the box rather than at the
@@ -83,6 +83,9 @@ class DetectorConfig:
     # The pixel statistics include thin lines and the hem (179 more), and the extent is the
     # foreground connected to the box (taomm.detectors.pixels); False for detectors saved before.
     pixel_details: bool = True
+    # The pixel statistics include texture, colour and lines averaged over the object's inside
+    # (130 more: taomm.detectors.pixels); False for detectors saved before.
+    pixel_interior: bool = True
 
     @property
     def num_attributes(self) -> int:
@@ -124,7 +127,8 @@ class ProductDetector(nn.Module):
             backbone.fpn = FeaturePyramidNetwork(widths, config.fpn_channels, extra_blocks=LastLevelMaxPool())
             backbone.out_channels = config.fpn_channels
         pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
-        self.pixels = PixelDescriptor(config.pixel_silhouette, config.pixel_recentre, config.pixel_details) \
+        self.pixels = PixelDescriptor(config.pixel_silhouette, config.pixel_recentre, config.pixel_details,
+                                      config.pixel_interior) \
             if config.pixel_features else None
         self.pixel_scale = Standardiser(self.pixels.dim) if self.pixels is not None else None
         learned = config.representation_size - (self.pixels.dim if self.pixels is not None else 0)
@@ -323,6 +327,7 @@ class ProductDetector(nn.Module):
         saved.setdefault("pixel_silhouette", False)  # saved before the silhouette statistics
         saved.setdefault("pixel_recentre", False)  # saved before the silhouette found the object's extent
         saved.setdefault("pixel_details", False)  # saved before the line and hem statistics
+        saved.setdefault("pixel_interior", False)  # saved before the statistics of the object's inside
         model = cls(DetectorConfig(**saved))
         state = load_file(str(folder / WEIGHTS_NAME), device=map_location)
         own = model.state_dict()

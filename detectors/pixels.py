@@ -38,7 +38,15 @@ then the refined boxes in extraction):
   its height per column less its best parabola, as the magnitudes of 16 Fourier harmonics
   and its spread (a scalloped or ruffled hem is periodic, a straight or curved one is not).
   The extent is then the foreground *connected* to the box's centre, so that a neighbour
-  in the grown window (a product beside it) does not stretch it.
+  in the grown window (a product beside it) does not stretch it;
+- interior (detectors from it on): the Gabor energies (log and share per filter), the
+  colour histogram and the thin lines averaged over the object's *inside* only: the
+  silhouette's foreground samples, eroded by two samples so that the outline (an edge
+  every product has) and the background between a skirt's hem and the box's corner count
+  for nothing; and the share that inside fills. Everything above is read over the box or the
+  extent, where the outline and the background weigh as much as the fabric: on the demo's
+  stored regions these 130 numbers alone read the pattern at 0.972 against 0.949 for the
+  whole 2048-d vector (README).
 
 No weights: the filters are rebuilt from these constants. The detector scales each
 statistic to zero mean and unit variance (:class:`Standardiser`), whose running mean and
@@ -62,6 +70,7 @@ EXTENT_MARGIN, EXTENT_SAMPLES = 0.25, 48  # the object's extent is sought in the
 LINE_ORIENTATIONS, LINE_OFFSET, LINE_LENGTH, LINE_GRID = 8, 1.5, 5, 3  # thin lines: directions,
 # the neighbours' distance across and the segment's length along them (px), the grid they are pooled on
 HEM_BAND, HEM_INSET, HEM_ROWS, HEM_COLUMNS, HEM_HARMONICS = 0.15, 0.1, 24, 64, 16
+INTERIOR_GRID, INTERIOR_ERODE = 16, 5  # the inside is averaged on 16 x 16 samples, eroded by a 5-sample window
 _FOREGROUND_DISTANCE, _FOREGROUND_SOFTNESS = 0.1, 0.03  # RGB distance (of [0, 1] channels) from the background
 _POOL = 4  # colour maps are averaged over 4 x 4 pixels before the grid samples them
 _ENERGY_FLOOR = 1e-3  # log-energies span [floor, 1] -> [0, 1]
@@ -121,11 +130,13 @@ def gabor_bank(wavelength: float = GABOR_WAVELENGTH, orientations: int = ORIENTA
 class PixelDescriptor(nn.Module):
     """Colour, texture and shape of regions, from the image (see the module's docstring)."""
 
-    def __init__(self, silhouette: bool = True, recentre: bool = True, details: bool = True) -> None:
+    def __init__(self, silhouette: bool = True, recentre: bool = True, details: bool = True,
+                 interior: bool = True) -> None:
         super().__init__()
         self.silhouette = silhouette  # False: the statistics of detectors saved before it
         self.recentre = recentre  # silhouette at the object's extent; False: at the box (saved before)
         self.details = details and silhouette and recentre  # lines, hem, connected extent; False: saved before
+        self.interior = interior and self.details  # texture, colour and lines of the inside; False: saved before
         self.register_buffer("gabor", gabor_bank(), persistent=False)
         self.register_buffer("lines", line_bank(), persistent=False)
         self.register_buffer("levels", torch.linspace(0, 1, COLOUR_LEVELS), persistent=False)
@@ -136,8 +147,9 @@ class PixelDescriptor(nn.Module):
         filters = GABOR_OCTAVES * ORIENTATIONS
         silhouette = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2 if self.silhouette else 0
         details = 2 * LINE_GRID ** 2 * (LINE_ORIENTATIONS + 1) + HEM_HARMONICS + 1 if self.details else 0
+        interior = 2 * filters + COLOUR_LEVELS ** 3 + 2 * LINE_ORIENTATIONS + 2 if self.interior else 0
         shape = SHAPE_BINS * sum(g * g for g in SHAPE_GRIDS)
-        return colour + filters * (1 + 4) + filters + shape + silhouette + details
+        return colour + filters * (1 + 4) + filters + shape + silhouette + details + interior
 
     def maps(self, images: torch.Tensor) -> dict[str, tuple[torch.Tensor, float]]:
         """Per-pixel maps of a batch (B, 3, H, W) in [0, 1], each with the scale RoIAlign maps
@@ -209,7 +221,8 @@ class PixelDescriptor(nn.Module):
             sizes = image_sizes or [(images.shape[-2] / scale, images.shape[-1] / scale)] * len(boxes)
             if self.recentre:
                 boxes = object_extent(boxes, images, scale, sizes, connected=self.details)
-            parts.append(_silhouette(boxes, images, scale, sizes))
+            mask = _foreground(boxes, images, scale, sizes)
+            parts.append(_silhouette(boxes, mask))
             if self.details:
                 lines, line_scale = maps["lines"]
                 energy = roi_align(lines, boxes, LINE_GRID, line_scale, 0, aligned=True)  # (N, 2 * O, g, g), every cell
@@ -217,6 +230,8 @@ class PixelDescriptor(nn.Module):
                 total = energy.sum(2)
                 parts += [(energy / (total[:, :, None] + 1e-4)).flatten(1), (total + 1e-3).log().flatten(1),
                           _hem(boxes, images, scale, sizes)]
+            if self.interior:
+                parts.append(_interior(boxes, mask, maps))
         return torch.cat(parts, 1)
 
 
@@ -324,10 +339,9 @@ def _hem(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
     return torch.cat([harmonics, residual.std(1, keepdim=True)], 1)
 
 
-def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
-                sizes: list[tuple[float, float]]) -> torch.Tensor:
-    """The silhouette statistics of the module's docstring, (N, 64 + 4 * 20 + 2)."""
-    mask = _foreground(boxes, images, scale, sizes)
+def _silhouette(boxes: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """The silhouette statistics of the module's docstring, (N, 64 + 4 * 20 + 2), from the
+    boxes' foreground (:func:`_foreground`, (N, S, S))."""
 
     def empty_from_start(m: torch.Tensor) -> torch.Tensor:  # share of each column empty from row 0 on
         return torch.cumprod(1 - m, 1).mean(1)
@@ -340,6 +354,28 @@ def _silhouette(boxes: list[torch.Tensor], images: torch.Tensor, scale: float,
     return torch.cat([F.adaptive_avg_pool2d(mask[:, None], SILHOUETTE_GRID).flatten(1),
                       F.adaptive_avg_pool1d(outline, OUTLINE_POINTS).flatten(1), harmonics.flatten(1),
                       (size[:, :1] / size[:, 1:]).log(), mask.mean((1, 2))[:, None]], 1)
+
+
+def _interior(boxes: list[torch.Tensor], mask: torch.Tensor,
+              maps: dict[str, tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """(N, 2 * 24 + 64 + 16 + 2): Gabor energies (log, share), colour histogram (square-rooted)
+    and thin lines (share, log-energy) averaged over the inside of each box's object: its
+    foreground ``mask`` (N, S, S) eroded by INTERIOR_ERODE samples, on INTERIOR_GRID x
+    INTERIOR_GRID samples of the box; and the share of the box the inside fills."""
+    inside = -F.max_pool2d(-mask[:, None], INTERIOR_ERODE, 1, INTERIOR_ERODE // 2)  # (N, 1, S, S): erosion
+    weights = F.adaptive_avg_pool2d(inside, INTERIOR_GRID)  # (N, 1, g, g)
+    total = weights.sum((2, 3)) + 1e-3
+
+    def mean(name: str) -> torch.Tensor:  # (N, C): the map averaged over the inside
+        values, scale = maps[name]
+        return (roi_align(values, boxes, INTERIOR_GRID, scale, 1, aligned=True) * weights).sum((2, 3)) / total
+
+    energy = torch.cat([mean(f"energy{o}") for o in range(GABOR_OCTAVES)], 1).clamp(min=0)
+    lines = mean("lines").clamp(min=0)
+    line_total = lines.sum(1, keepdim=True)
+    return torch.cat([(energy + 1e-4).log(), energy / (energy.sum(1, keepdim=True) + 1e-6),
+                      mean("colour").clamp(min=0).sqrt(), lines / (line_total + 1e-4), (line_total + 1e-3).log(),
+                      total / INTERIOR_GRID ** 2], 1)
 
 
 class Standardiser(nn.Module):

@@ -114,14 +114,14 @@ class TrainResult:
 
 def _new_detector(data: CocoBoxes, classes: list[str], backbone: str, image_size: int | None, weights: str | None,
                   fpn_channels: int, pixel_features: bool,
-                  pixel_details: bool = True) -> tuple[ProductDetector, dict[str, Any] | None]:
+                  pixel_details: bool = True, pixel_interior: bool = True) -> tuple[ProductDetector, dict[str, Any] | None]:
     """The detector to train, with ``weights`` loaded (frozen BatchNorm, three trainable
     backbone stages, as torchvision does), and the load report (None from scratch)."""
     sizes = {} if image_size is None else {"min_size": image_size, "max_size": 2 * image_size}
     start_from = {} if weights is None else {"norm": "frozen", "trainable_layers": 3, "weights": str(weights)}
     model = ProductDetector(DetectorConfig(classes=list(classes), backbone=backbone, attributes=data.attribute_vocab,
                                            fpn_channels=fpn_channels, pixel_features=pixel_features,
-                                           pixel_details=pixel_details, **sizes,
+                                           pixel_details=pixel_details, pixel_interior=pixel_interior, **sizes,
                                            **start_from))
     pretrained = None if weights is None else load_pretrained(model, pretrained_state(str(weights), backbone))
     return model, pretrained
@@ -133,7 +133,7 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
                    seed: int = 0, device: str = "cpu", image_ids: list[int] | None = None,
                    image_size: int | None = None, attribute_weight: float = 1.0,
                    attribute_rois: str = "sampled", weights: str | None = None, fpn_channels: int = 256,
-                   pixel_features: bool = True, pixel_details: bool = True,
+                   pixel_features: bool = True, pixel_details: bool = True, pixel_interior: bool = True,
                    on_step: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train a detector and save it to ``out`` (detector.json + detector.safetensors).
 
@@ -146,7 +146,8 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     backbone stages trained, as torchvision does; the box head and predictor are new layers.
     ``attribute_weight`` scales the attribute loss against the detection losses; with
     ``pixel_features`` a region vector ends with its pixels' statistics (:mod:`~taomm.detectors.pixels`);
-    ``pixel_details=False`` leaves out their line and hem statistics (the recipe before them)."""
+    ``pixel_details=False`` leaves out their line and hem statistics, ``pixel_interior=False``
+    those of the object's inside (the recipes before them)."""
     torch.manual_seed(seed)
     data = CocoBoxes(annotations, images, image_ids)
     if not len(data):
@@ -155,7 +156,7 @@ def train_detector(annotations: str | os.PathLike[str], images: str | os.PathLik
     if unknown:
         raise TaommError(f"category ids {unknown[:5]} are outside the taxonomy of {len(classes)} classes")
     model, pretrained = _new_detector(data, classes, backbone, image_size, weights, fpn_channels, pixel_features,
-                                      pixel_details)
+                                      pixel_details, pixel_interior)
     model = model.to(device).train()
     if epochs is not None:
         max_steps = epochs * math.ceil(len(data) / batch_size)

@@ -35,14 +35,19 @@ COLOUR = COLOUR_LEVELS ** 3 * COLOUR_GRID ** 2
 FILTERS = GABOR_OCTAVES * ORIENTATIONS
 SHARE = slice(COLOUR + 5 * FILTERS, COLOUR + 6 * FILTERS)  # each filter's share of the energy
 SILHOUETTE = SILHOUETTE_GRID ** 2 + 4 * (OUTLINE_POINTS + OUTLINE_HARMONICS) + 2
-DETAILS = 2 * LINE_GRID ** 2 * (LINE_ORIENTATIONS + 1) + HEM_HARMONICS + 1  # the vector's tail
-LINES = slice(-DETAILS, -DETAILS + 2 * LINE_GRID ** 2 * LINE_ORIENTATIONS)  # shares: (dark, bright) x orientation x cell
-HEM = slice(-HEM_HARMONICS - 1, None)
+DETAILS = 2 * LINE_GRID ** 2 * (LINE_ORIENTATIONS + 1) + HEM_HARMONICS + 1
+INTERIOR = 2 * FILTERS + COLOUR_LEVELS ** 3 + 2 * LINE_ORIENTATIONS + 2  # the vector's tail
+LINES = slice(-INTERIOR - DETAILS, -INTERIOR - DETAILS + 2 * LINE_GRID ** 2 * LINE_ORIENTATIONS)  # shares:
+# (dark, bright) x orientation x cell
+HEM = slice(-INTERIOR - HEM_HARMONICS - 1, -INTERIOR)
+INSIDE_SHARE = slice(-INTERIOR + FILTERS, -INTERIOR + 2 * FILTERS)  # each filter's share inside the object
+INSIDE_COLOUR = slice(-INTERIOR + 2 * FILTERS, -INTERIOR + 2 * FILTERS + COLOUR_LEVELS ** 3)
 
 
 def silhouette_part(features: torch.Tensor, details: bool = True) -> torch.Tensor:
-    """The silhouette statistics (the line and hem statistics follow them where ``details``)."""
-    return features[..., -SILHOUETTE - DETAILS:-DETAILS] if details else features[..., -SILHOUETTE:]
+    """The silhouette statistics (the line, hem and interior statistics follow them where ``details``)."""
+    tail = DETAILS + INTERIOR
+    return features[..., -SILHOUETTE - tail:-tail] if details else features[..., -SILHOUETTE:]
 
 
 def describe(image: torch.Tensor, boxes: list[list[float]], recentre: bool = True) -> torch.Tensor:
@@ -353,7 +358,7 @@ def test_a_detector_saved_before_pixel_features_loads_as_it_was(tmp_path: Path) 
 
 def test_a_detector_saved_before_the_silhouette_loads_as_it_was(tmp_path: Path) -> None:
     old, loaded = saved_before(tmp_path, "pixel_silhouette", pixel_features=True, pixel_silhouette=False)
-    assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE - DETAILS
+    assert old.pixels.dim == PixelDescriptor().dim - SILHOUETTE - DETAILS - INTERIOR
     assert not loaded.config.pixel_silhouette and loaded.pixels.dim == old.pixels.dim
     image = torch.rand(3, 64, 64)
     assert torch.equal(old.features_at([image], [torch.tensor([[4.0, 4, 40, 50]])])[0],
@@ -371,9 +376,44 @@ def test_a_detector_saved_before_the_object_extent_loads_as_it_was(tmp_path: Pat
 
 def test_a_detector_saved_before_the_line_and_hem_statistics_loads_as_it_was(tmp_path: Path) -> None:
     old, loaded = saved_before(tmp_path, "pixel_details", pixel_features=True, pixel_details=False)
-    assert old.pixels.dim == PixelDescriptor().dim - DETAILS
+    assert old.pixels.dim == PixelDescriptor().dim - DETAILS - INTERIOR
     assert loaded.config.pixel_recentre and not loaded.config.pixel_details
     image, box = a_line_dress(), [torch.tensor([[36.0, 14, 96, 96]])]
+    assert torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
+
+
+def an_object(striped: bool, colour: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> torch.Tensor:
+    """A 40 x 56 rectangle of ``colour`` (with dark horizontal stripes of period 8 when
+    ``striped``) at [40, 32, 80, 88] on a light background."""
+    image = torch.full((3, 120, 120), 0.92)
+    image[:, 32:88, 40:80] = torch.tensor(colour).view(3, 1, 1)
+    if striped:
+        for top in range(32, 88, 8):
+            image[:, top:top + 3, 40:80] = 0.1
+    return image
+
+
+def test_the_inside_reads_the_fabric_not_the_background() -> None:
+    box = [[28.0, 20, 92, 100]]  # a generous box: more than a third of it is background
+    plain, striped = describe(an_object(False), box)[0], describe(an_object(True), box)[0]
+    energy = slice(-INTERIOR, -INTERIOR + FILTERS)  # log-energies inside, octave-major
+    across = 1 * ORIENTATIONS + ORIENTATIONS // 2  # wavelength 8, waves running down: horizontal stripes
+    assert striped[energy][across] - plain[energy][across] > 1.5
+    assert striped[INSIDE_SHARE][across] > 3 * plain[INSIDE_SHARE][across]
+    # colour: the box's commonest bin is the light background; inside, red alone
+    white = COLOUR_LEVELS ** 3 - 1
+    in_box = plain[:COLOUR].square().view(COLOUR_LEVELS ** 3, COLOUR_GRID ** 2).sum(1)
+    inside = plain[INSIDE_COLOUR].square()
+    assert in_box.argmax() == white and in_box[white] / in_box.sum() > 0.2 and inside[white] / inside.sum() < 0.02
+    red, green, blue = (int(v) for v in torch.unravel_index(inside.argmax(), (COLOUR_LEVELS,) * 3))
+    assert red >= 2 and green == blue == 0
+
+
+def test_a_detector_saved_before_the_interior_statistics_loads_as_it_was(tmp_path: Path) -> None:
+    old, loaded = saved_before(tmp_path, "pixel_interior", pixel_features=True, pixel_interior=False)
+    assert old.pixels.dim == PixelDescriptor().dim - INTERIOR
+    assert loaded.config.pixel_details and not loaded.config.pixel_interior
+    image, box = an_object(True), [torch.tensor([[28.0, 20, 92, 100]])]
     assert torch.equal(old.features_at([image], box)[0], loaded.features_at([image], box)[0])
 
 
