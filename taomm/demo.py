@@ -62,7 +62,7 @@ Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], No
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of every stage. The defaults take about 20 minutes on 2 CPU cores with bf16 and
+    """Sizes of every stage. The defaults take 11-20 minutes on 2 CPU cores with bf16 (by the hour) and
     about 33 on 2 AVX2-only cores in fp32 (measured, see the README); :meth:`quick` is a small
     version for tests (a few minutes).
 
