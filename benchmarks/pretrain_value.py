@@ -113,17 +113,12 @@ def prepare_workspace(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def random_init(work: Path, out: Path, preset: str, seed: int) -> Path:
-    """A model folder with random weights (seeded) and the store's vocabulary."""
-    import torch
-
-    from taomm.model import InterBertConfig, InterBertForPretraining
-    from taomm.model.pretrained import VOCAB_NAME
+    """A model folder of the random weights a pretraining run with ``seed`` starts from."""
+    from taomm.model import InterBertConfig
+    from taomm.train.pretrain import save_initial_weights
 
     if not (out / "config.json").exists():
-        vocab = work / "store" / VOCAB_NAME
-        torch.manual_seed(seed)
-        config = InterBertConfig.from_preset(preset, vocab_size=sum(1 for _ in vocab.open(encoding="utf-8")))
-        InterBertForPretraining(config).save_pretrained(out, vocab_file=vocab)
+        save_initial_weights(work / "store", out, model_config=InterBertConfig.from_preset(preset), seed=seed)
     return out
 
 

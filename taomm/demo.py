@@ -10,7 +10,10 @@ negatives  TF-IDF hard negatives (``taomm mine-negatives``)
 vocab      a WordPiece vocabulary of the titles and logged queries (``taomm build-vocab``)
 pretrain   MSM + MRM + ITM-hn (+ ITC) pretraining (``taomm pretrain``)
 finetune   retrieval finetuning with the catalog's search log (``taomm finetune-retrieval``)
-evaluate   text -> image R@1/5/10 on the test split: random, zero-shot, finetuned
+baseline   the same finetuning from the random weights pretraining starts from, its own index
+           and precision@5: what pretraining adds
+evaluate   text -> image R@1/5/10 on the test split: random, zero-shot (exhaustive ITM),
+           finetuned from random weights, finetuned from the pretrained ones
 export     item vectors -> the index (``taomm export-embeddings``): the faiss folder, or
            Milvus (``Demo(index="milvus-lite:demo.db")``)
 search     example searches and a recommendation; precision@5 over the held-out queries
@@ -51,10 +54,13 @@ from taomm.workspace import (
 )
 
 STATE_FILE = "demo.json"
-STAGES = ("catalog", "detector", "prepare", "negatives", "vocab", "pretrain", "finetune", "evaluate", "export",
-          "search")
+STAGES = ("catalog", "detector", "prepare", "negatives", "vocab", "pretrain", "finetune", "baseline", "evaluate",
+          "export", "search")
 INDEX_STAGES = STAGES[STAGES.index("export"):]  # what a change of the index location runs again
 FLAGSHIP_QUERY = "波点荷叶边裙"
+RANDOM_INIT_DIR = "random-init"  # runs/: the random weights pretraining starts from (the baseline's init)
+BASELINE_DIR = "retrieval-random"  # runs/: the finetune stage's recipe from those weights, and its index
+FINETUNED_ROW = "finetuned from the pretrained weights"  # the evaluate stage's row of the finetune stage's model
 
 # progress(label, total) -> a context manager yielding advance(n): the CLI passes rich bars
 Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], None]]]
@@ -62,8 +68,8 @@ Progress = Callable[[str, int | None], AbstractContextManager[Callable[[int], No
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of every stage. The defaults take 11-20 minutes on 2 CPU cores with bf16 (by the hour) and
-    about 33 on 2 AVX2-only cores in fp32 (measured, see the README); :meth:`quick` is a small
+    """Sizes of every stage. The defaults take 14-25 minutes on 2 CPU cores with bf16 (by the hour) and
+    about 40 on 2 AVX2-only cores in fp32 (extrapolated, see the README); :meth:`quick` is a small
     version for tests (a few minutes).
 
     Only what a user of the stage commands sets too: the training recipe (learning rates,
@@ -76,8 +82,8 @@ class DemoConfig:
     detector_image_size: int = 128
     detector_fpn_channels: int = 128  # half the step of torchvision's 256 (train-detector's default from scratch)
     preset: str = "mini"  # InterBERT size: H=256, 2 interaction + 1 + 1 extractor layers (CPU)
-    pretrain_steps: int = 150  # short: on 1.5k items longer pretraining memorises (README)
-    finetune_steps: int = 1200
+    pretrain_steps: int = 600  # exhaustive zero-shot R@10 0.06 at 150 steps, 0.86 at 600 (README)
+    finetune_steps: int = 600  # run twice (from the pretrained and from random weights): within 15 minutes
     batch_size: int = 32  # the training commands' default
     rerank: int = 16  # ITM rerank of the top K in evaluation (evaluate-retrieval's default) and search
     workers: int = 2
@@ -302,12 +308,13 @@ class Demo:
                                  on_step=lambda step, metrics: advance(1))
         return {**_training_summary(result), "recipe": asdict(recipe)}
 
-    def _finetune(self) -> dict[str, Any]:
+    def _finetune(self, init: Path | None = None, run: Path | None = None) -> dict[str, Any]:
+        """Retrieval finetuning of ``init`` (default: the pretraining run) into ``run``."""
         from taomm.train.finetune import finetune_retrieval
         from taomm.train.recipe import initialised_from, resolve_finetune
 
         cfg = self.config
-        run, init = self.runs / RETRIEVAL_DIR, self.runs / PRETRAIN_DIR
+        run, init = run or self.runs / RETRIEVAL_DIR, init or self.runs / PRETRAIN_DIR
         recipe, _ = resolve_finetune(from_scratch=initialised_from(init) is None)
         with self.progress("finetuning retrieval", cfg.finetune_steps) as advance:
             result, _ = finetune_retrieval(self.store, init, run,
@@ -316,6 +323,24 @@ class Demo:
                                            log_p=recipe.log_share, resume=_has_checkpoint(run),
                                            device=self._device(), on_step=lambda step, metrics: advance(1))
         return {**_training_summary(result), "recipe": asdict(recipe)}
+
+    def _baseline(self) -> dict[str, Any]:
+        """What pretraining adds: the finetune stage again (same recipe, steps and seed), from
+        the random weights the pretraining started from; its item vectors exported to an index
+        of its own (``runs/retrieval-random/index``) and scored on the held-out queries."""
+        from taomm.model import InterBertConfig
+        from taomm.search import SearchEngine
+        from taomm.train.pretrain import save_initial_weights
+
+        cfg = self.config
+        init, run = self.runs / RANDOM_INIT_DIR, self.runs / BASELINE_DIR
+        if not (init / "config.json").is_file():
+            save_initial_weights(self.store, init, model_config=InterBertConfig.from_preset(cfg.preset), seed=cfg.seed)
+        summary = self._finetune(init, run)
+        self._export_model(run / "model", str(run / "index"))
+        engine = SearchEngine(run / "index", device=self._device())
+        by_kind = precision_by_kind(engine, self._queries(), self._attributes(), k=5)
+        return {**summary, "by_kind": by_kind["photo + title"]}
 
     def _evaluate(self) -> dict[str, Any]:
         from taomm.datasets.sharded import open_store
@@ -328,19 +353,19 @@ class Demo:
         rows: dict[str, dict[str, Any]] = {}
         with open_store(self.store) as store:
             ordinals = np.sort(store.split("test"))
-            for name, cls, folder, mode in (("random", InterBertForRetrieval, RETRIEVAL_DIR, "random"),
-                                             ("zero-shot (pretrained)", InterBertForPretraining, PRETRAIN_DIR, "rerank"),
-                                             ("finetuned", InterBertForRetrieval, RETRIEVAL_DIR, "rerank")):
+            for name, cls, folder, mode in (
+                    ("random ranking", InterBertForRetrieval, RETRIEVAL_DIR, "random"),
+                    ("zero-shot (pretrained; exhaustive ITM)", InterBertForPretraining, PRETRAIN_DIR, "exhaustive"),
+                    ("finetuned from random weights (same steps)", InterBertForRetrieval, BASELINE_DIR, "rerank"),
+                    (FINETUNED_ROW, InterBertForRetrieval, RETRIEVAL_DIR, "rerank")):
                 model_dir = self.runs / folder / "model"
                 model = cls.from_pretrained(model_dir).eval()
                 result = evaluate(model, store, TitleTokenizer(model_dir / VOCAB_NAME), ordinals, mode, k=k,
-                                  seed=self.config.seed)
-                rows[name] = {key: round(result[key], 3) for key in ("R@1", "R@5", "R@10")}
+                                  seed=self.config.seed, progress=self.progress)
+                rows[name] = {"mode": mode, **{key: round(result[key], 3) for key in ("R@1", "R@5", "R@10")}}
         return {"items": len(ordinals), "rerank": k, "recall": rows}
 
     def _export(self) -> dict[str, Any]:
-        from taomm.datasets.sharded import open_store
-        from taomm.index import export_index
         from taomm.milvus_index import is_milvus
         from taomm.onnx_text import require_exporter
 
@@ -351,12 +376,7 @@ class Demo:
                 onnx = True
             except TaommError:
                 pass
-        with open_store(self.store) as fs:
-            total = len(fs)
-        with self.progress("exporting item vectors", total) as advance:
-            version = export_index(self.runs / RETRIEVAL_DIR / "model", self.store, self.index,
-                                   manifest=self.catalog / "items.jsonl", device=self._device(),
-                                   onnx=onnx, on_progress=advance)
+        total, version = self._export_model(self.runs / RETRIEVAL_DIR / "model", self.index, onnx=onnx)
         # a faiss version folder, or a Milvus collection's name (COLLECTION_vNNNN)
         name = version.name if isinstance(version, Path) else version
         return {"items": total, "index": self.index_setting, "version": name, "onnx": onnx}
@@ -365,8 +385,7 @@ class Demo:
         from taomm.search import SearchEngine
 
         engine = SearchEngine(self.index, device=self._device())
-        queries = [json.loads(line) for line in (self.catalog / "queries.jsonl").read_text("utf-8").splitlines()]
-        attributes = {row["item_id"]: row["attributes"] for row in _read_jsonl(self.catalog / "items.jsonl")}
+        queries, attributes = self._queries(), self._attributes()
         quality = {"search": query_precision(engine, queries, attributes, k=5),
                    "rerank": query_precision(engine, queries, attributes, k=5, rerank=self.config.rerank)}
         examples = [FLAGSHIP_QUERY, *pick_examples(queries, 2)]
@@ -378,6 +397,26 @@ class Demo:
                 "recommend": {"item": item, "similar": similar}}
 
     # --- helpers -------------------------------------------------------------------------
+
+    def _export_model(self, model_dir: Path, location: str, onnx: bool = False) -> tuple[int, Any]:
+        """``export_index`` of ``model_dir``'s item vectors to ``location``: (items, version)."""
+        from taomm.datasets.sharded import open_store
+        from taomm.index import export_index
+
+        with open_store(self.store) as fs:
+            total = len(fs)
+        with self.progress("exporting item vectors", total) as advance:
+            version = export_index(model_dir, self.store, location, manifest=self.catalog / "items.jsonl",
+                                   device=self._device(), onnx=onnx, on_progress=advance)
+        return total, version
+
+    def _queries(self) -> list[dict[str, Any]]:
+        """The catalog's held-out queries."""
+        return list(_read_jsonl(self.catalog / "queries.jsonl"))
+
+    def _attributes(self) -> dict[str, dict[str, Any]]:
+        """Every catalog item's attributes (the ground truth of the held-out queries)."""
+        return {row["item_id"]: row["attributes"] for row in _read_jsonl(self.catalog / "items.jsonl")}
 
     def _device(self) -> str:
         from taomm.device import resolve_device

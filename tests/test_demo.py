@@ -51,8 +51,17 @@ def test_quick_demo_runs_every_stage(quick_demo: tuple[Path, dict]) -> None:
     assert {"colour", "pattern", "product"} <= set(prepare["probe"])  # what the stored region features carry
     assert all(0 <= row["accuracy"] <= 1 and 0 <= row["majority"] <= 1 for row in prepare["probe"].values())
     recall = stages["evaluate"]["summary"]["recall"]
-    assert set(recall) == {"random", "zero-shot (pretrained)", "finetuned"}
+    assert [row["mode"] for row in recall.values()] == ["random", "exhaustive", "rerank", "rerank"]
+    assert "zero-shot (pretrained; exhaustive ITM)" in recall and "finetuned from random weights (same steps)" in recall
     assert all(0.0 <= row["R@1"] <= row["R@5"] <= row["R@10"] <= 1.0 for row in recall.values())
+    baseline = stages["baseline"]["summary"]  # the finetune stage's recipe, from the random weights pretraining started from
+    assert baseline["steps"] == stages["finetune"]["summary"]["steps"] and set(baseline["by_kind"]) == \
+        {"colour", "pattern", "style", "product", "all"}
+    runs = workdir / "runs"
+    random_run = json.loads((runs / "retrieval-random" / "run.json").read_text())
+    assert {k: v for k, v in random_run.items() if k not in ("init", "init_from")} == \
+        {k: v for k, v in json.loads((runs / "retrieval" / "run.json").read_text()).items()
+         if k not in ("init", "init_from")}
     search = stages["search"]["summary"]
     assert len(search["searches"]["波点荷叶边裙"]) == 5 and len(search["recommend"]["similar"]) == 5
     for hit in search["searches"]["波点荷叶边裙"]:

@@ -303,3 +303,20 @@ def test_training_ordinals_join_splits_with_plus(small_store: Path) -> None:
         assert training_ordinals(reader, "test+test").tolist() == sorted(test)  # each item once
         with pytest.raises(StoreError, match="no split 'unlabelled'"):
             training_ordinals(reader, "train+unlabelled")
+
+
+def test_initial_weights_are_where_pretraining_starts(store: Path, tmp_path: Path) -> None:
+    """The "finetuned from random weights" baseline starts where pretraining with the same seed
+    starts: one Adam step (each weight moves by at most about lr) apart, not another draw."""
+    from taomm.train.pretrain import save_initial_weights
+
+    initial = save_initial_weights(store, tmp_path / "init", model_config=TINY, seed=3)
+    _, model_dir = pretrain(store, tmp_path / "run", model_config=TINY, itc_weight=1.0,
+                            train=train_config(max_steps=1, lr=1e-3, warmup_steps=0, seed=3, save_every=100))
+    start, after = load_file(initial / "model.safetensors"), load_file(model_dir / "model.safetensors")
+    assert set(start) == set(after) and json.loads((initial / "config.json").read_text()) == \
+        json.loads((model_dir / "config.json").read_text())
+    assert max((start[k] - after[k]).abs().max().item() for k in start) < 2e-3
+    other = load_file(save_initial_weights(store, tmp_path / "other", model_config=TINY, seed=4) / "model.safetensors")
+    assert max((start[k] - other[k]).abs().max().item() for k in start) > 0.05
+    assert (initial / "vocab.txt").read_text() == (store / "vocab.txt").read_text()

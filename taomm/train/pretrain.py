@@ -137,9 +137,7 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
     if resume and saved.is_file():
         config = InterBertConfig.from_json_file(saved)  # the run's own sizes, whatever the flags say
     else:
-        config = InterBertConfig.from_dict({**model_config.to_dict(), "vocab_size": len(tokenizer),
-                                            "num_region_classes": len(meta.classes),
-                                            "region_feature_dim": meta.feature_dim})
+        config = store_model_config(model_config, len(tokenizer), meta)
     if len(tokenizer) != config.vocab_size:
         raise TaommError(f"the vocabulary {vocab_file} has {len(tokenizer)} tokens, the model {config.vocab_size}")
     torch.manual_seed(train.seed)
@@ -169,6 +167,28 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
     if not result.stopped and info.is_main:
         out = model.save_pretrained(run / MODEL_DIR, vocab_file=vocab_file)
     return result, out
+
+
+def store_model_config(model_config: InterBertConfig, vocab_size: int, store_meta: Any) -> InterBertConfig:
+    """``model_config`` sized for a vocabulary and a store (its region classes and feature size)."""
+    return InterBertConfig.from_dict({**model_config.to_dict(), "vocab_size": vocab_size,
+                                      "num_region_classes": len(store_meta.classes),
+                                      "region_feature_dim": store_meta.feature_dim})
+
+
+def save_initial_weights(store_path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                         model_config: InterBertConfig, seed: int = 0,
+                         vocab: str | os.PathLike[str] | None = None) -> Path:
+    """The random weights :func:`pretrain` from scratch starts from with ``seed``, saved as a
+    model folder without a step taken: what "finetuned from random weights (same steps)"
+    starts from, so that the only difference from the pretrained model is the pretraining."""
+    with open_store(store_path) as store:
+        meta = store.meta
+    vocab_file = resolve_vocab(vocab, None, meta)
+    config = store_model_config(model_config, len(TitleTokenizer(vocab_file)), meta)
+    config.max_text_tokens = min(MaskingOptions().max_text_tokens, config.max_text_tokens)  # as pretrain saves it
+    torch.manual_seed(seed)
+    return InterBertForPretraining(config).save_pretrained(out, vocab_file=vocab_file)
 
 
 @torch.no_grad()
