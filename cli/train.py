@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -61,6 +62,13 @@ ItcOpt = Annotated[float | None, typer.Option("--itc", min=0.0, help="Weight of 
                                               "0 with --init-from.", show_default=False)]
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Store split to train on; several join with + "
                                               "(train+val). Default: train if the store has it, else every item.")]
+EvalSplitOpt = Annotated[str, typer.Option("--eval-split", help="Held-out split for --eval-every (not one the "
+                                           "model trains on).")]
+EvalEveryOpt = Annotated[int, typer.Option("--eval-every", min=0, help="Every N steps (and at the last), the three "
+                                           "tasks' accuracy on --eval-split into RUN/heldout.jsonl: held-out "
+                                           "accuracy falling while training loss falls is memorisation. 0: off.")]
+EvalItemsOpt = Annotated[int, typer.Option("--eval-items", min=2, help="Items of --eval-split evaluated (its first "
+                                           "in store order).")]
 
 
 def pretrain_command(
@@ -84,6 +92,9 @@ def pretrain_command(
     hard_negatives: HardNegativesOpt = 0.2,
     itc: ItcOpt = None,
     split: SplitOpt = None,
+    eval_split: EvalSplitOpt = "val",
+    eval_every: EvalEveryOpt = 0,
+    eval_items: EvalItemsOpt = 512,
     workers: WorkersOpt = 2,
     seed: SeedOpt = 0,
     bf16: Bf16Opt = True,
@@ -104,7 +115,7 @@ def pretrain_command(
     """
     from taomm.datasets.pretraining import MaskingOptions
     from taomm.train import TrainConfig
-    from taomm.train.pretrain import pretrain
+    from taomm.train.pretrain import HeldOut, pretrain
 
     ws = find_workspace(workspace)
     lang, store, out, init_from = _workspace_defaults(ws, lang, store, out, init_from)
@@ -118,7 +129,8 @@ def pretrain_command(
     with training_run(device, "pretraining", max_steps, json_out, header) as (info, on_step):
         result, model_dir = pretrain(store, out, model_config=model_config, train=train, masking=masking,
                                      init_from=init_from, vocab=vocab, split=split, resume=resume, info=info,
-                                     itc_weight=recipe.itc, on_step=on_step)
+                                     itc_weight=recipe.itc, held_out=HeldOut(eval_split, eval_every, eval_items),
+                                     on_step=on_step)
     if info.is_main:
         _print_end(out, model_dir, result, info.world_size, json_out)
 
@@ -168,11 +180,20 @@ def _check_language(store: Path, lang: str) -> None:
 
 
 def _print_end(out: Path, model_dir: Path | None, result: TrainResult, world_size: int, json_out: bool) -> None:
+    from taomm.train.pretrain import HELDOUT_FILE
+
     summary = run_summary(out, model_dir, result, world_size)
     loss = f", loss {result.last_metrics['loss']}" if "loss" in result.last_metrics else ""
+    held = ""
+    lines = (out / HELDOUT_FILE).read_text("utf-8").splitlines() if (out / HELDOUT_FILE).is_file() else []
+    last = json.loads(lines[-1]) if lines else {}
+    if last.get("step") == result.step:  # this run's last held-out line (--eval-every)
+        summary["held_out"] = last
+        held = (f"; held-out accuracy at step {last['step']}: MSM {last['msm_acc']:.3f}, MRM {last['mrm_acc']:.3f}, "
+                f"ITM {last['itm_acc']:.3f} ({HELDOUT_FILE})")
     print_run_end(summary, json_out,
                   finished=f"pretrained to step {result.step} in {summary['seconds']} s "
-                           f"({summary['samples_per_s']} samples/s{loss}); model saved to {summary['model']}",
+                           f"({summary['samples_per_s']} samples/s{loss}); model saved to {summary['model']}{held}",
                   stopped=f"stopped at step {result.step}: checkpoint saved in {summary['run']}/checkpoints; "
                           "continue with --resume")
 

@@ -55,6 +55,18 @@ def test_ablation_switches(runner: CliRunner, workspace: Path) -> None:
     assert (masking["mask_mode"], masking["region_mask"], masking["hard_negative_p"]) == ("token", "single", 0.0)
 
 
+def test_held_out_accuracy(runner: CliRunner, workspace: Path) -> None:
+    """--eval-every: the tasks' accuracy on a held-out split, in heldout.jsonl and the run's end line."""
+    result = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--out", "held", "--eval-split", "test",
+                                 "--eval-every", "2", "--eval-items", "4"])
+    assert result.exit_code == 0, result.output
+    assert "held-out accuracy at step 3: MSM" in result.stderr
+    assert [json.loads(line)["step"] for line in Path("held/heldout.jsonl").read_text().splitlines()] == [2, 3]
+    overlap = runner.invoke(app, ["pretrain", "-w", str(workspace), *FAST, "--out", "o", "--split", "train+test",
+                                  "--eval-split", "test", "--eval-every", "2"])
+    assert_one_line_error(overlap, 1, "--eval-split")
+
+
 def test_pretrain_errors(runner: CliRunner, workspace: Path, tmp_path: Path) -> None:
     w = ["-w", str(workspace)]
     assert_one_line_error(runner.invoke(app, ["pretrain", *w, *FAST, "--lang", "en"]), 1, "not --lang 'en'")

@@ -320,3 +320,23 @@ def test_initial_weights_are_where_pretraining_starts(store: Path, tmp_path: Pat
     other = load_file(save_initial_weights(store, tmp_path / "other", model_config=TINY, seed=4) / "model.safetensors")
     assert max((start[k] - other[k]).abs().max().item() for k in start) > 0.05
     assert (initial / "vocab.txt").read_text() == (store / "vocab.txt").read_text()
+
+
+def test_held_out_accuracy_leaves_training_as_it_was(store: Path, tmp_path: Path) -> None:
+    """--eval-every writes the tasks' held-out accuracy every N steps and at the last; the
+    evaluation draws from no training RNG, so the losses equal those of a run without it."""
+    from taomm.errors import OptionError
+    from taomm.train.pretrain import HELDOUT_FILE, HeldOut
+
+    cfg = train_config(max_steps=7, save_every=100)
+    pretrain(store, tmp_path / "plain", model_config=TINY, itc_weight=1.0, train=cfg)
+    pretrain(store, tmp_path / "held", model_config=TINY, itc_weight=1.0, train=cfg,
+             held_out=HeldOut("test", every=3, items=10))
+    assert [r["loss"] for r in metrics(tmp_path / "held")] == [r["loss"] for r in metrics(tmp_path / "plain")]
+    rows = [json.loads(line) for line in (tmp_path / "held" / HELDOUT_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 6, 7] and all(r["pairs"] == 10 for r in rows)
+    assert all(0.0 <= r[k] <= 1.0 for r in rows for k in ("msm_acc", "mrm_acc", "itm_acc"))
+    assert not (tmp_path / "plain" / HELDOUT_FILE).exists()
+    with pytest.raises(OptionError, match="overlaps the training split"):
+        pretrain(store, tmp_path / "overlap", model_config=TINY, train=cfg, split="train+test",
+                 held_out=HeldOut("test", every=3))

@@ -2,7 +2,9 @@
 
 A run folder holds ``config.json`` (the model config, reused on ``--resume``), ``run.json``
 (the options), ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/step-N/`` and, at the end,
-``model/`` written with ``save_pretrained`` (config + weights + vocab.txt).
+``model/`` written with ``save_pretrained`` (config + weights + vocab.txt). With a held-out
+split, ``heldout.jsonl`` has the three tasks' accuracy on it every ``eval_every`` steps: where
+training accuracy climbs and held-out accuracy falls, the model memorises its corpus.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from taomm.train.trainer import TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 RUN_CONFIG, RUN_OPTIONS, MODEL_DIR = "config.json", "run.json", "model"
+HELDOUT_FILE = "heldout.jsonl"
 MAX_LOGIT_SCALE = 100.0  # CLIP's cap on the learned temperature
 
 
@@ -122,10 +125,11 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
              vocab: str | os.PathLike[str] | None = None, split: str | None = None, resume: bool = False,
              loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0), itc_weight: float = 0.0,
              device: str | None = None,
-             info: DistInfo | None = None,
+             info: DistInfo | None = None, held_out: HeldOut | None = None,
              on_step: Callable[[int, dict[str, Any]], None] | None = None) -> tuple[TrainResult, Path | None]:
     """Pretrain (or resume) into ``run``; returns the trainer's result and the saved model
-    folder (None when stopped early by SIGTERM)."""
+    folder (None when stopped early by SIGTERM). ``held_out``: the tasks' accuracy on another
+    split, every ``held_out.every`` steps, into ``run/heldout.jsonl``."""
     run = Path(run)
     info = info or setup(device)
     masking = masking or MaskingOptions()
@@ -153,13 +157,15 @@ def pretrain(store_path: str | os.PathLike[str], run: str | os.PathLike[str], *,
     masking = MaskingOptions(**{**asdict(masking), "max_regions": min(masking.max_regions, config.max_regions),
                                 "max_text_tokens": config.max_text_tokens})
     data = PretrainingData(store, tokenizer, training_ordinals(store, split), seed=train.seed, options=masking)
+    if held_out is not None and held_out.every > 0:
+        on_step = held_out.hook(model, store, tokenizer, data.ordinals, masking, run, train, on_step)
     if info.is_main:
         run.mkdir(parents=True, exist_ok=True)
         config.to_json_file(saved)
         options = {"store": str(Path(store_path).resolve()), "vocab": str(vocab_file.resolve()),
                    "init_from": init_from, "split": split, "items": len(data), "world_size": info.world_size,
                    "train": asdict(train), "masking": asdict(masking), "loss_weights": list(loss_weights),
-                   "itc_weight": itc_weight}
+                   "itc_weight": itc_weight, "held_out": asdict(held_out) if held_out else None}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
     task = PretrainTask(data, config, loss_weights, itc_weight)
     result = Trainer(train, info).fit(parallelize(model, info), task, run, resume=resume, on_step=on_step)
@@ -189,6 +195,43 @@ def save_initial_weights(store_path: str | os.PathLike[str], out: str | os.PathL
     config.max_text_tokens = min(MaskingOptions().max_text_tokens, config.max_text_tokens)  # as pretrain saves it
     torch.manual_seed(seed)
     return InterBertForPretraining(config).save_pretrained(out, vocab_file=vocab_file)
+
+
+@dataclass
+class HeldOut:
+    """Held-out task accuracy during pretraining: ``items`` of ``split`` (its first, in store
+    order), evaluated every ``every`` steps and at the last step with a fixed masking seed."""
+
+    split: str
+    every: int
+    items: int = 512
+
+    def hook(self, model: InterBertForPretraining, store: Any, tokenizer: TitleTokenizer, training: np.ndarray,
+             masking: MaskingOptions, run: Path, train: TrainConfig,
+             on_step: Callable[[int, dict[str, Any]], None] | None) -> Callable[[int, dict[str, Any]], None]:
+        """``on_step`` that also writes a line of :func:`evaluate_pretraining` to ``run/heldout.jsonl``
+        when due (on the main process; the evaluation draws from no global RNG, so the training
+        batches and a resume stay as they were)."""
+        ordinals = training_ordinals(store, self.split)
+        if np.intersect1d(ordinals, training).size:
+            raise OptionError(f"the held-out split {self.split!r} overlaps the training split: choose another "
+                              "{eval_split}", "eval_split")
+        if not len(ordinals):
+            raise OptionError(f"the held-out split {self.split!r} has no items", "eval_split")
+        ordinals = ordinals[:self.items]
+
+        def step(number: int, metrics: dict[str, Any]) -> None:
+            if number % self.every == 0 or number == train.max_steps:
+                found = evaluate_pretraining(model, store, tokenizer, ordinals, masking, bf16=train.bf16)
+                model.train()
+                with open(run / HELDOUT_FILE, "a", encoding="utf-8") as out:
+                    out.write(json.dumps({"step": number, **found}) + "\n")
+                log.info("held-out %s at step %d: MSM %.3f, MRM %.3f, ITM %.3f", self.split, number,
+                         found["msm_acc"], found["mrm_acc"], found["itm_acc"])
+            if on_step is not None:
+                on_step(number, metrics)
+
+        return step
 
 
 @torch.no_grad()
