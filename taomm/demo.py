@@ -308,7 +308,8 @@ class Demo:
                                  on_step=lambda step, metrics: advance(1))
         return {**_training_summary(result), "recipe": asdict(recipe)}
 
-    def _finetune(self, init: Path | None = None, run: Path | None = None) -> dict[str, Any]:
+    def _finetune(self, init: Path | None = None, run: Path | None = None,
+                  label: str = "finetuning retrieval") -> dict[str, Any]:
         """Retrieval finetuning of ``init`` (default: the pretraining run) into ``run``."""
         from taomm.train.finetune import finetune_retrieval
         from taomm.train.recipe import initialised_from, resolve_finetune
@@ -316,7 +317,7 @@ class Demo:
         cfg = self.config
         run, init = run or self.runs / RETRIEVAL_DIR, init or self.runs / PRETRAIN_DIR
         recipe, _ = resolve_finetune(from_scratch=initialised_from(init) is None)
-        with self.progress("finetuning retrieval", cfg.finetune_steps) as advance:
+        with self.progress(label, cfg.finetune_steps) as advance:
             result, _ = finetune_retrieval(self.store, init, run,
                                            train=self._train_config(cfg.finetune_steps, recipe.lr),
                                            negatives=recipe.negatives, query_log=self.query_log,
@@ -336,7 +337,7 @@ class Demo:
         init, run = self.runs / RANDOM_INIT_DIR, self.runs / BASELINE_DIR
         if not (init / "config.json").is_file():
             save_initial_weights(self.store, init, model_config=InterBertConfig.from_preset(cfg.preset), seed=cfg.seed)
-        summary = self._finetune(init, run)
+        summary = self._finetune(init, run, label="finetuning from random weights")
         self._export_model(run / "model", str(run / "index"))
         engine = SearchEngine(run / "index", device=self._device())
         by_kind = precision_by_kind(engine, self._queries(), self._attributes(), k=5)
