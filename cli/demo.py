@@ -92,7 +92,7 @@ def _brief(stage: str, s: dict[str, Any]) -> str:
                 "(table below)")
     if stage in ("pretrain", "finetune"):
         losses = ", ".join(f"{k} {v:.3f}" for k, v in s["last"].items() if isinstance(v, float) and k != "grad_norm")
-        recipe = ", ".join(f"{k} {v:g}" for k, v in s.get("recipe", {}).items())
+        recipe = ", ".join(f"{k} {v:g}" for k, v in s.get("recipe", {}).items() if v is not None)
         return (f"{s['steps']} steps, {s['samples_per_s']} samples/s; {losses}"
                 + (f" (the from-scratch defaults: {recipe})" if recipe else ""))
     if stage == "evaluate":

@@ -65,6 +65,9 @@ ContrastiveOpt = Annotated[float, typer.Option("--contrastive", min=0.0, metavar
                                                "loss of the text and image vectors (beyond the paper; 0: off).")]
 ItemLossOpt = Annotated[float, typer.Option("--item-loss", min=0.0, metavar="W", help="Weight of the item-vector "
                                             "loss (beyond the paper; 0: off).")]
+DropoutOpt = Annotated[float | None, typer.Option("--dropout", min=0.0, max=0.99, help="Hidden and attention "
+                                                 "dropout while finetuning (recorded in the saved model's config). "
+                                                 "Default: the model's own (BERT's 0.1).", show_default=False)]
 TrainSplitOpt = Annotated[str | None, typer.Option("--split", help="Store split to train on (default: train).")]
 LogShareOpt = Annotated[float | None, typer.Option("--log-share", min=0.0, max=1.0, help="Share of the examples of "
                                                    "a logged item whose query comes from the log (0: ignore the log). "
@@ -97,6 +100,7 @@ def finetune_retrieval_command(
     split: TrainSplitOpt = None,
     query_log: QueryLogOpt = None,
     log_share: LogShareOpt = None,
+    dropout: DropoutOpt = None,
     workers: WorkersOpt = 2,
     seed: SeedOpt = 0,
     bf16: Bf16Opt = True,
@@ -125,7 +129,7 @@ def finetune_retrieval_command(
 
     store, _ = _store_and_runs(store, workspace)
     init, out = run_paths(workspace, init, out, PRETRAIN_DIR, RETRIEVAL_DIR)
-    recipe, header = _recipe(init, lr, negatives, log_share)
+    recipe, header = _recipe(init, lr, negatives, log_share, dropout)
     query_log = query_log_path(query_log, workspace) if recipe.log_share > 0 else None
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=recipe.lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
@@ -134,19 +138,19 @@ def finetune_retrieval_command(
         result, model_dir = finetune_retrieval(store, init, out, train=train, negatives=recipe.negatives,
                                                hard_p=hard_negatives, split=split, query_log=query_log,
                                                log_p=recipe.log_share, resume=resume, info=info, on_step=on_step,
-                                               contrastive=contrastive, item_loss=item_loss)
+                                               contrastive=contrastive, item_loss=item_loss, dropout=recipe.dropout)
     if info.is_main:
         _print_end(out, model_dir, result, info.world_size, json_out)
 
 
-def _recipe(init: Path, lr: float | None, negatives: int | None,
-            log_share: float | None) -> tuple[FinetuneRecipe, tuple[str, ...]]:
+def _recipe(init: Path, lr: float | None, negatives: int | None, log_share: float | None,
+            dropout: float | None) -> tuple[FinetuneRecipe, tuple[str, ...]]:
     """The recipe for where the pretrained model started (its run.json's init_from), --lr,
-    --negatives and --log-share in place of its defaults, and its lines for stderr."""
+    --negatives, --log-share and --dropout in place of its defaults, and its lines for stderr."""
     from taomm.train.recipe import initialised_from, resolve_finetune
 
     bert = initialised_from(init)
-    recipe, warning = resolve_finetune(bert is None, lr=lr, negatives=negatives, log_share=log_share)
+    recipe, warning = resolve_finetune(bert is None, lr=lr, negatives=negatives, log_share=log_share, dropout=dropout)
     start = f"pretrained from {bert} (the paper's)" if bert else f"from scratch ({init} records no --init-from)"
     return recipe, recipe_lines(start, recipe.describe(), warning)
 

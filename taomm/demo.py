@@ -83,7 +83,7 @@ class DemoConfig:
     detector_fpn_channels: int = 128  # half the step of torchvision's 256 (train-detector's default from scratch)
     preset: str = "mini"  # InterBERT size: H=256, 2 interaction + 1 + 1 extractor layers (CPU)
     pretrain_steps: int = 600  # exhaustive zero-shot R@10 0.06 at 150 steps, 0.86 at 600 (README)
-    finetune_steps: int = 600  # run twice (from the pretrained and from random weights): within 15 minutes
+    finetune_steps: int = 800  # run twice (from the pretrained and from random weights): within 15 minutes
     batch_size: int = 32  # the training commands' default
     rerank: int = 16  # ITM rerank of the top K in evaluation (evaluate-retrieval's default) and search
     workers: int = 2
@@ -321,7 +321,7 @@ class Demo:
             result, _ = finetune_retrieval(self.store, init, run,
                                            train=self._train_config(cfg.finetune_steps, recipe.lr),
                                            negatives=recipe.negatives, query_log=self.query_log,
-                                           log_p=recipe.log_share, resume=_has_checkpoint(run),
+                                           log_p=recipe.log_share, dropout=recipe.dropout, resume=_has_checkpoint(run),
                                            device=self._device(), on_step=lambda step, metrics: advance(1))
         return {**_training_summary(result), "recipe": asdict(recipe)}
 

@@ -329,3 +329,10 @@ def test_cli_paper_recipe_without_the_extra_losses(pretrained, tmp_path: Path) -
     assert "item" not in row and row["loss"] == pytest.approx(row["match"] + 0.5 * row["contrastive"], rel=1e-5)
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--contrastive", "-1"])
     assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+
+
+def test_a_dropout_outside_0_to_1_is_refused(pretrained, tmp_path: Path) -> None:
+    store, pre = pretrained
+    for dropout in (1.0, -0.1):
+        with pytest.raises(TaommError, match="dropout must be in"):
+            finetune_retrieval(store, pre, tmp_path / "ft", train=train_config(max_steps=1), dropout=dropout)

@@ -176,11 +176,15 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
                        train: TrainConfig, negatives: int = 3, hard_p: float = 0.5, split: str | None = None,
                        query_log: str | os.PathLike[str] | None = None, log_p: float = 0.5, resume: bool = False, device: str | None = None, info: DistInfo | None = None,
                        on_step: Callable[[int, dict[str, Any]], None] | None = None, contrastive: float = 1.0,
-                       item_loss: float = 1.0) -> tuple[TrainResult, Path | None]:
+                       item_loss: float = 1.0, dropout: float | None = None) -> tuple[TrainResult, Path | None]:
     """Finetune the model in ``init`` (a pretraining run or model folder) for retrieval;
     with ``query_log`` (see ``taomm.datasets.retrieval.read_query_log``), an item's query is
     one of its logged queries with probability ``log_p``. ``contrastive`` and ``item_loss``
-    weigh the losses beyond the paper's matching (0: left out, their heads frozen)."""
+    weigh the losses beyond the paper's matching (0: left out, their heads frozen).
+    ``dropout`` replaces the model's hidden and attention dropout (None: its config's); the
+    saved model's config records it."""
+    if dropout is not None and not 0 <= dropout < 1:
+        raise TaommError(f"dropout must be in [0, 1), not {dropout}")
     run = Path(run)
     info = info or setup(device)
     init_dir = resolve_model_dir(init)
@@ -193,7 +197,8 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the retrieval heads are new and the MSM/MRM heads unused: expected
     try:
-        model = InterBertForRetrieval.from_pretrained(init_dir)
+        overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        model = InterBertForRetrieval.from_pretrained(init_dir, **overrides)
     finally:
         quiet.setLevel(level)
     if info.is_main and model.load_report.missing:
@@ -219,6 +224,8 @@ def finetune_retrieval(store_path: str | os.PathLike[str], init: str | os.PathLi
                    "init_from": initialised_from(init), "split": split,
                    "items": len(data), "negatives": negatives, "hard_p": hard_p, "query_log": log_info,
                    "loss_weights": dict(zip(task.loss_names, task.loss_weights, strict=True)),
+                   "dropout": {"hidden": model.config.hidden_dropout_prob,
+                               "attention": model.config.attention_probs_dropout_prob},
                    "world_size": info.world_size, "train": asdict(train)}
         (run / RUN_OPTIONS).write_text(json.dumps(options, indent=2, ensure_ascii=False) + "\n", "utf-8")
     training = parallelize(RetrievalTraining(model, task.loss_names), info)
