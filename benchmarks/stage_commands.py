@@ -9,8 +9,8 @@ other flag, must get the demo's figure. In a fresh folder this runs:
     taomm prepare
     taomm mine-negatives
     taomm build-vocab
-    taomm pretrain --config mini --max-steps 150
-    taomm finetune-retrieval --max-steps 1200
+    taomm pretrain --config mini --max-steps 600
+    taomm finetune-retrieval --max-steps 800
     taomm evaluate-retrieval --json
 
 (sizes from ``taomm.demo.DemoConfig``; ``--quick`` takes its quick sizes) and prints each
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from taomm.demo import FINETUNED_ROW, DemoConfig
 
-DEMO_R10 = 0.984  # `taomm demo`, default sizes, seed 0, measured on 2 bf16 cores (README)
+DEMO_R10 = 0.967  # `taomm demo`, default sizes (800 finetuning steps), seed 0, measured on 2 bf16 cores (README)
 TOLERANCE = 0.05
 
 
