@@ -16,7 +16,10 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 ``LATE_DECEMBER`` (written with DECEMBER, run once after that round's changes: 92.5%, look-alikes
 1 of 34), then ``EVENING`` (written after that round, 66.7% on its code, look-alikes 0 of 30) and
 ``NIGHT`` (written before the gap classes, run once after them: 74.6%, look-alikes 0 of 30);
-``CLOSING`` was written on the final code and run once (77.8%, 1 of 30): it is still held out. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``CLOSING`` was written on the final code of its round and run once (77.8%, 1 of 30). ``DAWN``
+(written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
+round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
+final, and run once on it (61.8%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -272,6 +275,60 @@ CLOSING_LOOK_ALIKES = (
     "骗子 防骗 手册 老人", "国家 地理 杂志", "台湾 零食 牛轧糖", "大麻 纺织 面料", "炸鸡 粉 调料",
     "枪色 眼影 金属", "上门 取件 搬家", "特殊 尺寸 定制 窗帘",
 )
+# Written at the start of the session of 2026-12-05, before any change, in words of its own.
+DAWN = {
+    "porn": ("同城约会妹子上门", "高端外围模特预约", "成人影片打包下载", "私密直播间福利", "激情视频一对一",
+             "寂寞少妇陪聊", "私房裸照出售", "情色小说合集"),
+    "politics": ("打倒共匪", "六四屠杀真相", "中共邪党必亡", "支持港独", "西藏独立万岁", "翻墙看禁书",
+                 "领导人丑闻内幕", "共产党灭亡倒计时"),
+    "terror": ("自制燃烧瓶教程", "土制手雷制作方法", "军用步枪出售", "弓弩专卖射程远", "气枪铅弹批发",
+               "汽狗出售", "炸药配方大全", "圣战组织招募"),
+    "drugs": ("溜冰工具套装", "出售麻古", "听话水GHB", "笑气弹批发", "可卡因货到付款", "大麻种子出售",
+              "安眠药免处方", "K仔货源稳定"),
+    "gambling": ("真人百家乐开户送彩金", "六合彩特码", "网络棋牌代理招募", "足球外围下注", "老虎机在线赢现金",
+                 "北京赛车pk10计划", "赌球平台", "充值返水百分之三"),
+    "contact": ("薇❤{id}", "加我V {id}", "wechat: {id}", "私信QQ{digits}", "电联{phone}", "V: {id} 备注淘宝",
+                "扣扣群{digits}", "微号{id}"),
+    "fraud": ("代办信用卡黑户秒批", "高仿身份证", "驾照代考包过", "刷信誉刷好评", "出售银行卡四件套",
+              "假发票出售", "淘宝刷单兼职日结", "POS机套现"),
+    "abuse": ("卖家全家死光", "什么垃圾东西傻X", "草泥马的破店", "去死吧奸商", "滚你妈的", "脑残客服",
+              "贱人卖家", "奸商不得好死"),
+}
+DAWN_LOOK_ALIKES = (
+    "同城 鲜花 速递", "模特 衣架 展示", "家用 投影仪 看影片", "直播 补光灯 支架", "私房菜 菜谱 书",
+    "小说 全集 精装", "支持 定制 刻字", "燃烧 脂肪 代餐 奶昔", "手雷 造型 打火机", "步枪 积木 拼装 男孩",
+    "射箭 体验 弓箭 儿童", "配方 奶粉 一段", "溜冰鞋 儿童 闪光轮", "可可粉 烘焙 无糖", "阳台 蔬菜 种子",
+    "安眠 眼罩 遮光", "棋牌室 桌布", "赛车 模型 1:18 合金", "话费 充值卡", "V领 毛衣 女",
+    "高仿真 绿植 盆栽", "驾照 考试 书 科目一", "信誉 保证 正品 面霜", "银行 存钱罐 儿童", "发票 收纳盒",
+    "POS机 保护套", "全家福 相框 挂墙", "垃圾 分类 桶 厨房", "去死皮 手足霜", "奸商 表情包 抱枕 搞笑",
+)
+# Written after DAWN's first run and before this round's code was final; run once on it.
+MORNING = {
+    "porn": ("大保健一条龙服务", "莞式全套服务", "嫩模私拍视频", "少女写真无圣光", "酒店上门按摩小妹",
+             "福利姬原图打包", "成人直播app下载", "看片神器免费"),
+    "politics": ("打倒习包子", "反对一党专政", "法轮大法好", "中共活摘器官", "维权律师被抓真相", "六四天安门学生运动",
+                 "台独万岁", "共产党就是黑社会"),
+    "terror": ("秃鹰气枪配件", "猎枪散件出售", "教你制作遥控炸弹", "催泪喷雾剂批发", "军用匕首直销", "枪模配件可发射",
+               "自制火药教程", "钢珠发射器出售"),
+    "drugs": ("冰毒吸食工具", "正品大麻烟出售", "麻古批发零售", "一粒倒迷奸药", "K粉哪里能买到", "海洛因纯度高",
+              "LSD邮票出售", "摇头丸同城配送"),
+    "gambling": ("微信牛牛群", "抢红包赌博群", "网络彩票包赢计划", "百家乐必胜技巧", "在线德州真钱", "赌场洗码",
+                 "体彩内部人员带单", "斗牛游戏真钱"),
+    "contact": ("咨询请加VX {id}", "薇♥芯 {id}", "QQ: {digits}", "手机:{phone}", "请加微 {id}", "扣扣{digits}",
+                "V芯{id}", "tel {phone}"),
+    "fraud": ("代办各类毕业证", "出售个人信息数据", "刷单小时工", "高仿人民币出售", "黑户口子秒下", "帮忙开增值税票",
+              "信用卡额度提升代办", "买卖微信号"),
+    "abuse": ("你妈死了卖家", "垃圾店铺骗子卖家去死", "狗卖家", "操你大爷", "傻缺客服", "骗子全家暴毙",
+              "客服是傻逼", "nmsl垃圾"),
+}
+MORNING_LOOK_ALIKES = (
+    "大保健 养生 茶", "全套 茶具 礼盒", "写真 相册 定制", "按摩 滚轮 脸部", "原图 冲印 照片", "app 下载 二维码 桌贴",
+    "3D 看片 眼镜", "包子 蒸笼 家用", "恐怖 故事 绘本", "器官 模型 人体 教学", "真相 推理 小说", "律师 函 模板 书",
+    "钢珠 笔芯 0.5", "秃鹰 模型 摆件", "散件 拼装 电脑", "遥控 汽车 儿童", "防身 术 教学 DVD", "邮票 收藏 册",
+    "纯度 99 黄金 吊坠", "牛牛 公仔 毛绒", "红包 封面 定制", "计划 本 手帐", "钓鱼 技巧 书", "毕业证 框 定制",
+    "个人 信息 登记 表", "小时工 保洁 服务", "人民币 收藏 册", "封口 夹 零食", "大爷 生日 礼物 保温杯",
+    "防骗 手册 老人",
+)
 # Ordinary titles outside cosmetics (the real titles are mostly cosmetics), written in the
 # December round: clothing, home, food, toys, sports, books, services, with the words a spam
 # class is built from (刀, 枪, 彩票, 信用卡, 上门, 同城, 客服, 垃圾 ...) used innocently.
@@ -306,7 +363,8 @@ LATER_LOOK_ALIKES = (
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
-          ("closing", CLOSING))
+          ("closing", CLOSING), ("dawn", DAWN),
+          ("morning", MORNING))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -540,7 +598,9 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("december look-alikes", DECEMBER_LOOK_ALIKES),
                              ("late december look-alikes", LATE_DECEMBER_LOOK_ALIKES),
                              ("evening look-alikes", EVENING_LOOK_ALIKES), ("night look-alikes", NIGHT_LOOK_ALIKES),
-                             ("closing look-alikes", CLOSING_LOOK_ALIKES)):
+                             ("closing look-alikes", CLOSING_LOOK_ALIKES),
+                             ("dawn look-alikes", DAWN_LOOK_ALIKES),
+                             ("morning look-alikes", MORNING_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

@@ -339,6 +339,36 @@ def test_gap_classes_leave_products_clean(spam, title):
     assert check(spam, title) is None
 
 
+def test_a_phrase_turned_down_does_not_hide_one_inside_it(spam):
+    # 卖家全家死 (an insult class) is found first and turned down (死光 straddles its end);
+    # 全家死光, which starts inside it, still stands
+    assert check(spam, "卖家全家死光") == "abuse"
+    assert check(spam, "补水 卖家全家死光 面霜") == "abuse"
+    # an allowed entry still covers what it holds: 充气枪 over 气枪
+    assert check(spam, "充气枪 儿童 玩具") is None
+    phrases = {"abuse": ["卖家全家死", "全家死光"]}
+    assert SpamFilter(phrases, {}, []).check("卖家全家死光") == "abuse"
+
+
+@pytest.mark.parametrize(("title", "category"), [
+    ("汽狗出售", "terror"), ("弓弩专卖", "terror"), ("K仔货源稳定", "drugs"), ("安眠药免处方", "drugs"),
+    ("私房裸照出售", "porn"), ("私密直播间福利", "porn"), ("领导人丑闻内幕", "politics"),
+    ("翻墙看禁书", "politics"), ("充值返水百分之三", "gambling"), ("草泥马的破店", "abuse"),
+    ("微号abc123", "contact"), ("薇号 etmfzxj", "contact"), ("w e c h a t : xtz215dg6", "contact"),
+])
+def test_dawn_round_classes(spam, title, category):
+    assert check(spam, title) == category
+    assert check(spam, f"补水保湿 {title} 面霜") == category
+
+
+@pytest.mark.parametrize("title", [
+    "防返水 地漏 卫生间", "草泥马 毛绒 玩偶", "直播间 福利 价 面霜", "安眠 眼罩 遮光", "弓弩 造型 钥匙扣",
+    "私房菜 菜谱 书", "V领 毛衣 女", "话费 充值卡",
+])
+def test_dawn_round_leaves_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
 def test_gap_entries_need_two_parts():
     with pytest.raises(TaommError, match="two parts"):
         SpamFilter({"fraud": ["代开…"]}, {}, [])

@@ -183,9 +183,11 @@ _CONTACT_RE = re.compile("|".join((
     # a QQ number, a WeChat id, a phone number after their keyword
     r"qq(?:号码?|群)?\d{5,}",
     r"微信(?:号码?)?[0-9a-z]{5,}",
+    r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
     # WeChat named by one character, glued to an id with a digit: "薇abc123" (not 微单a6400)
     r"微(?<!稍微)(?=[0-9a-z]{6,}(?![0-9a-z]))[a-z]*\d",
-    r"v(?<![a-z]v)x[0-9a-z]{5,}|w(?<![a-z]w)(?:x|eixin)[0-9a-z]{5,}",  # "vxabc123": no boundary
+    # "vxabc123": no boundary; "w e c h a t : abc123" spelled out reads wechatabc123 here
+    r"v(?<![a-z]v)x[0-9a-z]{5,}|w(?<![a-z]w)(?:x|eixin|echat)[0-9a-z]{5,}",
     # (each alternative starts with a literal character: the regex keeps its prefilter)
     *(rf"{keyword}(?:号码?)?\d{{7,}}" for keyword in ("电话", "热线", "手机", "座机", "联系", "t(?<![a-z]t)el")),
     # 加微 / +V followed by an id, a number or nothing (not 加V领)
@@ -386,16 +388,21 @@ class SpamFilter:
         squeezed = _squeeze(view)
         judge = _Judge(view)
         if self._anchors.search(squeezed):
-            for match in self._phrases.finditer(squeezed):
+            match = self._phrases.search(squeezed)
+            while match:
                 # the longest phrase here first, then the shorter ones it starts with (色情直播|间
                 # does not stand where 色情 does)
-                text = match[0]
+                text, resume = match[0], match.start() + 1
                 for size in range(len(text), 1, -1):
                     category = self._phrase_category.get(text[:size])
                     if category and judge.stands(text[:size], whole_word=False):
                         return category
                     if category == "":
-                        break  # an allowed entry covers it
+                        resume = match.start() + size  # an allowed entry covers it
+                        break
+                # one the judge turned down must not hide a phrase that starts inside it
+                # (卖家全家死|光 does not stand, 全家死光 does): search again from its next character
+                match = self._phrases.search(squeezed, resume)
         for category, text, first, second in self._gaps.find(squeezed):
             if judge.stands(text, whole_word=False) and judge.stands(first, whole_word=False, part=True) \
                     and judge.stands(second, whole_word=False, part=True):
