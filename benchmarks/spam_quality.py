@@ -19,7 +19,7 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 ``CLOSING`` was written on the final code of its round and run once (77.8%, 1 of 30). ``DAWN``
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
-final, and run once on it (61.8%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,

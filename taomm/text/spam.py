@@ -435,27 +435,24 @@ class _Gaps:
         lines: dict[tuple[str, frozenset[str]], list[str]] = {}
         for (category, first), parts in seconds.items():
             lines.setdefault((category, frozenset(parts)), []).append(first)
-        self._categories = [category for category, _ in lines]
-        self._regex = re.compile("|".join(
-            f"(({_trie_regex(firsts)}).{{0,{_GAP_SIZE}}}?({_trie_regex(parts)}))"
-            for (_, parts), firsts in lines.items()) or "(?!)")
-        # any match holds a first part and a second part, so an anchor of each: most titles
-        # lack one or the other and skip the regex
-        self._anchors = (_char_class(_anchor(first) for firsts in lines.values() for first in firsts),
-                         _char_class(_anchor(part) for _, parts in lines for part in parts))
+        # one regex per line, run only on a title holding an anchor of its first parts and one
+        # of its second parts: most titles hold neither pair for any line and skip them all
+        self._lines = [(category, frozenset(map(_anchor, firsts)), frozenset(map(_anchor, parts)),
+                        re.compile(f"({_trie_regex(firsts)}).{{0,{_GAP_SIZE}}}?({_trie_regex(parts)})"))
+                       for (category, parts), firsts in lines.items()]
         literals = {first for firsts in lines.values() for first in firsts} | {p for _, ps in lines for p in ps}
         covering = [a for a in allowed if any(lit in a and lit != a for lit in literals)]
         self._allowed = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
 
     def find(self, squeezed: str) -> Iterator[tuple[str, str, str, str]]:
-        """(category, matched text, first part, second part) of each match not allowed."""
-        if not all(anchors.search(squeezed) for anchors in self._anchors):
-            return
-        for match in self._regex.finditer(squeezed):
-            group = match.lastindex  # the outer group of the line that matched: 3 * line + 1
-            parts = (match.span(group + 1), match.span(group + 2))
-            if not self._covered(squeezed, parts):
-                yield self._categories[group // 3], match[0], match[group + 1], match[group + 2]
+        """(category, matched text, first part, second part) of each match not allowed, line by line."""
+        chars = set(squeezed)
+        for category, first_anchors, second_anchors, regex in self._lines:
+            if chars.isdisjoint(first_anchors) or chars.isdisjoint(second_anchors):
+                continue
+            for match in regex.finditer(squeezed):
+                if not self._covered(squeezed, (match.span(1), match.span(2))):
+                    yield category, match[0], match[1], match[2]
 
     def _covered(self, squeezed: str, parts: tuple[tuple[int, int], ...]) -> bool:
         if self._allowed is None:
