@@ -19,7 +19,8 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 ``CLOSING`` was written on the final code of its round and run once (77.8%, 1 of 30). ``DAWN``
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
-final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes.
+``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -329,6 +330,33 @@ MORNING_LOOK_ALIKES = (
     "个人 信息 登记 表", "小时工 保洁 服务", "人民币 收藏 册", "封口 夹 零食", "大爷 生日 礼物 保温杯",
     "防骗 手册 老人",
 )
+# Written after the MORNING round's changes, on its final code, and run once on it.
+NOON = {
+    "porn": ("兼职妹妹可约", "裸舞视频合集", "磁力链接番号大全", "喝茶上门安排", "夜店小妹陪酒过夜", "同城空降快餐",
+             "无删减床戏片段", "真人秀脱衣表演"),
+    "politics": ("共产党下台", "推翻独裁政权", "李洪志师父", "中共病毒", "新疆集中营真相", "反送中",
+                 "光复香港时代革命", "结束一党统治"),
+    "terror": ("猎枪子弹批发", "遥控引爆器", "管制刀具网购", "燃烧弹配方", "电棍出售", "射钉枪改装发射",
+               "手工制作土枪", "炸学校计划"),
+    "drugs": ("出售冰壶工具", "麻黄素批发", "吗啡针剂", "大麻电子烟", "三唑仑片出售", "蓝精灵迷药", "摇头丸外卖",
+              "溜冰聚会有货"),
+    "gambling": ("体育投注网站", "澳门葡京娱乐", "时时彩人工计划", "网赌平台出款", "捕鱼游戏上下分", "真人轮盘",
+                 "彩票代买平台", "百家乐公式"),
+    "contact": ("➕V {id}", "微 信: {id}", "联系方式: {phone}", "加企鹅{digits}", "薇心{id}", "wx {id}",
+                "私聊V{id}", "电话 {phone}"),
+    "fraud": ("网贷无视征信", "出租银行卡", "代考驾照科目一", "假证件制作", "高仿护照", "收购微信号",
+              "代写毕业论文", "信用卡提额秒批"),
+    "abuse": ("卖家脑子有病", "什么破玩意儿傻屌", "去你妈的垃圾", "客服脑瘫", "店家是狗", "妈卖批",
+              "卖家智障", "老板全家死"),
+}
+NOON_LOOK_ALIKES = (
+    "预约 时间 牌 可约", "原味 薯片 大包装", "喝茶 杯 茶具 套装", "夜店 风 连衣裙", "快餐 盒 一次性",
+    "民主 党派 史 书", "病毒 检测 试剂盒 宠物", "子弹头 圆珠笔", "派对 彩带 礼炮", "射钉枪 钉子 家装",
+    "手电筒 强光 防身", "狙击镜 玩具 儿童", "冰壶 运动 体验", "麻黄 中药 饮片", "蓝精灵 公仔 毛绒",
+    "外卖 保温箱", "投注站 招牌 灯箱", "捕鱼 玩具 磁性 儿童", "轮盘 游戏 酒桌 转盘", "彩票 打印纸",
+    "公式 手册 数学", "出租房 钥匙 扣", "营业执照 框 挂墙", "护照 夹 旅行", "论文 格式 指南 书",
+    "核桃 补脑子 零食", "狗 零食 宠物", "老板 椅 办公", "片段 剪辑 软件 教程", "表演 服装 儿童",
+)
 # Ordinary titles outside cosmetics (the real titles are mostly cosmetics), written in the
 # December round: clothing, home, food, toys, sports, books, services, with the words a spam
 # class is built from (刀, 枪, 彩票, 信用卡, 上门, 同城, 客服, 垃圾 ...) used innocently.
@@ -364,7 +392,7 @@ LATER_LOOK_ALIKES = (
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
-          ("morning", MORNING))
+          ("morning", MORNING), ("noon", NOON))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -600,7 +628,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("evening look-alikes", EVENING_LOOK_ALIKES), ("night look-alikes", NIGHT_LOOK_ALIKES),
                              ("closing look-alikes", CLOSING_LOOK_ALIKES),
                              ("dawn look-alikes", DAWN_LOOK_ALIKES),
-                             ("morning look-alikes", MORNING_LOOK_ALIKES)):
+                             ("morning look-alikes", MORNING_LOOK_ALIKES),
+                             ("noon look-alikes", NOON_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
