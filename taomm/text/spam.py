@@ -22,7 +22,8 @@ Three kinds of rules run on them:
 1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
    together; the leftmost match wins and, at one position, the longest, so an allowed word
    covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
-   代开发票 is still fraud next to the allowed 开发票. A ``a…b`` entry (代开…发票,
+   代开发票 is still fraud next to the allowed 开发票; after a phrase the judge below turns down,
+   the search resumes at its next character (卖家全家死|光 turned down, 全家死光 stands). A ``a…b`` entry (代开…发票,
    ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its parts; each part must
    stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
    part clears the match (出售儿童玩具手枪).
@@ -421,7 +422,8 @@ class SpamFilter:
 class _Gaps:
     """Lexicon entries ``a…b``: ``a``, up to ``_GAP_SIZE`` characters, then ``b`` (代开增值税专用
     发票 for 代开…发票, 收购二手银行卡 for 收购…银行卡). The entries a ``{...}`` line expands to
-    are matched as one regex of two tries, and a match is dropped where an allowed entry
+    are matched as one regex of two tries, run on a title only when it holds an anchor character
+    of each side, and a match is dropped where an allowed entry
     covers one of its parts (出售儿童玩具手枪: 玩具手枪 covers 手枪)."""
 
     def __init__(self, gaps: Iterable[tuple[str, str]], allowed: Iterable[str]) -> None:
