@@ -63,8 +63,9 @@ HardNegativesOpt = Annotated[float, typer.Option("--hard-negatives", min=0.0, ma
                                                  "images taken from the TF-IDF hard negatives.")]
 ContrastiveOpt = Annotated[float, typer.Option("--contrastive", min=0.0, metavar="W", help="Weight of the contrastive "
                                                "loss of the text and image vectors (beyond the paper; 0: off).")]
-ItemLossOpt = Annotated[float, typer.Option("--item-loss", min=0.0, metavar="W", help="Weight of the item-vector "
-                                            "loss (beyond the paper; 0: off).")]
+ItemLossOpt = Annotated[float | None, typer.Option("--item-loss", min=0.0, metavar="W", help="Weight of the "
+                                                   "item-vector loss (beyond the paper; 0: off). Default: the "
+                                                   "recipe's, 1 from scratch and from a BERT.", show_default=False)]
 DropoutOpt = Annotated[float | None, typer.Option("--dropout", min=0.0, max=0.99, help="Hidden and attention "
                                                  "dropout while finetuning (recorded in the saved model's config). "
                                                  "Default: the model's own (BERT's 0.1).", show_default=False)]
@@ -92,7 +93,7 @@ def finetune_retrieval_command(
     negatives: NegativesOpt = None,
     hard_negatives: HardNegativesOpt = 0.5,
     contrastive: ContrastiveOpt = 1.0,
-    item_loss: ItemLossOpt = 1.0,
+    item_loss: ItemLossOpt = None,
     save_every: SaveEveryOpt = 500,
     keep_last: KeepLastOpt = 3,
     log_every: LogEveryOpt = 10,
@@ -120,16 +121,16 @@ def finetune_retrieval_command(
     --contrastive W and --item-loss W weigh the two losses beyond the paper; both 0 train
     the paper's recipe alone (then evaluate with --exhaustive: the vectors are not finetuned).
 
-    The defaults of --lr, --negatives and --log-share follow where the pretrained model
-    started (its run.json's init_from): the paper's from a BERT, the demo's measured recipe
-    (lr 1e-3, 2-way ITM, log share 0.8) from scratch.
+    The defaults of --lr, --negatives, --log-share and --item-loss follow where the pretrained
+    model started (its run.json's init_from): the paper's from a BERT, the demo's measured
+    recipe (lr 1e-3, 2-way ITM, log share 0.8) from scratch; --item-loss is 1 in both.
     """
     from taomm.train import TrainConfig
     from taomm.train.finetune import finetune_retrieval
 
     store, _ = _store_and_runs(store, workspace)
     init, out = run_paths(workspace, init, out, PRETRAIN_DIR, RETRIEVAL_DIR)
-    recipe, header = _recipe(init, lr, negatives, log_share, dropout)
+    recipe, header = _recipe(init, lr, negatives, log_share, dropout, item_loss)
     query_log = query_log_path(query_log, workspace) if recipe.log_share > 0 else None
     train = TrainConfig(max_steps=max_steps, batch_size=batch_size, accum_steps=accum_steps, lr=recipe.lr,
                         warmup_steps=warmup_steps, save_every=save_every, keep_last=keep_last, log_every=log_every,
@@ -138,19 +139,22 @@ def finetune_retrieval_command(
         result, model_dir = finetune_retrieval(store, init, out, train=train, negatives=recipe.negatives,
                                                hard_p=hard_negatives, split=split, query_log=query_log,
                                                log_p=recipe.log_share, resume=resume, info=info, on_step=on_step,
-                                               contrastive=contrastive, item_loss=item_loss, dropout=recipe.dropout)
+                                               contrastive=contrastive, item_loss=recipe.item_loss,
+                                               dropout=recipe.dropout)
     if info.is_main:
         _print_end(out, model_dir, result, info.world_size, json_out)
 
 
 def _recipe(init: Path, lr: float | None, negatives: int | None, log_share: float | None,
-            dropout: float | None) -> tuple[FinetuneRecipe, tuple[str, ...]]:
+            dropout: float | None, item_loss: float | None) -> tuple[FinetuneRecipe, tuple[str, ...]]:
     """The recipe for where the pretrained model started (its run.json's init_from), --lr,
-    --negatives, --log-share and --dropout in place of its defaults, and its lines for stderr."""
+    --negatives, --log-share, --dropout and --item-loss in place of its defaults, and its lines
+    for stderr."""
     from taomm.train.recipe import initialised_from, resolve_finetune
 
     bert = initialised_from(init)
-    recipe, warning = resolve_finetune(bert is None, lr=lr, negatives=negatives, log_share=log_share, dropout=dropout)
+    recipe, warning = resolve_finetune(bert is None, lr=lr, negatives=negatives, log_share=log_share, dropout=dropout,
+                                       item_loss=item_loss)
     start = f"pretrained from {bert} (the paper's)" if bert else f"from scratch ({init} records no --init-from)"
     return recipe, recipe_lines(start, recipe.describe(), warning)
 

@@ -321,7 +321,8 @@ class Demo:
             result, _ = finetune_retrieval(self.store, init, run,
                                            train=self._train_config(cfg.finetune_steps, recipe.lr),
                                            negatives=recipe.negatives, query_log=self.query_log,
-                                           log_p=recipe.log_share, dropout=recipe.dropout, resume=_has_checkpoint(run),
+                                           log_p=recipe.log_share, item_loss=recipe.item_loss, dropout=recipe.dropout,
+                                           resume=_has_checkpoint(run),
                                            device=self._device(), on_step=lambda step, metrics: advance(1))
         return {**_training_summary(result), "recipe": asdict(recipe)}
 
