@@ -64,8 +64,8 @@ HardNegativesOpt = Annotated[float, typer.Option("--hard-negatives", min=0.0, ma
 ContrastiveOpt = Annotated[float, typer.Option("--contrastive", min=0.0, metavar="W", help="Weight of the contrastive "
                                                "loss of the text and image vectors (beyond the paper; 0: off).")]
 ItemLossOpt = Annotated[float | None, typer.Option("--item-loss", min=0.0, metavar="W", help="Weight of the "
-                                                   "item-vector loss (beyond the paper; 0: off). Default: the "
-                                                   "recipe's, 1 from scratch and from a BERT.", show_default=False)]
+                                                   "item-vector loss (beyond the paper; 0: off). Default: 3 from "
+                                                   "scratch, 1 from a BERT.", show_default=False)]
 DropoutOpt = Annotated[float | None, typer.Option("--dropout", min=0.0, max=0.99, help="Hidden and attention "
                                                  "dropout while finetuning (recorded in the saved model's config). "
                                                  "Default: the model's own (BERT's 0.1).", show_default=False)]
@@ -122,8 +122,8 @@ def finetune_retrieval_command(
     the paper's recipe alone (then evaluate with --exhaustive: the vectors are not finetuned).
 
     The defaults of --lr, --negatives, --log-share and --item-loss follow where the pretrained
-    model started (its run.json's init_from): the paper's from a BERT, the demo's measured
-    recipe (lr 1e-3, 2-way ITM, log share 0.8) from scratch; --item-loss is 1 in both.
+    model started (its run.json's init_from): the paper's from a BERT (item loss 1), the demo's
+    measured recipe (lr 1e-3, 2-way ITM, log share 0.8, item loss 3) from scratch.
     """
     from taomm.train import TrainConfig
     from taomm.train.finetune import finetune_retrieval

@@ -33,7 +33,7 @@ def test_defaults_follow_where_the_model_starts() -> None:
     assert (BERT_PRETRAIN.lr, BERT_PRETRAIN.itc) == (1e-4, 0.0)  # the paper's
     assert finetune_defaults(from_scratch=True) == SCRATCH_FINETUNE
     assert (SCRATCH_FINETUNE.lr, SCRATCH_FINETUNE.negatives, SCRATCH_FINETUNE.log_share,
-            SCRATCH_FINETUNE.item_loss, SCRATCH_FINETUNE.dropout) == (1e-3, 1, 0.8, 1.0, None)
+            SCRATCH_FINETUNE.item_loss, SCRATCH_FINETUNE.dropout) == (1e-3, 1, 0.8, 3.0, None)
     assert finetune_defaults(from_scratch=False) == BERT_FINETUNE
     assert (BERT_FINETUNE.lr, BERT_FINETUNE.negatives, BERT_FINETUNE.log_share, BERT_FINETUNE.item_loss,
             BERT_FINETUNE.dropout) == (4e-5, 3, 0.5, 1.0, None)  # the model's own dropout (BERT's 0.1)
@@ -101,9 +101,9 @@ def test_finetuning_a_model_from_scratch_defaults_to_the_demo_recipe(pretrained,
     assert result.exit_code == 0, result.output
     options = json.loads((tmp_path / "ft" / "run.json").read_text())
     assert (options["train"]["lr"], options["negatives"], options["init_from"]) == (1e-3, 1, None)
-    assert "recipe: from scratch" in result.stderr and "lr 0.001, 2-way ITM, log share 0.8, item loss 1" in result.stderr
+    assert "recipe: from scratch" in result.stderr and "lr 0.001, 2-way ITM, log share 0.8, item loss 3" in result.stderr
     assert options["dropout"] == {"hidden": 0.1, "attention": 0.1}  # the model's own
-    assert options["loss_weights"] == {"match": 1.0, "contrastive": 1.0, "item": 1.0}
+    assert options["loss_weights"] == {"match": 1.0, "contrastive": 1.0, "item": 3.0}
     weighed = CliRunner().invoke(app, ["finetune-retrieval", "--store", str(store), "--init", str(pre), "--out",
                                        str(tmp_path / "item2"), "--item-loss", "2", *FAST])
     assert weighed.exit_code == 0, weighed.output
@@ -112,7 +112,7 @@ def test_finetuning_a_model_from_scratch_defaults_to_the_demo_recipe(pretrained,
     given = CliRunner().invoke(app, ["finetune-retrieval", "--store", str(store), "--init", str(pre), "--out",
                                      str(tmp_path / "drop"), "--dropout", "0", *FAST])
     assert given.exit_code == 0, given.output
-    assert "log share 0.8, item loss 1, dropout 0" in given.stderr
+    assert "log share 0.8, item loss 3, dropout 0" in given.stderr
     assert json.loads((tmp_path / "drop" / "run.json").read_text())["dropout"] == {"hidden": 0.0, "attention": 0.0}
     saved = json.loads((tmp_path / "drop" / "model" / "config.json").read_text())
     assert (saved["hidden_dropout_prob"], saved["attention_probs_dropout_prob"]) == (0.0, 0.0)
