@@ -23,8 +23,8 @@ Three kinds of rules run on them:
    together; the leftmost match wins and, at one position, the longest, so an allowed word
    covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
    代开发票 is still fraud next to the allowed 开发票; after a phrase the judge below turns down,
-   the search resumes at its next character (卖家全家死|光 turned down, 全家死光 stands). A ``a…b`` entry (代开…发票,
-   ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its parts; each part must
+   the search resumes at its next character (卖家全家死|光 turned down, 全家死光 stands). A
+   ``a…b`` entry (代开…发票, ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its parts; each part must
    stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
    part clears the match (出售儿童玩具手枪).
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,

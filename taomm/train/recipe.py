@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from taomm.train.pretrain import MODEL_DIR, RUN_OPTIONS
 
@@ -82,7 +83,7 @@ def resolve_pretrain(from_scratch: bool, lr: float | None = None,
     """The defaults for the model's start, with the values given (not None) in their place;
     and a warning when a model from scratch is given the paper's BERT settings."""
     defaults = pretrain_defaults(from_scratch)
-    recipe = replace(defaults, lr=defaults.lr if lr is None else lr, itc=defaults.itc if itc is None else itc)
+    recipe = _given(defaults, lr=lr, itc=itc)
     paper = [f"itc {recipe.itc:g}"] if recipe.itc == 0 else []
     paper += [f"lr {recipe.lr:g}"] if recipe.lr <= BERT_PRETRAIN.lr else []
     return recipe, _warning(from_scratch, paper, defaults.describe())
@@ -93,13 +94,17 @@ def resolve_finetune(from_scratch: bool, lr: float | None = None, negatives: int
                      item_loss: float | None = None) -> tuple[FinetuneRecipe, str | None]:
     """As :func:`resolve_pretrain`, for retrieval finetuning."""
     defaults = finetune_defaults(from_scratch)
-    recipe = replace(defaults, lr=defaults.lr if lr is None else lr,
-                     negatives=defaults.negatives if negatives is None else negatives,
-                     log_share=defaults.log_share if log_share is None else log_share,
-                     item_loss=defaults.item_loss if item_loss is None else item_loss,
-                     dropout=defaults.dropout if dropout is None else dropout)
+    recipe = _given(defaults, lr=lr, negatives=negatives, log_share=log_share, item_loss=item_loss, dropout=dropout)
     paper = [f"lr {recipe.lr:g}"] if recipe.lr <= BERT_FINETUNE.lr else []
     return recipe, _warning(from_scratch, paper, defaults.describe())
+
+
+RecipeT = TypeVar("RecipeT", "PretrainRecipe", "FinetuneRecipe")
+
+
+def _given(defaults: RecipeT, **values: Any) -> RecipeT:
+    """``defaults`` with each value given (not None) in its place: 0 is a value, not "unset"."""
+    return replace(defaults, **{name: value for name, value in values.items() if value is not None})
 
 
 def _warning(from_scratch: bool, paper: list[str], defaults: str) -> str | None:
