@@ -20,7 +20,7 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
 final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes.
-``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -388,11 +388,36 @@ LATER_LOOK_ALIKES = (
     "无毒品质 儿童蜡笔", "彩色情景贴纸",
 )
 
+# Written by a separate agent from its own knowledge, without reading the lexicons or any
+# word list, at the start of the broad-list round: 81.1% on the code before it (look-alikes
+# 0 of 40); its own contact misses (加卫星, 绿泡泡, q before a QQ number) then led three contact
+# forms; 85.9% with them and the broad lists (contact 70.8 -> 95.0%, porn 68.2 -> 76.5%).
+DUSK = {
+    "porn": ("同城约炮私聊", "学生妹包夜", "果聊一对一", "深夜福利资源", "无码片打包", "外围模特可约", "上门服务全套", "楼凤信息群", "空降服务速约", "成人直播app", "91视频会员", "寂寞少妇陪聊"),
+    "politics": ("打倒共产党", "法轮大法好", "三退保平安", "台独万岁", "六四真相", "西藏独立", "共匪暴政", "光复香港", "包子帝下台", "天灭中共", "东突独立建国", "8964不能忘"),
+    "terror": ("出售气狗", "秃鹰配件全套", "猎枪子弹现货", "雷管炸药有货", "三棱军刺直发", "自制炸弹教程", "钢珠枪货到付", "麻醉弩箭", "仿五四可实弹", "黑火药配方", "汽狗铅弹批发", "圣战袭击计划"),
+    "drugs": ("冰糖到货私聊", "溜冰壶全套", "K粉飞叶子", "大麻叶子可寄", "听话水速效", "迷奸药无色", "上头烟弹", "摇头丸麻古", "LSD邮票", "麻黄素货源", "依托咪酯烟油", "海洛因白粉"),
+    "gambling": ("网上百家乐", "澳门葡京在线", "时时彩计划群", "六合彩内幕", "足球外围投注", "棋牌上分下分", "真人荷官发牌", "透视扑克牌", "赌博出千器", "彩票必中内部号", "注册送彩金", "天天返水"),
+    "contact": ("加我薇{id}", "V信{id}", "扣扣{digits}", "威芯{id}领券", "q{digits}优惠", "加卫星{id}", "电{phone}", "打{phone}更便宜", "vx：{id}", "企鹅{digits}", "绿泡泡{id}", "徽信同号{phone}"),
+    "fraud": ("代开增值税发票", "办证刻章", "假毕业证学历", "高仿假币", "信用卡套现", "刷单兼职日结", "黑户秒下款", "收购银行卡", "出售四件套", "花呗提现", "代办身份证", "网贷不看征信"),
+    "abuse": ("傻逼卖家", "客服脑残", "垃圾店铺滚", "你妈死了", "操你妈", "sb客服", "狗东西骗子", "nmsl", "煞笔店家", "去死吧奸商", "脑瘫玩意", "草泥马"),
+}
+DUSK_LOOK_ALIKES = (
+    "冰丝凉席三件套夏季", "K金项链女款锁骨链", "老冰糖500g黄冰糖", "儿童泡泡枪玩具", "厨师刀不锈钢切片刀",
+    "瑞士军刀多功能折叠", "射箭反曲弓入门套装", "蕾丝性感睡衣女", "成人纸尿裤老年护理", "麻辣小龙虾调料包",
+    "火麻仁油冷榨", "全自动麻将机家用", "德州扑克筹码套装", "家用炸鸡粉裹粉", "爆炸头假发蓬松",
+    "鸦片香水女士", "维尼熊毛绒公仔", "台湾凤梨酥礼盒装", "西藏牦牛肉干零食", "QQ糖软糖儿童",
+    "人民币收藏纪念钞", "发票夹收纳文件袋", "证件套卡包保护套", "裸色口红哑光", "布洛芬缓释胶囊",
+    "褪黑素软糖助眠", "热熔胶枪手工", "按摩枪筋膜枪", "黄色卫衣男宽松", "傻瓜相机胶片机",
+    "鸡精调味料家用", "K歌麦克风无线", "叶酸片孕妇备孕", "上门安装空调挂机", "白色粉笔无尘教学",
+    "彩票店打印纸", "雷电模型手办", "钓鱼竿碳素超轻", "天安门纪念冰箱贴", "小钢炮蓝牙音箱",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
-          ("morning", MORNING), ("noon", NOON))
+          ("morning", MORNING), ("noon", NOON), ("dusk", DUSK))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -560,11 +585,13 @@ def load_captions() -> list[str]:
 
 
 def speed(spam: SpamFilter, titles: list[str], words: list[list[str]], repeats: int) -> tuple[float, float]:
-    """Best-of-``repeats`` µs per title: the filter (words given), and a naive phrase loop."""
+    """Best-of-``repeats`` µs per title: the filter (words given), and a naive phrase loop over
+    the same lexicons (the broad lists included)."""
     folder = resources.files("taomm.resources").joinpath("spam")
+    files = [folder.joinpath(f"{category}.txt") for category in SPAM_CATEGORIES]
+    files += [folder.joinpath("broad", f"{category}.txt") for category in SPAM_CATEGORIES]
     phrases = [line.split("#", 1)[0].strip().lstrip("=").lower()
-               for category in SPAM_CATEGORIES
-               for line in folder.joinpath(f"{category}.txt").read_text("utf-8").splitlines()]
+               for file in files if file.is_file() for line in file.read_text("utf-8").splitlines()]
     phrases = [p for p in phrases if p]
 
     def naive(text: str) -> bool:
@@ -629,7 +656,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("closing look-alikes", CLOSING_LOOK_ALIKES),
                              ("dawn look-alikes", DAWN_LOOK_ALIKES),
                              ("morning look-alikes", MORNING_LOOK_ALIKES),
-                             ("noon look-alikes", NOON_LOOK_ALIKES)):
+                             ("noon look-alikes", NOON_LOOK_ALIKES),
+                             ("dusk look-alikes", DUSK_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

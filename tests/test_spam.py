@@ -379,6 +379,56 @@ def test_dawn_morning_and_noon_rounds_leave_products_clean(spam, title):
     assert check(spam, title) is None
 
 
+@pytest.mark.parametrize(("title", "category"), [
+    # terms reviewed from the broad public lists (spam/broad/<category>.txt)
+    ("64屠城", "politics"), ("天安门广场大屠杀", "politics"), ("零八宪章", "politics"), ("招聘坐台小姐", "porn"),
+    ("私人伴游", "porn"), ("67式无声手枪", "terror"), ("手把手教你做炸弹", "terror"), ("盐酸羟亚胺出售", "drugs"),
+    ("氯氨酮", "drugs"), ("修改投注单", "gambling"), ("透视麻将", "gambling"), ("办理真实学历", "fraud"),
+    ("银行卡复制器", "fraud"), ("操你八辈祖宗", "abuse"), ("狗杂种", "abuse"),
+])
+def test_broad_list_terms(spam, title, category):
+    assert check(spam, title) == category
+    assert check(spam, f"补水保湿 {title} 面霜") == category
+    assert check(spam, "-".join(title)) == category
+
+
+@pytest.mark.parametrize("title", [
+    # words the reviewers left out of the broad lists because products hold them
+    "女马丁靴 短靴 英伦风", "剖宫产 产后 收腹带", "尖叫鸡 解压 玩具", "东京热卖 同款 卫衣", "抑制毒素 净化 喷雾",
+    "火爆操作 游戏 手柄", "社群交流 会员卡", "精品穴位 按摩 图", "双脚交叉 瑜伽 垫", "热售手枪玩具 水弹",
+])
+def test_broad_lists_leave_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
+def test_broad_phrases_by_anchor():
+    # found at any offset of its anchor, in every category given, only once per phrase
+    spam = SpamFilter({}, {}, ["麻古方片"], broad={"drugs": ["麻古", "卖麻古丸"], "porn": ["包夜服务"]})
+    assert spam.check("出售卖麻古丸") == "drugs" and spam.check("夜店包夜服务") == "porn"
+    assert spam.check("麻古方片 药材") is None  # an allowed entry covering the phrase clears it
+    assert spam.check("天麻古") is None  # a two-character term counts as a whole word only
+    with pytest.raises(TaommError, match="unknown spam categories"):
+        SpamFilter({}, {}, [], broad={"weather": ["暴雨"]})
+
+
+@pytest.mark.parametrize("title", [
+    "加我Vetwrgzrz", "+我Vvzhrsvp", "加我Ve肆捌s玖贰柒叁", "威❤a贰w玖zr肆玖bh", "威❤p.t.r.j.v.c.x",
+    "私\u200b信\u200b微\u200bb\u200bu\u200bk\u200bh\u200bx", "私信微w六五uph二", "联系方式:148404744502021新款",
+    "加卫星k80e3dd", "绿泡泡JARA10", "q081831优惠", "加卫星 dm2nre",
+])
+def test_contact_ids_letters_only_numerals_and_nicknames(spam, title):
+    assert check(spam, title) == "contact"
+    assert check(spam, f"雪纺裙 {title} 显瘦") == "contact"
+
+
+@pytest.mark.parametrize("title", [
+    "加我VIP会员 优惠", "卫星锅 加卫星天线", "绿泡泡 吹泡泡机 儿童", "Q235钢板 q2345", "微 led 一体机",
+    "夏季连衣裙 Q弹面料 1234567", "微 s m l xl 码",
+])
+def test_contact_forms_leave_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
 def test_gap_entries_need_two_parts():
     with pytest.raises(TaommError, match="two parts"):
         SpamFilter({"fraud": ["代开…"]}, {}, [])

@@ -17,7 +17,7 @@ so are the numerals of an id after a contact word (``微信 dxk壹n〇n伍g``). 
 single 一 between two characters as a separator (``招一嫖``): 一 is both a common character and
 a favourite separator, so only the judge below decides.
 
-Three kinds of rules run on them:
+Four kinds of rules run on them:
 
 1. Phrases, on the squeezed title. One alternation holds the spam phrases and the allow-list
    together; the leftmost match wins and, at one position, the longest, so an allowed word
@@ -31,7 +31,10 @@ Three kinds of rules run on them:
    in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
    (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
    are not contacts: only an 11-digit run that is a mobile number counts without a keyword.
-3. Words: short or ambiguous terms (lexicon lines starting with ``=``, e.g. 大麻, 套现, 刷单)
+3. Broad lists: some 4,800 terms reviewed one by one from the large public sensitive-word lists
+   (``spam/broad/<category>.txt``), found on the squeezed title through an index by their least
+   common character (see ``_Broad``); a two-character one counts as a whole word only.
+4. Words: short or ambiguous terms (lexicon lines starting with ``=``, e.g. 大麻, 套现, 刷单)
    count only as a word of their own: not inside a longer dictionary word (大麻哈鱼), and not
    when the title holds an allowed word containing the term (大麻籽, 大麻绳).
 
@@ -44,7 +47,8 @@ ASCII term must not touch another letter or digit in the marked title, where the
 squeezed one lost still show (``k粉`` stands in ``ahc k粉``, not in ``pink粉``).
 
 The lexicons live in ``taomm/resources/spam/<category>.txt`` plus ``allow.txt`` (curated in part
-from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``).
+from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``) and ``spam/broad/<category>.txt``
+(reviewed from the same project's broad lists).
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ _ALIASES = {
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
     "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
-    "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
+    "加卫星": "加微信", "绿泡泡": "微信", "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
 }
 # WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
 # Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
@@ -85,10 +89,13 @@ _ALIAS_RE = re.compile("|".join((
     # "+V" before "+" alone: at one position the first alternative that matches wins
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
+    # 卫星 is a word (a satellite), but not before an id: "加卫星abc123"; 绿泡泡 (WeChat's
+    # green bubble) before an id
+    r"加卫星(?= ?[0-9a-z])|绿泡泡(?= ?[:：]? ?[0-9a-z]{4})",
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
     r"[+➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
     # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群", "Q号" a QQ group, number
-    r"加我 ?v(?=[ :：]?(?=[0-9a-z_]*\d)[0-9a-z_]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群|q(?<![0-9a-z]q)号(?= ?[:：]? ?\d{5})",
+    r"加我 ?v(?!ip)(?=[ :：]?[0-9a-z_零〇一幺壹二贰三叁四肆五伍六陆七柒八捌九玖]{4,})|加我(?=.{0,2}?(?:v|wx|vx|wei|qq|q|扣|企鹅|[微薇威徽溦嶶]))|加扣(?= ?[:：]? ?\d{5})|加q(?![a-z])(?= ?[:：]? ?\d{5})|q(?<![0-9a-z]q)群|q(?<![0-9a-z]q)号(?= ?[:：]? ?\d{5})",
     r"薇|威|徽|扣扣|球球|秋秋|抠抠|叩叩|寇寇|蔻蔻|企鹅|微x|q扣|扣q",
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
     # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"; a V alone
@@ -106,9 +113,10 @@ _DROP = re.compile(f"(?:[^0-9a-z\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[{_STRO
 _SPREAD_HINT = re.compile(r"([^\x00-\x7f]) ?(?!\1)[^ ] ?\1")  # one repeat: a cheap test first
 _SPREAD = re.compile(r"([^ ]) ?(?!\1)([^\x00-\x7f ])(?: ?\2)* ?(?!\2)[^ ](?:(?: ?\2)+ ?(?!\2)[^ ])+")
 # A contact keyword standing alone, then an id of six or more letters and digits (at least one
-# digit), maybe spelled out: "薇 abc123", "V✿X✿:✿c✿1✿v", "qq 1 2 3 4 5 6", on the marked title.
+# digit) or of six letters or more spelled out one by one: "薇 abc123", "V✿X✿:✿c✿1✿v",
+# "qq 1 2 3 4 5 6", "威❤p.t.r.j.v.c", on the marked title.
 _SPREAD_ID = re.compile(r"(?:微信|微|加 ?微|加 ?v|v(?<![0-9a-z]v) ?x|w(?<![0-9a-z]w) ?x|q(?<![0-9a-z]q) ?q)(?: ?号码?)? "
-                        r"(?=[0-9a-z ]*\d)[0-9a-z](?: ?[0-9a-z_]){5,}")
+                        r"(?:(?=[0-9a-z ]*\d)[0-9a-z](?: ?[0-9a-z_]){5,}|[0-9a-z](?: [0-9a-z]){5,}(?![0-9a-z]))")
 # A mobile number written digit by digit (1 3 8 1 2 3 4 5 6 7 8) on the marked title.
 _SPREAD_PHONE = re.compile(r"1(?<!\d1)(?<!\d 1) [3-9](?: \d){9}(?! ?\d)")
 
@@ -123,7 +131,7 @@ _NUMERAL_RUN = re.compile(f"[0-9{_NUMERAL_CHARS}](?:[ \\-._—]?[0-9{_NUMERAL_CH
 
 # An id after a contact keyword with some of its digits in Chinese numerals (微信 dxk壹n〇n伍g),
 # on the marked title: read as digits when the run holds two letters or digits too.
-_NUMERAL_ID = re.compile(r"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z ]*[0-9a-z][0-9a-z ]*[0-9a-z])"
+_NUMERAL_ID = re.compile(f"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z {_NUMERAL_CHARS}]*[0-9a-z][0-9a-z {_NUMERAL_CHARS}]*[0-9a-z])"
                          f"[0-9a-z{_NUMERAL_CHARS}](?: ?[0-9a-z{_NUMERAL_CHARS}]){{4,}})")
 
 
@@ -183,14 +191,16 @@ _CONTACT_RE = re.compile("|".join((
     r"1(?<!\d1)[3-9]\d{9}(?!\d)",
     # a QQ number, a WeChat id, a phone number after their keyword
     r"qq(?:号码?|群)?\d{5,}",
+    r"q(?<![0-9a-z]q)\d{6,11}(?!\d)",  # "q1234567": QQ by its letter alone, before a QQ number's digits
     r"微信(?:号码?)?[0-9a-z]{5,}",
-    r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
+    r"微号码?[0-9a-z]{6,}",
+    r"私(?:信|聊|我)(?:微信?|qq)[0-9a-z]{5,}",  # "私信微abcde": a private message to an id, letters only too  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
     # WeChat named by one character, glued to an id with a digit: "薇abc123" (not 微单a6400)
     r"微(?<!稍微)(?=[0-9a-z]{6,}(?![0-9a-z]))[a-z]*\d",
     # "vxabc123": no boundary; "w e c h a t : abc123" spelled out reads wechatabc123 here
     r"v(?<![a-z]v)x[0-9a-z]{5,}|w(?<![a-z]w)(?:x|eixin|echat)[0-9a-z]{5,}",
     # (each alternative starts with a literal character: the regex keeps its prefilter)
-    *(rf"{keyword}(?:号码?)?\d{{7,}}" for keyword in ("电话", "热线", "手机", "座机", "联系", "t(?<![a-z]t)el")),
+    *(rf"{keyword}(?:号码?)?\d{{7,}}" for keyword in ("电话", "热线", "手机", "座机", "联系", "联系方式", "t(?<![a-z]t)el")),
     # 加微 / +V followed by an id, a number or nothing (not 加V领)
     r"加微(?=[0-9a-z号]|$)",
 )))
@@ -313,9 +323,11 @@ class SpamFilter:
     """Finds the spam category of a title. Immutable and thread-safe once built."""
 
     def __init__(self, phrases: Mapping[str, Iterable[str]], words: Mapping[str, Iterable[str]],
-                 allowed: Iterable[str]) -> None:
-        """Build from spam phrases and whole-word terms per category, and allowed entries."""
-        unknown = (set(phrases) | set(words)) - set(SPAM_CATEGORIES)
+                 allowed: Iterable[str], broad: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Build from spam phrases and whole-word terms per category, allowed entries, and the
+        broad lists' phrases per category (see ``_Broad``)."""
+        broad = broad or {}
+        unknown = (set(phrases) | set(words) | set(broad)) - set(SPAM_CATEGORIES)
         if unknown:
             raise TaommError(f"unknown spam categories {sorted(unknown)} (known: {SPAM_CATEGORIES})")
         self._phrase_category: dict[str, str] = {}
@@ -329,6 +341,7 @@ class SpamFilter:
         self._phrase_category.pop("", None)
         allowed = {squeeze(a) for a in allowed} - {""}
         self._gaps = _Gaps(gaps, allowed)
+        self._broad = _Broad(broad, allowed)
         clash = allowed & set(self._phrase_category)
         if clash:
             raise TaommError(f"entries both allowed and spam: {sorted(clash)}")
@@ -364,7 +377,9 @@ class SpamFilter:
             phrases[category], words[category] = _parse(
                 folder.joinpath(f"{category}.txt").read_text("utf-8"))
         allowed, _ = _parse(folder.joinpath("allow.txt").read_text("utf-8"))
-        return cls(phrases, words, allowed)
+        broad = {category: _parse(folder.joinpath("broad", f"{category}.txt").read_text("utf-8"))[0]
+                 for category in SPAM_CATEGORIES if folder.joinpath("broad", f"{category}.txt").is_file()}
+        return cls(phrases, words, allowed, broad)
 
     def check(self, text: str, words: Sequence[str] | None = None) -> str | None:
         """The spam category of a title, or None when it is clean.
@@ -407,6 +422,9 @@ class SpamFilter:
         for category, text, first, second in self._gaps.find(squeezed):
             if judge.stands(text, whole_word=False) and judge.stands(first, whole_word=False, part=True) \
                     and judge.stands(second, whole_word=False, part=True):
+                return category
+        for category, text in self._broad.find(squeezed):
+            if judge.stands(text, whole_word=len(text) == 2):
                 return category
         if _CONTACT_RE.search(squeezed) or _SPREAD_PHONE.search(view) or _SPREAD_ID.search(view):
             return "contact"
@@ -462,6 +480,52 @@ class _Gaps:
         for found in self._allowed.finditer(squeezed):
             start, end = found.span(1)
             if any(start <= left and right <= end and end - start > right - left for left, right in parts):
+                return True
+        return False
+
+
+class _Broad:
+    """The broad lists' phrases (``broad/<category>.txt``): thousands of terms reviewed one by one
+    from the large public sensitive-word lists, each matched where it stands in the squeezed
+    title and judged like a phrase (a two-character one as a whole word).
+
+    They are too many for the phrase alternation, which tries every first character at each
+    position, so each phrase is indexed by its least common character: a title is searched for
+    those characters only (one character class), and each one found is checked against the few
+    phrases it anchors, at their offsets. An allowed entry covering a match clears it, as for
+    the phrases."""
+
+    def __init__(self, broad: Mapping[str, Iterable[str]], allowed: Iterable[str]) -> None:
+        self._by_anchor: dict[str, list[tuple[str, int, str]]] = {}
+        seen: set[str] = set()
+        for category, entries in broad.items():
+            for entry in entries:
+                phrase = squeeze(entry)
+                if len(phrase) < 2 or phrase in seen:
+                    continue
+                seen.add(phrase)
+                anchor = _anchor(phrase)
+                self._by_anchor.setdefault(anchor, []).append((phrase, phrase.index(anchor), category))
+        self._anchors = _char_class(self._by_anchor)
+        covering = [a for a in allowed if any(p in a and p != a for p in seen)]
+        self._allowed = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
+
+    def find(self, squeezed: str) -> Iterator[tuple[str, str]]:
+        """(category, phrase) of each broad phrase in ``squeezed`` that no allowed entry covers."""
+        for found in self._anchors.finditer(squeezed):
+            for phrase, offset, category in self._by_anchor[found[0]]:
+                start = found.start() - offset
+                if start >= 0 and squeezed.startswith(phrase, start) and not self._covered(squeezed, start, phrase):
+                    yield category, phrase
+
+    def _covered(self, squeezed: str, start: int, phrase: str) -> bool:
+        if self._allowed is None:
+            return False
+        end = start + len(phrase)
+        for allowed in self._allowed.finditer(squeezed, max(0, start - 12)):
+            if allowed.start() > start:
+                return False
+            if end <= allowed.start() + len(allowed[1]):
                 return True
         return False
 
