@@ -413,11 +413,59 @@ DUSK_LOOK_ALIKES = (
     "彩票店打印纸", "雷电模型手办", "钓鱼竿碳素超轻", "天安门纪念冰箱贴", "小钢炮蓝牙音箱",
 )
 
+# Written by another agent the same way, on the code after DUSK's round: 74.2% on it (look-alikes
+# 0 of 40), 79.1% after the written broad lists (brainstormed per category by writers who saw no
+# lexicon, reviewed again); its misses then led the round's last contact forms and classes.
+TWILIGHT = {
+    "porn": ("同城约炮", "上门服务全套", "学生妹兼职", "果聊一对一", "福利视频懂的来", "小黄片资源群", "外围模特预约", "楼凤信息", "看片网址加群", "包夜快餐可选", "成人直播免费看", "约pao私聊"),
+    "politics": ("打倒共产党", "天安门六四真相", "法轮大法好", "三退保平安", "台独建国", "西藏独立", "包子下台", "光复香港时代革命", "东突厥斯坦独立", "共匪暴政", "8964勿忘", "结束一党专政"),
+    "terror": ("出售真枪实弹", "汽狗配件", "猎枪子弹货源", "雷管炸药批发", "军刺管制刀具", "钢珠枪一手", "弓弩包邮送箭", "土制炸弹教程", "手枪图纸私", "消音器可定做", "黑火药配方", "铅弹狗粮现货"),
+    "drugs": ("冰毒一手货源", "麻古批发", "K粉到货", "溜冰工具全套", "迷药水无色无味", "听话水速效", "大麻种子出售", "叶子油烟弹", "邮票LSD", "麻黄素原料", "笑气弹批发", "飞叶子懂的来"),
+    "gambling": ("澳门皇冠娱乐城", "百家乐代理", "时时彩计划群", "六合彩内部资料", "赌球平台注册", "麻将透视眼镜", "扑克分析仪", "棋牌上分下分", "网赌回血", "首充送彩金", "博彩APP下载", "必中特码"),
+    "contact": ("详情咨询薇{id}", "加v{id}", "+威信{id}", "扣扣{digits}", "企鹅{digits}", "电联{phone}", "飞机{id}", "tg搜{id}", "加绿泡泡领券", "徽信{id}", "电{phone}同微", "VX{id}"),
+    "fraud": ("代开增值税发票", "办证刻章", "学历证书可查", "高仿人民币", "信用卡套现", "刷单兼职日结", "黑户秒批贷款", "收购银行卡四件套", "出售公民信息", "四六级答案", "驾照包过免考", "点链接领退款"),
+    "abuse": ("卖家傻逼", "客服脑残", "垃圾店铺sb", "rnm退钱", "操你妈", "nmsl", "尼玛的骗子", "滚你大爷", "cnm黑店", "智障客服", "店主是狗东西", "买家脑子有坑"),
+}
+TWILIGHT_LOOK_ALIKES = (
+    "儿童水枪玩具夏季戏水大容量", "厨房切菜刀不锈钢家用", "黑火龙果新鲜水果5斤装", "冰糖雪梨罐头整箱", "麻辣小龙虾调料包",
+    "迷彩户外冲锋衣男", "射箭运动反曲弓初学者套装", "台球杆黑八专业球杆", "扑克牌纸牌桌游聚会", "麻将机全自动家用",
+    "情趣内衣性感睡裙", "成人纸尿裤老人护理", "婴儿爽身粉痱子粉", "白色粉底液遮瑕持久", "中国共产党历史读本",
+    "狗粮成犬通用型10kg", "猫薄荷逗猫玩具", "999感冒灵颗粒10袋", "枪色耳钉男潮", "瑞士军刀折叠便携",
+    "军刀卡多功能工具", "鸡尾酒调酒器套装", "约会穿搭小香风外套", "老虎机存钱罐儿童", "骰子酒吧游戏道具",
+    "发票夹财务收纳文件夹", "证书外壳烫金荣誉证书", "银行卡套防消磁卡包", "白粉笔无尘教学用", "叶子造型硅胶杯垫",
+    "子弹笔记本手帐", "爆炸头假发派对", "溜冰鞋成人轮滑鞋", "K歌麦克风无线", "神仙水精华液护肤",
+    "刀剑神域手办", "西藏旅游攻略书", "彩色铅笔36色套装", "礼炮彩带婚庆用品", "QQ糖软糖零食",
+)
+
+# Written by a third agent with the others, not looked at until the round's code was final, then run
+# once: 84.8% (71.1% on the code before the round; look-alikes 0 of 40).
+MIDNIGHT = {
+    "porn": ("上门服务全套", "同城约炮", "外围女包夜", "小姐上门", "看片神器", "福利资源私发", "裸聊一对一", "成人视频网站", "兼职学生妹", "无码高清种子", "楼凤信息", "午夜福利群"),
+    "politics": ("打倒共产党", "法轮大法好", "台湾独立", "西藏独立", "六四真相", "天安门屠杀", "共匪暴政", "习包子", "东突独立", "反共复国", "推翻专制", "三退保平安"),
+    "terror": ("出售仿真枪", "气枪铅弹", "猎枪配件", "军用子弹", "雷管炸药", "自制炸弹教程", "弓弩专卖", "管制刀具直发", "钢珠枪", "黑火药配方", "消音器出售", "手枪全套散件"),
+    "drugs": ("冰毒批发", "K粉", "麻古", "摇头丸", "海洛因", "迷药水", "听话水", "大麻种子", "神仙水同城", "溜冰飞叶子", "麻黄碱出售", "三唑仑"),
+    "gambling": ("真人百家乐", "澳门葡京赌场", "首充送彩金", "招代理高返水", "六合彩内幕", "特码必中", "时时彩计划", "麻将透视", "扑克分析仪", "出千神器", "足球外围投注", "棋牌上分下分"),
+    "contact": ("私我V{id}", "加薇{id}", "+vx:{id}", "扣扣{digits}", "Q{digits}", "企鹅{digits}", "电{phone}", "飞机@{id}", "纸飞机{id}", "威信{id}", "详询{phone}", "绿泡泡{id}"),
+    "fraud": ("代开增值税发票", "办证刻章", "毕业证代办", "高仿假币", "花呗套现", "信用卡提额套现", "刷单兼职", "黑户秒下款", "银行卡四件套", "实名手机卡出售", "考试答案包过", "隐形作弊耳机"),
+    "abuse": ("傻逼卖家", "客服死全家", "你妈死了", "SB客服", "NMSL", "草泥马", "狗日的商家", "cnm", "滚你妈的", "脑残买家", "操你大爷", "尼玛逼"),
+}
+MIDNIGHT_LOOK_ALIKES = (
+    "儿童水枪玩具夏季戏水", "厨房不锈钢切菜刀", "专业射箭反曲弓套装", "台湾凤梨酥礼盒装", "迷迭香精油按摩油",
+    "冰糖雪梨润喉糖", "麻将机全自动家用", "扑克牌桌游聚会", "员工福利节日礼盒", "成人纸尿裤护理垫",
+    "大麻哈鱼籽罐头", "汽车轮胎充气枪", "热熔胶枪手工套装", "子弹头保温杯316", "溜冰鞋儿童初学者",
+    "K歌麦克风无线", "无尘白粉笔教学用", "草泥马公仔毛绒玩具", "布洛芬缓释胶囊", "魔法轮盘桌游",
+    "水果刀家用便携", "北京天安门纪念币", "麻将凉席夏季", "票据发票收纳夹", "毕业纪念册定制",
+    "地板清洁刷子", "银行卡套防消磁", "手机卡针取卡器", "考试专用2B铅笔", "薇诺娜舒敏保湿霜",
+    "企鹅毛绒公仔", "纸飞机折纸手工书", "约克夏犬专用狗粮", "小姐姐同款连衣裙", "全套厨具不锈钢锅",
+    "上门安装空调清洗", "黄色小鸭沐浴玩具", "成人自行车变速", "大麻纤维凉席", "足球训练背心",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
-          ("morning", MORNING), ("noon", NOON), ("dusk", DUSK))
+          ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
+          ("twilight", TWILIGHT), ("midnight", MIDNIGHT))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -657,7 +705,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("dawn look-alikes", DAWN_LOOK_ALIKES),
                              ("morning look-alikes", MORNING_LOOK_ALIKES),
                              ("noon look-alikes", NOON_LOOK_ALIKES),
-                             ("dusk look-alikes", DUSK_LOOK_ALIKES)):
+                             ("dusk look-alikes", DUSK_LOOK_ALIKES), ("twilight look-alikes", TWILIGHT_LOOK_ALIKES),
+                             ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

@@ -385,6 +385,12 @@ def test_dawn_morning_and_noon_rounds_leave_products_clean(spam, title):
     ("私人伴游", "porn"), ("67式无声手枪", "terror"), ("手把手教你做炸弹", "terror"), ("盐酸羟亚胺出售", "drugs"),
     ("氯氨酮", "drugs"), ("修改投注单", "gambling"), ("透视麻将", "gambling"), ("办理真实学历", "fraud"),
     ("银行卡复制器", "fraud"), ("操你八辈祖宗", "abuse"), ("狗杂种", "abuse"),
+    # written for taomm by writers who saw no lexicon, and reviewed
+    ("商务模特上门", "porn"), ("看片加群", "porn"), ("709大抓捕", "politics"), ("不要谎言要尊严", "politics"),
+    ("弓弩到付", "terror"), ("氯安酮", "drugs"), ("外围盘口", "gambling"), ("精准一肖", "gambling"),
+    ("代开行程单", "fraud"), ("建造师挂证", "fraud"), ("仆街卖家", "abuse"), ("商家不要脸", "abuse"),
+    # ASCII terms, each anchored on its least common letter
+    ("pornhub", "porn"), ("FuckCCP", "politics"), ("MDMA", "drugs"), ("bet365", "gambling"), ("wdnmd", "abuse"),
 ])
 def test_broad_list_terms(spam, title, category):
     assert check(spam, title) == category
@@ -401,6 +407,15 @@ def test_broad_lists_leave_products_clean(spam, title):
     assert check(spam, title) is None
 
 
+@pytest.mark.parametrize(("title", "category"), [
+    ("店主是狗东西", "abuse"),  # 店主|是狗 is turned down (狗东西 straddles), 店主…狗东西 stands
+    ("买家脑子有坑", "abuse"), ("首充送彩金", "gambling"), ("迷药水 无色无味", "drugs"), ("果聊一对一", "porn"),
+])
+def test_gap_entries_try_every_second_part(spam, title, category):
+    assert check(spam, title) == category
+    assert check(spam, f"补水保湿 {title} 面霜") == category
+
+
 def test_broad_phrases_by_anchor():
     # found at any offset of its anchor, in every category given, only once per phrase
     spam = SpamFilter({}, {}, ["麻古方片"], broad={"drugs": ["麻古", "卖麻古丸"], "porn": ["包夜服务"]})
@@ -414,7 +429,9 @@ def test_broad_phrases_by_anchor():
 @pytest.mark.parametrize("title", [
     "加我Vetwrgzrz", "+我Vvzhrsvp", "加我Ve肆捌s玖贰柒叁", "威❤a贰w玖zr肆玖bh", "威❤p.t.r.j.v.c.x",
     "私\u200b信\u200b微\u200bb\u200bu\u200bk\u200bh\u200bx", "私信微w六五uph二", "联系方式:148404744502021新款",
-    "加卫星k80e3dd", "绿泡泡JARA10", "q081831优惠", "加卫星 dm2nre",
+    "加卫星k80e3dd", "绿泡泡JARA10", "q081831优惠", "加卫星 dm2nre", "纸飞机@abc_shop", "飞机号 tb88888", "电报:xyz123",
+    "加vampib5", "+va86j6jn1sb", "加绿泡泡领券", "企鹅贰叁捌贰柒壹", "TG搜HSX60XD8UK", "t g 搜 f v 1 m k 0",
+    "详情咨询薇bufitzxj", "找我vxyzabc",
 ])
 def test_contact_ids_letters_only_numerals_and_nicknames(spam, title):
     assert check(spam, title) == "contact"
@@ -423,7 +440,8 @@ def test_contact_ids_letters_only_numerals_and_nicknames(spam, title):
 
 @pytest.mark.parametrize("title", [
     "加我VIP会员 优惠", "卫星锅 加卫星天线", "绿泡泡 吹泡泡机 儿童", "Q235钢板 q2345", "微 led 一体机",
-    "夏季连衣裙 Q弹面料 1234567", "微 s m l xl 码",
+    "夏季连衣裙 Q弹面料 1234567", "微 s m l xl 码", "手工 纸飞机 折纸 儿童", "飞机模型 合金 1:200", "电报机 复古 摆件",
+    "维生素 加vc1000mg", "加velvet 丝绒", "绿泡泡 泡泡机", "qq糖 一二三四五六", "大疆 飞机 mavic3",
 ])
 def test_contact_forms_leave_products_clean(spam, title):
     assert check(spam, title) is None

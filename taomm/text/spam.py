@@ -76,7 +76,7 @@ _ALIASES = {
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
     "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
-    "加卫星": "加微信", "绿泡泡": "微信", "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
+    "加卫星": "加微信", "加绿泡泡": "加微信", "绿泡泡": "微信", "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
 }
 # WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
 # Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
@@ -88,10 +88,12 @@ _WECHAT_WORDS = ("卫星", "维新", "唯心", "微星", "微心", "微新", "�
 _ALIAS_RE = re.compile("|".join((
     # "+V" before "+" alone: at one position the first alternative that matches wins
     r"加v(?![a-wyz])|\+v(?![a-wyz])|➕v(?![a-wyz])|﹢v(?![a-wyz])",
+    # "+V" before an id of six letters or digits: not vitamin C or E, not VIP
+    r"加v(?![ce]|ip)(?=[0-9a-z]{6,})|\+v(?![ce]|ip)(?=[0-9a-z]{6,})|➕v(?![ce]|ip)(?=[0-9a-z]{6,})",
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     # 卫星 is a word (a satellite), but not before an id: "加卫星abc123"; 绿泡泡 (WeChat's
     # green bubble) before an id
-    r"加卫星(?= ?[0-9a-z])|绿泡泡(?= ?[:：]? ?[0-9a-z]{4})",
+    r"加卫星(?= ?[0-9a-z])|加绿泡泡|绿泡泡(?= ?[:：]? ?[0-9a-z]{4})",
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
     r"[+➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
     # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群", "Q号" a QQ group, number
@@ -135,9 +137,15 @@ _NUMERAL_ID = re.compile(f"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z {_NUMERA
                          f"[0-9a-z{_NUMERAL_CHARS}](?: ?[0-9a-z{_NUMERAL_CHARS}]){{4,}})")
 
 
+# A QQ number all in Chinese numerals after its keyword (企鹅贰叁捌贰柒壹 reads qq238271).
+_NUMERAL_QQ = re.compile(f"qq(?: ?号码?)? ?([{_NUMERAL_CHARS}](?: ?[0-9{_NUMERAL_CHARS}]){{4,}})")
+
+
 def _id_digits(marked: str) -> str:
     """``marked`` with the Chinese numerals of an id after a contact keyword read as digits."""
-    return _NUMERAL_ID.sub(lambda m: m[0][:m.start(1) - m.start()] + m[1].translate(_NUMERALS), marked)
+    def read(match: re.Match[str]) -> str:
+        return match[0][:match.start(1) - match.start()] + match[1].translate(_NUMERALS)
+    return _NUMERAL_QQ.sub(read, _NUMERAL_ID.sub(read, marked))
 
 
 def _digits(text: str) -> str:
@@ -192,9 +200,14 @@ _CONTACT_RE = re.compile("|".join((
     # a QQ number, a WeChat id, a phone number after their keyword
     r"qq(?:号码?|群)?\d{5,}",
     r"q(?<![0-9a-z]q)\d{6,11}(?!\d)",  # "q1234567": QQ by its letter alone, before a QQ number's digits
+    # Telegram: the paper plane (a toy too: only before an id), its number, the telegraph
+    r"纸飞机号?[0-9a-z_]{5,}|飞机号[0-9a-z_]{5,}|电报号?[0-9a-z_]{5,}",
+    r"t(?<![a-z]t)g(?:搜索?|号|群|账号)[0-9a-z_]{5,}|telegram[0-9a-z_]{5,}",  # "TG搜abc123"
     r"微信(?:号码?)?[0-9a-z]{5,}",
-    r"微号码?[0-9a-z]{6,}",
-    r"私(?:信|聊|我)(?:微信?|qq)[0-9a-z]{5,}",  # "私信微abcde": a private message to an id, letters only too  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
+    r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
+    # a request to message or ask an id, letters only too: "私信微abcde", "详情咨询薇bufitzxj"
+    r"私(?:信|聊|我)(?:微信?|qq|v)[0-9a-z]{5,}|咨询(?:微信?|qq|v)[0-9a-z]{5,}|详询(?:微信?|qq|v)[0-9a-z]{5,}",
+    r"找我(?:微信?|qq|v)[0-9a-z]{5,}",
     # WeChat named by one character, glued to an id with a digit: "薇abc123" (not 微单a6400)
     r"微(?<!稍微)(?=[0-9a-z]{6,}(?![0-9a-z]))[a-z]*\d",
     # "vxabc123": no boundary; "w e c h a t : abc123" spelled out reads wechatabc123 here
@@ -457,8 +470,11 @@ class _Gaps:
             lines.setdefault((category, frozenset(parts)), []).append(first)
         # one regex per line, run only on a title holding an anchor of its first parts and one
         # of its second parts: most titles hold neither pair for any line and skip them all
+        # every first part (overlapping ones too), then every second part within reach of it:
+        # the nearest second part may be turned down by the judge (店主|是狗|东西) where a longer
+        # one stands (店主是|狗东西)
         self._lines = [(category, frozenset(map(_anchor, firsts)), frozenset(map(_anchor, parts)),
-                        re.compile(f"({_trie_regex(firsts)}).{{0,{_GAP_SIZE}}}?({_trie_regex(parts)})"))
+                        re.compile(_trie_regex(firsts)), re.compile(_trie_regex(parts)))
                        for (category, parts), firsts in lines.items()]
         literals = {first for firsts in lines.values() for first in firsts} | {p for _, ps in lines for p in ps}
         covering = [a for a in allowed if any(lit in a and lit != a for lit in literals)]
@@ -467,12 +483,16 @@ class _Gaps:
     def find(self, squeezed: str) -> Iterator[tuple[str, str, str, str]]:
         """(category, matched text, first part, second part) of each match not allowed, line by line."""
         chars = set(squeezed)
-        for category, first_anchors, second_anchors, regex in self._lines:
+        for category, first_anchors, second_anchors, firsts, seconds in self._lines:
             if chars.isdisjoint(first_anchors) or chars.isdisjoint(second_anchors):
                 continue
-            for match in regex.finditer(squeezed):
-                if not self._covered(squeezed, (match.span(1), match.span(2))):
-                    yield category, match[0], match[1], match[2]
+            first = firsts.search(squeezed)
+            while first:
+                for at in range(first.end(), min(first.end() + _GAP_SIZE, len(squeezed) - 1) + 1):
+                    second = seconds.match(squeezed, at)
+                    if second and not self._covered(squeezed, (first.span(), second.span())):
+                        yield category, squeezed[first.start():second.end()], first[0], second[0]
+                first = firsts.search(squeezed, first.start() + 1)
 
     def _covered(self, squeezed: str, parts: tuple[tuple[int, int], ...]) -> bool:
         if self._allowed is None:
@@ -492,7 +512,7 @@ class _Broad:
     They are too many for the phrase alternation, which tries every first character at each
     position, so each phrase is indexed by its least common character: a title is searched for
     those characters only (one character class), and each one found is checked against the few
-    phrases it anchors, at their offsets. An allowed entry covering a match clears it, as for
+    phrases it anchors, at their offsets. A common anchor costs a few more checks, not a scan. An allowed entry covering a match clears it, as for
     the phrases."""
 
     def __init__(self, broad: Mapping[str, Iterable[str]], allowed: Iterable[str]) -> None:
@@ -504,7 +524,8 @@ class _Broad:
                 if len(phrase) < 2 or phrase in seen:
                     continue
                 seen.add(phrase)
-                anchor = _anchor(phrase)
+                # the least common character, a CJK one where there is one (pornhub, yue炮)
+                anchor = max(phrase, key=lambda char: (not char.isascii(), _RANK.get(char, len(_RANK))))
                 self._by_anchor.setdefault(anchor, []).append((phrase, phrase.index(anchor), category))
         self._anchors = _char_class(self._by_anchor)
         covering = [a for a in allowed if any(p in a and p != a for p in seen)]
