@@ -460,12 +460,36 @@ MIDNIGHT_LOOK_ALIKES = (
     "上门安装空调清洗", "黄色小鸭沐浴玩具", "成人自行车变速", "大麻纤维凉席", "足球训练背心",
 )
 
+# Written by a fourth agent, told to avoid each category's most obvious terms, after MIDNIGHT's
+# run: 52.3% on the session's starting code, 68.9% on the code of its first run (look-alikes 0 of
+# 40); its misses then led context classes (slang that is also a product beside a dealer's words).
+DAYBREAK = {
+    "porn": ("同城yue炮", "上门服务可包夜", "楼凤qm信息", "外围模特陪玩", "裸聊一对一", "福利姬资源", "看片神器永久", "资源网盘懂得来", "快餐300包夜", "学生妹兼职陪", "大保健全套", "成人直播间"),
+    "politics": ("退党保平安", "天灭zg", "共铲党必亡", "五月三十五日", "八平米真相", "包子帝下台", "维尼熊连任", "光复香港时代革命", "东突独立", "九评共c党", "推翻一党专政", "声援民运人士"),
+    "terror": ("气狗全套", "秃子配件", "钢珠枪直发", "消音器订做", "铅弹打鸟", "雷管导火索", "黑火药配方", "三棱军刺", "狩猎弩箭", "pcp高压打鸟", "自制土炸弹", "报复社会炸超市"),
+    "drugs": ("溜冰壶包邮", "飞叶子同城", "麻古批发", "神仙水有货", "听话水无色", "迷幻蘑菇孢子", "LSD邮票", "麻黄碱提纯", "笑气弹批发", "冰糖同城送", "G水无味迷情", "小树枝货到付"),
+    "gambling": ("真人百家乐", "pk10计划群", "时时彩带单", "首充送彩金", "代理日结返水", "六合特码资料", "牛牛上下分", "扑克透视眼镜", "遥控骰子", "外围球盘", "老虎机在线玩", "澳门新葡京"),
+    "contact": ("加v{id}", "薇信{id}", "威芯{phone}", "扣扣{digits}", "企鹅{digits}", "Q{digits}聊", "飞机{id}", "tg@{id}", "电报{id}找我", "嶶{id}领券", "绿泡泡{id}", "来电{phone}"),
+    "fraud": ("增值税票代开", "刷单日结佣金", "高仿币1比5", "花呗秒回款", "无视征信下款", "银行卡四件套", "实名电话卡批", "收售老Q号", "公民信息查档", "考试包过答案", "学信网可查证", "补单刷好评"),
+    "abuse": ("nmsl奸商", "沙比店家", "cnm客服", "狗日的卖家", "脑残买家别来", "智障客服", "滚你大爷", "死全家的骗子", "煞笔掌柜", "贱货店主", "tmd黑心店", "客服是畜生"),
+}
+DAYBREAK_LOOK_ALIKES = (
+    "溜冰鞋成人初学者套装", "冰糖雪梨罐头整箱", "神仙水精华液正品", "儿童水枪戏水玩具", "全自动麻将机静音款",
+    "防水塑料扑克牌", "亚克力骰子桌游配件", "合金民航飞机模型", "企鹅毛绒玩具公仔", "发票夹票据收纳册",
+    "三棱镜光学教学仪器", "绿萝叶子植物盆栽", "干蘑菇香菇500g", "钢珠滚珠轴承配件", "射箭靶纸反曲弓配件",
+    "摩托车排气消音器", "炸鸡翅调料腌料", "家用爆米花机", "小姐姐同款连衣裙", "学生书包双肩包",
+    "全套功夫茶具陶瓷", "空调清洗上门安装服务", "成人纸尿裤老人用", "香港丝袜奶茶杯", "西藏牦牛肉干手撕",
+    "新疆和田大枣特级", "彩虹糖果礼盒装", "真人发丝假发片", "蓝精灵毛绒玩具", "维尼熊抱枕靠垫",
+    "包子机蒸笼不锈钢", "儿童电话手表定位", "刷鞋刷子单支装", "真人CS对战装备", "猪肉脯零食小包装",
+    "黄麻绳手工编织", "打鸟摄影长焦镜头", "热熔胶枪手工胶棒", "子弹头入耳式耳机", "自由行旅行收纳袋",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
           ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
-          ("twilight", TWILIGHT), ("midnight", MIDNIGHT))
+          ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -706,7 +730,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("morning look-alikes", MORNING_LOOK_ALIKES),
                              ("noon look-alikes", NOON_LOOK_ALIKES),
                              ("dusk look-alikes", DUSK_LOOK_ALIKES), ("twilight look-alikes", TWILIGHT_LOOK_ALIKES),
-                             ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES)):
+                             ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES),
+                             ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

@@ -76,7 +76,7 @@ _ALIASES = {
     "扣扣": "qq", "球球": "qq", "秋秋": "qq", "抠抠": "qq", "叩叩": "qq", "寇寇": "qq", "蔻蔻": "qq", "企鹅": "qq", "q扣": "qq", "扣q": "qq",
     "weixin": "微信", "wechat": "微信", "wx": "微信", "vx": "微信", "微x": "微信",
     "v x": "微信", "w x": "微信", "wei": "微", "v": "微", "加v": "加微", "+v": "加微", "➕v": "加微", "﹢v": "加微",
-    "加卫星": "加微信", "加绿泡泡": "加微信", "绿泡泡": "微信", "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
+    "加卫星": "加微信", "加绿泡泡": "加微信", "绿泡泡": "微信", "q聊": "qq", "加我": "加", "加我v": "加微", "加我 v": "加微", "加扣": "加qq", "加q": "加qq", "q群": "qq群", "q号": "qq号",
 }
 # WeChat written with a homophone or look-alike of each character (溦信, 卫芯, 嶶鑫, v芯, wei芯).
 # Pairs that are words of their own (卫星, 维新, 唯心, 微星) stay as they are.
@@ -93,7 +93,7 @@ _ALIAS_RE = re.compile("|".join((
     r"加 +v(?![a-z])|\+ +v(?![a-z])",  # "加 V abc123"
     # 卫星 is a word (a satellite), but not before an id: "加卫星abc123"; 绿泡泡 (WeChat's
     # green bubble) before an id
-    r"加卫星(?= ?[0-9a-z])|加绿泡泡|绿泡泡(?= ?[:：]? ?[0-9a-z]{4})",
+    r"加卫星(?= ?[0-9a-z])|加绿泡泡|绿泡泡(?= ?[:：]? ?[0-9a-z]{4})|q聊(?= ?[:：]? ?\d{5})",
     f"[{_WEI}][{_XIN}]{''.join(f'(?<!{word})' for word in _WECHAT_WORDS)}",
     r"[+➕﹢](?=.{0,3}?(?:v|wx|wei|扣|[微薇威徽溦嶶]|qq? ?[:：号群]? ?\d{5}|qq[号群]))",
     # "加我 V", "加我扣扣": the 我 is dropped; "加扣" (after "+扣") is QQ; "Q群", "Q号" a QQ group, number
@@ -133,12 +133,12 @@ _NUMERAL_RUN = re.compile(f"[0-9{_NUMERAL_CHARS}](?:[ \\-._—]?[0-9{_NUMERAL_CH
 
 # An id after a contact keyword with some of its digits in Chinese numerals (微信 dxk壹n〇n伍g),
 # on the marked title: read as digits when the run holds two letters or digits too.
-_NUMERAL_ID = re.compile(f"(?:微信|微|qq)(?: ?号码?)? ?((?=[0-9a-z {_NUMERAL_CHARS}]*[0-9a-z][0-9a-z {_NUMERAL_CHARS}]*[0-9a-z])"
+_NUMERAL_ID = re.compile(f"(?:微信|微|qq|飞机|电报)(?: ?号码?)? ?((?=[0-9a-z {_NUMERAL_CHARS}]*[0-9a-z][0-9a-z {_NUMERAL_CHARS}]*[0-9a-z])"
                          f"[0-9a-z{_NUMERAL_CHARS}](?: ?[0-9a-z{_NUMERAL_CHARS}]){{4,}})")
 
 
-# A QQ number all in Chinese numerals after its keyword (企鹅贰叁捌贰柒壹 reads qq238271).
-_NUMERAL_QQ = re.compile(f"qq(?: ?号码?)? ?([{_NUMERAL_CHARS}](?: ?[0-9{_NUMERAL_CHARS}]){{4,}})")
+# A QQ number all in Chinese numerals after its keyword (企鹅贰叁捌贰柒壹 reads qq238271, q玖捌柒柒 q9877).
+_NUMERAL_QQ = re.compile(f"(?:qq|q(?<![0-9a-z]q))(?: ?号码?)? ?([{_NUMERAL_CHARS}](?: ?[0-9{_NUMERAL_CHARS}]){{4,}})")
 
 
 def _id_digits(marked: str) -> str:
@@ -202,6 +202,8 @@ _CONTACT_RE = re.compile("|".join((
     r"q(?<![0-9a-z]q)\d{6,11}(?!\d)",  # "q1234567": QQ by its letter alone, before a QQ number's digits
     # Telegram: the paper plane (a toy too: only before an id), its number, the telegraph
     r"纸飞机号?[0-9a-z_]{5,}|飞机号[0-9a-z_]{5,}|电报号?[0-9a-z_]{5,}",
+    # "飞机abcde" (Telegram) but not a drone or an airliner by its model (飞机mavic3, 飞机boeing737)
+    r"飞机(?!mavic|mini|air|avata|phantom|inspire|tello|fpv|dji|boeing|airbus|model|drone)[a-z][0-9a-z_]{4,}",
     r"t(?<![a-z]t)g(?:搜索?|号|群|账号)[0-9a-z_]{5,}|telegram[0-9a-z_]{5,}",  # "TG搜abc123"
     r"微信(?:号码?)?[0-9a-z]{5,}",
     r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
