@@ -20,7 +20,7 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
 final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes.
-``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). Four more sets were written the same way by other agents (``TWILIGHT``, ``MIDNIGHT``, ``DAYBREAK``, ``SUNRISE``), each run first on the code of its round: 74.2%, 84.8%, 68.9% and 78.6% (71.1%, 52.3% and 63.0% for the last three on the code this round started from); 0 of each one's 40 look-alikes flagged. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -484,12 +484,37 @@ DAYBREAK_LOOK_ALIKES = (
     "黄麻绳手工编织", "打鸟摄影长焦镜头", "热熔胶枪手工胶棒", "子弹头入耳式耳机", "自由行旅行收纳袋",
 )
 
+# Written by a fifth agent after DAYBREAK's run, not looked at until the round's code was final,
+# then run once: 78.6% (63.0% on the session's starting code; look-alikes 0 of 40); its misses then
+# led a last few classes (paid reviews, 跑分 with cards, the id in the seller's picture).
+SUNRISE = {
+    "porn": ("小姐上门服务", "色情视频资源", "同城约炮", "裸聊一对一", "楼凤qm信息", "外围空降", "福利姬原图", "约p学生妹", "全套大保健", "懂的进资源群", "黄网ZY分享", "磁力链小电影"),
+    "politics": ("打倒共产党", "推翻独裁政权", "法轮大法好", "台湾独立万岁", "疆独东突建国", "六四天安门真相", "五月三十五", "包子下台", "天灭共惨党", "三退保平安", "光复香港时代革命", "翻墙看真相"),
+    "terror": ("出售仿真枪", "气狗配件", "狗粮铅弹", "PCP打鸟神器", "五四手枪", "雷管炸药", "自制炸弹方法", "三棱军刺", "钢珠弩箭", "土狗全套", "黑火药导火索", "扬言炸学校"),
+    "drugs": ("冰毒出售", "K粉白粉", "大麻种子", "摇头丸", "溜冰壶全套", "飞叶子", "听话水", "麻古同城速配", "三唑仑", "G水无色无味", "上头电子烟", "羟亚胺现货"),
+    "gambling": ("网上赌场", "真人百家乐", "时时彩计划群", "菠菜平台", "澳门新葡京", "首存送彩金", "招代理日返水", "六合彩特码", "透视麻将牌", "斗牛作弊器", "棋牌上下分", "BC稳赢带单"),
+    "contact": ("加微信{id}", "vx:{id}", "薇❤{id}", "QQ{digits}", "扣扣{digits}", "电话{phone}", "加V私聊优惠", "tg飞机{id}", "企鹅{digits}", "➕威信{id}", "联系方式看头像", "私{phone}"),
+    "fraud": ("代开发票", "办证刻章", "高仿币一比十", "花呗套现", "刷单日结", "好评返现", "黑户秒下款", "四件套收出", "社工库查档", "考试答案群", "代考包过", "跑分收卡"),
+    "abuse": ("傻逼卖家", "客服是猪", "买家死全家", "sb店主", "垃圾狗商家", "滚你妈", "草泥马", "nmsl", "脑残买家", "卖家全家暴毙", "客服tm智障", "孙子别买"),
+}
+SUNRISE_LOOK_ALIKES = (
+    "热熔胶枪家用小号", "水枪儿童玩具夏季戏水", "冰糖炖雪梨专用炖盅", "大麻哈鱼鱼子酱罐装", "火麻仁即食低温烘焙",
+    "骰子桌游聚会套装", "扑克牌加厚塑料防水", "全自动麻将机家用静音", "刮刮乐儿童奖励卡", "小姐姐同款碎花连衣裙",
+    "情侣睡衣纯棉长袖套装", "空调清洗上门安装服务", "按摩椅全身家用多功能", "微信收款提示音箱", "QQ糖水果软糖袋装",
+    "电话手表儿童4G全网通", "飞机模型合金民航客机", "裸眼3D立体装饰画", "无尘白粉笔教学用", "仙女棒冷烟花婚礼拍照",
+    "炸鸡裹粉家用脆皮", "爆炸头假发派对道具", "子弹头笔记本手账", "飞镖盘磁性儿童安全", "革命老区红枣特产",
+    "天安门城楼拼图模型", "党员学习笔记本套装", "中国地图挂图新版", "发票夹收纳册A4", "考试专用2B铅笔套装",
+    "银行卡套防消磁卡包", "藏书章姓名印章定制", "靖江猪肉脯特产零食", "狗粮成犬通用型10kg", "叶子吊坠纯银项链",
+    "溜冰鞋儿童初学者", "摇头落地扇家用静音", "冰壶运动桌面玩具", "迷你小电影院投影仪", "18K金戒指女款素圈",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
           ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
-          ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK))
+          ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK),
+          ("sunrise", SUNRISE))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -731,7 +756,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("noon look-alikes", NOON_LOOK_ALIKES),
                              ("dusk look-alikes", DUSK_LOOK_ALIKES), ("twilight look-alikes", TWILIGHT_LOOK_ALIKES),
                              ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES),
-                             ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES)):
+                             ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES),
+                             ("sunrise look-alikes", SUNRISE_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

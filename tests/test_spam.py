@@ -404,6 +404,7 @@ def test_broad_list_terms(spam, title, category):
     "火爆操作 游戏 手柄", "社群交流 会员卡", "精品穴位 按摩 图", "双脚交叉 瑜伽 垫", "热售手枪玩具 水弹",
     "学习包子制作 食谱 书", "尼玛 藏族 手工 唐卡", "老冰糖 黄冰糖 500g 同城送", "冰糖雪梨 罐头", "神仙水 230ml 专柜",
     "打鸟 镜头 长焦", "防返水 地漏 代理", "维尼熊 公仔", "叶子 手机壳 同城送",
+    "手机 跑分 安兔兔 100万", "晒图好评 送小样", "麻将牌 家用 手搓", "头像 定制 手绘",
 ])
 def test_broad_lists_leave_products_clean(spam, title):
     assert check(spam, title) is None
@@ -416,6 +417,8 @@ def test_broad_lists_leave_products_clean(spam, title):
     # slang that is also a product, beside a dealer's words; an invoice, then the offer to issue it
     ("冰糖 同城飞", "drugs"), ("小树枝货到付", "drugs"), ("神仙水有货私", "drugs"), ("铅弹打鸟", "terror"),
     ("增值税票代开", "fraud"), ("花呗秒回款", "fraud"), ("代理日结返水", "gambling"), ("天灭zg", "politics"),
+    ("好评返现", "fraud"), ("跑分收卡", "fraud"), ("透视麻将牌", "gambling"), ("黄网zy分享", "porn"),
+    ("联系方式看头像", "contact"), ("客服是猪", "abuse"),
 ])
 def test_gap_entries_try_every_second_part(spam, title, category):
     assert check(spam, title) == category

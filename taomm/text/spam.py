@@ -24,15 +24,16 @@ Four kinds of rules run on them:
    covering a spam phrase (充气枪 over 气枪, 仿真枪 over 真枪) keeps the title clean while
    代开发票 is still fraud next to the allowed 开发票; after a phrase the judge below turns down,
    the search resumes at its next character (卖家全家死|光 turned down, 全家死光 stands). A
-   ``a…b`` entry (代开…发票, ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its parts; each part must
+   ``a…b`` entry (代开…发票, ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its
+   parts, and every second part in reach is tried (店主|是狗 turned down, 店主…狗东西 stands); each part must
    stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
    part clears the match (出售儿童玩具手枪).
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,
    in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
    (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
    are not contacts: only an 11-digit run that is a mobile number counts without a keyword.
-3. Broad lists: some 4,800 terms reviewed one by one from the large public sensitive-word lists
-   (``spam/broad/<category>.txt``), found on the squeezed title through an index by their least
+3. Broad lists: some 6,700 terms reviewed one by one, from the large public sensitive-word lists
+   and from writers who saw no lexicon (``spam/broad/<category>.txt``), found on the squeezed title through an index by their least
    common character (see ``_Broad``); a two-character one counts as a whole word only.
 4. Words: short or ambiguous terms (lexicon lines starting with ``=``, e.g. 大麻, 套现, 刷单)
    count only as a word of their own: not inside a longer dictionary word (大麻哈鱼), and not
@@ -48,7 +49,7 @@ squeezed one lost still show (``k粉`` stands in ``ahc k粉``, not in ``pink粉`
 
 The lexicons live in ``taomm/resources/spam/<category>.txt`` plus ``allow.txt`` (curated in part
 from konsheng/Sensitive-lexicon, MIT, see ``LICENSE-lexicon.txt``) and ``spam/broad/<category>.txt``
-(reviewed from the same project's broad lists).
+(reviewed from the same project's broad lists, and written for taomm).
 """
 
 from __future__ import annotations
