@@ -20,7 +20,7 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
 final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes.
-``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). Four more sets were written the same way by other agents (``TWILIGHT``, ``MIDNIGHT``, ``DAYBREAK``, ``SUNRISE``), each run first on the code of its round: 74.2%, 84.8%, 68.9% and 78.6% (71.1%, 52.3% and 63.0% for the last three on the code this round started from); 0 of each one's 40 look-alikes flagged. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). Five more sets were written the same way by other agents (``TWILIGHT``, ``MIDNIGHT``, ``DAYBREAK``, ``SUNRISE``, ``VESPER``), each run first on the code of its round: 74.2%, 84.8%, 68.9%, 78.6% and 76.2% (71.1%, 52.3%, 63.0% and 54.1% for the last four on the code this round started from); 0 of each one's 40 look-alikes flagged. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -508,13 +508,38 @@ SUNRISE_LOOK_ALIKES = (
     "溜冰鞋儿童初学者", "摇头落地扇家用静音", "冰壶运动桌面玩具", "迷你小电影院投影仪", "18K金戒指女款素圈",
 )
 
+# Written by a sixth agent after SUNRISE's round, run once on its final code: 76.2% (54.1% on the
+# session's starting code; look-alikes 0 of 40). A third round of written terms (the long tail,
+# 930 kept after review) then moved it by 0.1 point and no other set at all, so it was not
+# adopted; a few classes from its misses were.
+VESPER = {
+    "porn": ("上门服务", "同城yue炮", "小姐全套", "楼凤信息", "裸聊一对一", "看片加群", "午夜福利网", "学生妹兼职", "莞式服务", "av在线看", "外围模特", "快餐包夜"),
+    "politics": ("打倒gcd", "天灭中共", "五月三十五日", "法轮大法好", "三退保平安", "台湾独立", "东突厥斯坦", "包子下台", "庆丰帝", "共匪暴政", "反送中", "推翻专制"),
+    "terror": ("仿真枪出售", "气狗配件", "猎枪子弹", "钢珠枪", "雷管炸药", "土制炸弹教程", "军刺三棱刀", "弓弩猎箭", "pcp高压打鸟", "黑索金", "手枪散件", "报复社会"),
+    "drugs": ("出冰", "麻果", "K粉", "飞叶子", "听话水", "GHB失身水", "四号白粉", "摇头丸", "麻黄素原料", "嗨药包邮", "笑气弹", "LSD邮票"),
+    "gambling": ("百家乐", "线上真人娱乐", "时时彩计划", "六合彩特马", "澳门葡京", "首存送彩金", "招代理返水", "球盘外围", "牛牛棋牌", "透视扑克", "出千工具", "bc娱乐城"),
+    "contact": ("加V:{id}", "薇信{id}", "扣扣{digits}", "企鹅{digits}", "电{phone}", "飞机@{id}", "tg:{id}", "威❤{id}", "私聊加微", "Q群{digits}", "抖音号{id}", "➕wx {id}"),
+    "fraud": ("代开发票", "办证刻章", "高仿币", "信用卡套现", "刷单返佣", "好评返现", "黑户秒下款", "四件套出售", "个人数据出", "四六级答案", "花呗套出", "老号批发"),
+    "abuse": ("sb客服", "黑心奸商", "去死吧", "nmsl", "草泥马", "垃圾客服", "脑残买家", "滚你妈的", "狗东西", "死全家", "煞笔", "日你仙人"),
+}
+VESPER_LOOK_ALIKES = (
+    "儿童玩具水枪 夏季戏水", "热熔胶枪家用胶棒", "电动筋膜枪按摩枪", "冰糖葫芦山楂零食", "老冰糖黄冰糖500g",
+    "K金项链女锁骨链", "麻将凉席竹席夏季", "加厚塑料扑克牌", "彩金耳环女小众设计", "上门安装空调清洗",
+    "孕妇护肤品套装全套", "手工编织大麻绳", "巴马特产火麻仁", "家用小型爆米花机", "炸鸡裹粉家用",
+    "子弹头U盘64G", "青少年射箭反曲弓", "陶瓷水果刀便携", "发票夹收纳册", "代餐奶昔饱腹",
+    "透明证件袋拉链", "防消磁银行卡套", "集邮册邮票收藏", "党员学习笔记本", "小熊维尼毛绒公仔",
+    "速冻早餐包子", "小姐姐同款连衣裙", "成人纸尿裤老人用", "遥控飞机模型航模", "企鹅玩偶毛绒抱枕",
+    "V领毛衣女宽松", "四合扣按扣diy", "摇头落地扇家用", "儿童溜冰鞋全套", "无线K歌麦克风",
+    "无尘白粉笔教学用", "员工福利礼盒", "桌游骰子套装", "靖江猪肉脯零食", "洗碗刷单个装",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
           ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
           ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK),
-          ("sunrise", SUNRISE))
+          ("sunrise", SUNRISE), ("vesper", VESPER))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -757,7 +782,7 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("dusk look-alikes", DUSK_LOOK_ALIKES), ("twilight look-alikes", TWILIGHT_LOOK_ALIKES),
                              ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES),
                              ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES),
-                             ("sunrise look-alikes", SUNRISE_LOOK_ALIKES)):
+                             ("sunrise look-alikes", SUNRISE_LOOK_ALIKES), ("vesper look-alikes", VESPER_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

@@ -404,7 +404,7 @@ def test_broad_list_terms(spam, title, category):
     "火爆操作 游戏 手柄", "社群交流 会员卡", "精品穴位 按摩 图", "双脚交叉 瑜伽 垫", "热售手枪玩具 水弹",
     "学习包子制作 食谱 书", "尼玛 藏族 手工 唐卡", "老冰糖 黄冰糖 500g 同城送", "冰糖雪梨 罐头", "神仙水 230ml 专柜",
     "打鸟 镜头 长焦", "防返水 地漏 代理", "维尼熊 公仔", "叶子 手机壳 同城送",
-    "手机 跑分 安兔兔 100万", "晒图好评 送小样", "麻将牌 家用 手搓", "头像 定制 手绘",
+    "手机 跑分 安兔兔 100万", "晒图好评 送小样", "麻将牌 家用 手搓", "头像 定制 手绘", "抖音号同款 连衣裙",
 ])
 def test_broad_lists_leave_products_clean(spam, title):
     assert check(spam, title) is None
@@ -419,6 +419,7 @@ def test_broad_lists_leave_products_clean(spam, title):
     ("增值税票代开", "fraud"), ("花呗秒回款", "fraud"), ("代理日结返水", "gambling"), ("天灭zg", "politics"),
     ("好评返现", "fraud"), ("跑分收卡", "fraud"), ("透视麻将牌", "gambling"), ("黄网zy分享", "porn"),
     ("联系方式看头像", "contact"), ("客服是猪", "abuse"),
+    ("线上真人娱乐", "gambling"), ("球盘外围", "gambling"), ("四号白粉", "drugs"), ("日你仙人板板", "abuse"),
 ])
 def test_gap_entries_try_every_second_part(spam, title, category):
     assert check(spam, title) == category
@@ -440,7 +441,7 @@ def test_broad_phrases_by_anchor():
     "私\u200b信\u200b微\u200bb\u200bu\u200bk\u200bh\u200bx", "私信微w六五uph二", "联系方式:148404744502021新款",
     "加卫星k80e3dd", "绿泡泡JARA10", "q081831优惠", "加卫星 dm2nre", "纸飞机@abc_shop", "飞机号 tb88888", "电报:xyz123",
     "加vampib5", "+va86j6jn1sb", "加绿泡泡领券", "企鹅贰叁捌贰柒壹", "TG搜HSX60XD8UK", "t g 搜 f v 1 m k 0",
-    "详情咨询薇bufitzxj", "找我vxyzabc", "飞机aseekaqgz", "纸飞机hgn五vv", "q玖捌柒柒捌捌玖", "q聊 12345678",
+    "详情咨询薇bufitzxj", "找我vxyzabc", "飞机aseekaqgz", "纸飞机hgn五vv", "q玖捌柒柒捌捌玖", "q聊 12345678", "tg:abc123", "TG：xyz789", "抖音号abc_123",
 ])
 def test_contact_ids_letters_only_numerals_and_nicknames(spam, title):
     assert check(spam, title) == "contact"

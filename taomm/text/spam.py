@@ -103,7 +103,7 @@ _ALIAS_RE = re.compile("|".join((
     r"w(?<![a-z]w)(?:eixin|echat|x)(?![a-z])|v(?<![a-z]v)x(?![a-z])",
     # a keyword before a colon is a contact whatever precedes it: "15mlVX:abc123"; a V alone
     # before a colon ("V:abc123", "V☆:☆a☆b") is one when no letter precedes it
-    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])|v(?<![a-z]v)[^0-9a-z\u3400-\u9fff]{0,6}[:：]",
+    r"v ?x(?= ?[:：])|w ?x(?= ?[:：])|v(?<![a-z]v)[^0-9a-z\u3400-\u9fff]{0,6}[:：]|t(?<![a-z]t) ?g(?= ?[:：] ?[0-9a-z])",
     f"w(?<![a-z]w)ei[{_XIN}]|v(?<![a-z]v)[{_XIN}]",
 )))
 # What survives squeezing: Latin letters (already lower-cased), digits, CJK ideographs.
@@ -206,6 +206,7 @@ _CONTACT_RE = re.compile("|".join((
     # "飞机abcde" (Telegram) but not a drone or an airliner by its model (飞机mavic3, 飞机boeing737)
     r"飞机(?!mavic|mini|air|avata|phantom|inspire|tello|fpv|dji|boeing|airbus|model|drone)[a-z][0-9a-z_]{4,}",
     r"t(?<![a-z]t)g(?:搜索?|号|群|账号)[0-9a-z_]{5,}|telegram[0-9a-z_]{5,}",  # "TG搜abc123"
+    r"抖音号[0-9a-z_]{5,}|快手号[0-9a-z_]{5,}|小红书号[0-9a-z_]{5,}",  # an account on another app
     r"微信(?:号码?)?[0-9a-z]{5,}",
     r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
     # a request to message or ask an id, letters only too: "私信微abcde", "详情咨询薇bufitzxj"
