@@ -426,6 +426,21 @@ def test_gap_entries_try_every_second_part(spam, title, category):
     assert check(spam, f"补水保湿 {title} 面霜") == category
 
 
+def test_every_broad_list_term_is_found_alone():
+    # the lists keep their sources' traditional characters (幹你老母); a title is simplified first
+    from importlib import resources
+
+    from taomm.text.normalize import normalize_title
+    from taomm.text.spam import _parse
+
+    spam = SpamFilter.default()
+    folder = resources.files("taomm.resources").joinpath("spam", "broad")
+    terms = [term for category in SPAM_CATEGORIES if folder.joinpath(f"{category}.txt").is_file()
+             for term in _parse(folder.joinpath(f"{category}.txt").read_text("utf-8"))[0]]
+    assert len(terms) > 5000
+    assert [t for t in terms if spam.check(normalize_title(t)) is None] == []
+
+
 def test_broad_phrases_by_anchor():
     # found at any offset of its anchor, in every category given, only once per phrase
     spam = SpamFilter({}, {}, ["麻古方片"], broad={"drugs": ["麻古", "卖麻古丸"], "porn": ["包夜服务"]})

@@ -61,6 +61,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
 
 from taomm.errors import TaommError
+from taomm.text.normalize import normalize_title
 
 SPAM_CATEGORIES: tuple[str, ...] = (
     "porn", "politics", "terror", "drugs", "gambling", "contact", "fraud", "abuse",
@@ -524,7 +525,9 @@ class _Broad:
         seen: set[str] = set()
         for category, entries in broad.items():
             for entry in entries:
-                phrase = squeeze(entry)
+                # as the caller normalises a title: the broad lists keep their sources' traditional
+                # characters (幹你老母), which a title never holds after it
+                phrase = squeeze(normalize_title(entry))
                 if len(phrase) < 2 or phrase in seen:
                     continue
                 seen.add(phrase)
