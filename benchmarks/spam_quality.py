@@ -7,8 +7,8 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Ten phrase sets are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
-phrases the lexicons were curated with), then nine sets each written before a round of changes
+Nineteen phrase sets (``ROUNDS``) are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+phrases the lexicons were curated with), then sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
 (87.1%), ``FINAL`` (79.8%), ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
 obfuscation kinds: traditional characters, zero-width joins, circled letters and digits, numbers
