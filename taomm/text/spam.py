@@ -25,16 +25,17 @@ Four kinds of rules run on them:
    代开发票 is still fraud next to the allowed 开发票; after a phrase the judge below turns down,
    the search resumes at its next character (卖家全家死|光 turned down, 全家死光 stands). A
    ``a…b`` entry (代开…发票, ``{收购,代办}…{银行卡,信用卡}``) allows up to six characters between its
-   parts, and every second part in reach is tried (店主|是狗 turned down, 店主…狗东西 stands); each part must
-   stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
+   parts, and every second part in reach is tried (店主|是狗 turned down, 店主…狗东西 stands);
+   each part must stand as a word or end a longer one (专用|发票, not 手枪|钻), and an allowed entry covering a
    part clears the match (出售儿童玩具手枪).
 2. Contact patterns: a mainland mobile number ``1[3-9]\\d{9}`` standing alone, written whole,
    in groups (138-1234-5678) or digit by digit; and digit or id runs after a contact keyword
    (``qq12345``, ``微信abc123``, ``电话12345678``, ``加微 ...``). Model numbers, sizes and dates
    are not contacts: only an 11-digit run that is a mobile number counts without a keyword.
 3. Broad lists: some 6,700 terms reviewed one by one, from the large public sensitive-word lists
-   and from writers who saw no lexicon (``spam/broad/<category>.txt``), found on the squeezed title through an index by their least
-   common character (see ``_Broad``); a two-character one counts as a whole word only.
+   and from writers who saw no lexicon (``spam/broad/<category>.txt``), found on the squeezed
+   title through an index by their least common character (see ``_Broad``); a two-character one
+   counts as a whole word only.
 4. Words: short or ambiguous terms (lexicon lines starting with ``=``, e.g. 大麻, 套现, 刷单)
    count only as a word of their own: not inside a longer dictionary word (大麻哈鱼), and not
    when the title holds an allowed word containing the term (大麻籽, 大麻绳).
@@ -202,17 +203,17 @@ _CONTACT_RE = re.compile("|".join((
     # a QQ number, a WeChat id, a phone number after their keyword
     r"qq(?:号码?|群)?\d{5,}",
     r"q(?<![0-9a-z]q)\d{6,11}(?!\d)",  # "q1234567": QQ by its letter alone, before a QQ number's digits
-    # Telegram: the paper plane (a toy too: only before an id), its number, the telegraph
-    r"纸飞机号?[0-9a-z_]{5,}|飞机号[0-9a-z_]{5,}|电报号?[0-9a-z_]{5,}",
+    # Telegram (the paper plane, a toy too: only before an id; its number; the telegraph) and
+    # an account on another app, before an id
+    *(rf"{keyword}[0-9a-z_]{{5,}}" for keyword in (
+        "纸飞机", "纸飞机号", "飞机号", "电报", "电报号", "抖音号", "快手号", "小红书号")),
     # "飞机abcde" (Telegram) but not a drone or an airliner by its model (飞机mavic3, 飞机boeing737)
     r"飞机(?!mavic|mini|air|avata|phantom|inspire|tello|fpv|dji|boeing|airbus|model|drone)[a-z][0-9a-z_]{4,}",
     r"t(?<![a-z]t)g(?:搜索?|号|群|账号)[0-9a-z_]{5,}|telegram[0-9a-z_]{5,}",  # "TG搜abc123"
-    r"抖音号[0-9a-z_]{5,}|快手号[0-9a-z_]{5,}|小红书号[0-9a-z_]{5,}",  # an account on another app
     r"微信(?:号码?)?[0-9a-z]{5,}",
     r"微号码?[0-9a-z]{6,}",  # "微号abc123", "薇号 etmfzx": WeChat's number (an id may be letters only)
     # a request to message or ask an id, letters only too: "私信微abcde", "详情咨询薇bufitzxj"
-    r"私(?:信|聊|我)(?:微信?|qq|v)[0-9a-z]{5,}|咨询(?:微信?|qq|v)[0-9a-z]{5,}|详询(?:微信?|qq|v)[0-9a-z]{5,}",
-    r"找我(?:微信?|qq|v)[0-9a-z]{5,}",
+    *(rf"{keyword}(?:微信?|qq|v)[0-9a-z]{{5,}}" for keyword in ("私信", "私聊", "私我", "咨询", "详询", "找我")),
     # WeChat named by one character, glued to an id with a digit: "薇abc123" (not 微单a6400)
     r"微(?<!稍微)(?=[0-9a-z]{6,}(?![0-9a-z]))[a-z]*\d",
     # "vxabc123": no boundary; "w e c h a t : abc123" spelled out reads wechatabc123 here
@@ -455,12 +456,33 @@ class SpamFilter:
         return None
 
 
+class _Cover:
+    """Allowed entries that hold a literal of some rule (玩具手枪 holds 手枪): a span of a title
+    that one of them covers, and is longer than, is not spam (出售儿童玩具手枪)."""
+
+    def __init__(self, allowed: Iterable[str], literals: Iterable[str]) -> None:
+        literals = set(literals)
+        covering = [a for a in allowed if any(lit in a and lit != a for lit in literals)]
+        self._regex = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
+
+    def covers(self, squeezed: str, spans: Iterable[tuple[int, int]]) -> bool:
+        """Whether an allowed entry in ``squeezed`` covers one of ``spans`` (start, end)."""
+        if self._regex is None:
+            return False
+        spans = tuple(spans)
+        for found in self._regex.finditer(squeezed):
+            start, end = found.span(1)
+            if any(start <= left and right <= end and end - start > right - left for left, right in spans):
+                return True
+        return False
+
+
 class _Gaps:
     """Lexicon entries ``a…b``: ``a``, up to ``_GAP_SIZE`` characters, then ``b`` (代开增值税专用
     发票 for 代开…发票, 收购二手银行卡 for 收购…银行卡). The entries a ``{...}`` line expands to
     are matched as one regex of two tries, run on a title only when it holds an anchor character
-    of each side, and a match is dropped where an allowed entry
-    covers one of its parts (出售儿童玩具手枪: 玩具手枪 covers 手枪)."""
+    of each side, and a match is dropped where an allowed entry covers one of its parts
+    (出售儿童玩具手枪: 玩具手枪 covers 手枪)."""
 
     def __init__(self, gaps: Iterable[tuple[str, str]], allowed: Iterable[str]) -> None:
         seconds: dict[tuple[str, str], set[str]] = {}  # (category, first part) -> second parts
@@ -482,8 +504,7 @@ class _Gaps:
                         re.compile(_trie_regex(firsts)), re.compile(_trie_regex(parts)))
                        for (category, parts), firsts in lines.items()]
         literals = {first for firsts in lines.values() for first in firsts} | {p for _, ps in lines for p in ps}
-        covering = [a for a in allowed if any(lit in a and lit != a for lit in literals)]
-        self._allowed = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
+        self._cover = _Cover(allowed, literals)
 
     def find(self, squeezed: str) -> Iterator[tuple[str, str, str, str]]:
         """(category, matched text, first part, second part) of each match not allowed, line by line."""
@@ -493,20 +514,11 @@ class _Gaps:
                 continue
             first = firsts.search(squeezed)
             while first:
-                for at in range(first.end(), min(first.end() + _GAP_SIZE, len(squeezed) - 1) + 1):
+                for at in range(first.end(), min(first.end() + _GAP_SIZE + 1, len(squeezed))):
                     second = seconds.match(squeezed, at)
-                    if second and not self._covered(squeezed, (first.span(), second.span())):
+                    if second and not self._cover.covers(squeezed, (first.span(), second.span())):
                         yield category, squeezed[first.start():second.end()], first[0], second[0]
                 first = firsts.search(squeezed, first.start() + 1)
-
-    def _covered(self, squeezed: str, parts: tuple[tuple[int, int], ...]) -> bool:
-        if self._allowed is None:
-            return False
-        for found in self._allowed.finditer(squeezed):
-            start, end = found.span(1)
-            if any(start <= left and right <= end and end - start > right - left for left, right in parts):
-                return True
-        return False
 
 
 class _Broad:
@@ -517,8 +529,8 @@ class _Broad:
     They are too many for the phrase alternation, which tries every first character at each
     position, so each phrase is indexed by its least common character: a title is searched for
     those characters only (one character class), and each one found is checked against the few
-    phrases it anchors, at their offsets. A common anchor costs a few more checks, not a scan. An allowed entry covering a match clears it, as for
-    the phrases."""
+    phrases it anchors, at their offsets: a common anchor costs a few more checks, not a scan. An
+    allowed entry covering a match clears it, as for the phrases."""
 
     def __init__(self, broad: Mapping[str, Iterable[str]], allowed: Iterable[str]) -> None:
         self._by_anchor: dict[str, list[tuple[str, int, str]]] = {}
@@ -535,27 +547,16 @@ class _Broad:
                 anchor = max(phrase, key=lambda char: (not char.isascii(), _RANK.get(char, len(_RANK))))
                 self._by_anchor.setdefault(anchor, []).append((phrase, phrase.index(anchor), category))
         self._anchors = _char_class(self._by_anchor)
-        covering = [a for a in allowed if any(p in a and p != a for p in seen)]
-        self._allowed = re.compile(f"(?=({_trie_regex(covering)}))") if covering else None
+        self._cover = _Cover(allowed, seen)
 
     def find(self, squeezed: str) -> Iterator[tuple[str, str]]:
         """(category, phrase) of each broad phrase in ``squeezed`` that no allowed entry covers."""
         for found in self._anchors.finditer(squeezed):
             for phrase, offset, category in self._by_anchor[found[0]]:
                 start = found.start() - offset
-                if start >= 0 and squeezed.startswith(phrase, start) and not self._covered(squeezed, start, phrase):
+                if start >= 0 and squeezed.startswith(phrase, start) \
+                        and not self._cover.covers(squeezed, ((start, start + len(phrase)),)):
                     yield category, phrase
-
-    def _covered(self, squeezed: str, start: int, phrase: str) -> bool:
-        if self._allowed is None:
-            return False
-        end = start + len(phrase)
-        for allowed in self._allowed.finditer(squeezed, max(0, start - 12)):
-            if allowed.start() > start:
-                return False
-            if end <= allowed.start() + len(allowed[1]):
-                return True
-        return False
 
 
 class _Judge:
