@@ -561,7 +561,10 @@ WECHAT_VARIANTS = ("溦信", "嶶信", "卫信", "魏信", "薇芯", "威鑫", "
 WAYS = ("plain", "spaces", "symbols", "cjk-separator", "emoji-separator", "fullwidth", "homophone",
         "wechat-variant", "spread-id", "phone-format", "cjk-homophone",
         # added with the December round
-        "traditional", "zero-width", "circled", "chinese-digits", "mixed-separators", "brackets")
+        "traditional", "zero-width", "circled", "chinese-digits", "mixed-separators", "brackets",
+        # added with the pinyin and homophone round
+        "pinyin", "homophone-chars", "homoglyphs", "noise", "doubled", "emoji-words", "radical-forms",
+        "right-to-left", "digit-look-alikes")
 CHINESE_DIGITS = ("零一二三四五六七八九", "〇壹贰叁肆伍陆柒捌玖")
 
 # Legitimate titles that hold a spam term only across a word boundary (黑色|情侣 holds 色情),
@@ -680,9 +683,156 @@ def _brackets(phrase: str, rng: random.Random) -> str:
     return "".join(f"{left}{char}{right}" for char in phrase)
 
 
+def _cjk_at(phrase: str) -> list[int]:
+    return [i for i, char in enumerate(phrase) if "\u4e00" <= char <= "\u9fff"]
+
+
+def _pinyin(phrase: str, rng: random.Random) -> str:
+    """One character, or two neighbours, written in pinyin (du博, 百jia乐, 外围nvbao夜)."""
+    from pypinyin import lazy_pinyin
+
+    at = _cjk_at(phrase)
+    if not at:
+        return phrase.swapcase()
+    start = rng.choice(at)
+    end = start + (2 if start + 1 in at and rng.random() < 0.4 else 1)
+    spelled = "".join(lazy_pinyin(phrase[start:end]))
+    return phrase[:start] + (spelled.upper() if rng.random() < 0.2 else spelled) + phrase[end:]
+
+
+@functools.lru_cache(maxsize=1)
+def _same_sound() -> dict[str, list[str]]:
+    """Each common character (a word of its own at least 2,000 times in jieba's dictionary) ->
+    the other common characters of its most common toneless reading."""
+    import unicodedata
+
+    import jieba
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    def toneless(syllable: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFD", syllable) if not unicodedata.combining(c))
+
+    common = []
+    for line in Path(jieba.__file__).with_name("dict.txt").read_text("utf-8").splitlines():
+        word, count = line.split(" ", 2)[:2]
+        if len(word) == 1 and int(count) >= 2000 and ord(word) in pinyin_dict:
+            common.append(word)
+    by_sound: dict[str, list[str]] = {}
+    for char in common:
+        by_sound.setdefault(toneless(pinyin_dict[ord(char)].split(",")[0]), []).append(char)
+    return {char: [c for c in chars if c != char] for chars in by_sound.values() for char in chars}
+
+
+def _homophone_chars(phrase: str, rng: random.Random) -> str:
+    """One character (two in a phrase of five or more) written as another common one of the
+    same sound (海洛引 for 海洛因, 代开发漂 for 代开发票)."""
+    same = _same_sound()
+    at = [i for i in _cjk_at(phrase) if same.get(phrase[i])]
+    if not at:
+        return _pinyin(phrase, rng)
+    chars = list(phrase)
+    for i in rng.sample(at, min(len(at), 2 if len(_cjk_at(phrase)) >= 5 else 1)):
+        chars[i] = rng.choice(same[phrase[i]])
+    return "".join(chars)
+
+
+# Cyrillic and Greek letters that look like Latin letters and digits
+LOOK_ALIKE_LETTERS = {"a": "а", "c": "с", "e": "е", "i": "і", "o": "о", "p": "р", "x": "х", "y": "у",
+                      "k": "κ", "v": "ν", "q": "ԛ", "w": "ԝ", "3": "З", "0": "О"}
+
+
+def _homoglyphs(phrase: str, rng: random.Random) -> str:
+    """Latin letters and digits written as Cyrillic or Greek look-alikes (vх:аbс123, ԛiang支);
+    a phrase in characters first gets one of them in pinyin."""
+    if not any(c.lower() in LOOK_ALIKE_LETTERS for c in phrase):
+        phrase = _pinyin(phrase, rng)
+    return "".join(LOOK_ALIKE_LETTERS.get(c.lower(), c) if rng.random() < 0.6 else c for c in phrase)
+
+
+def _noise(phrase: str, rng: random.Random) -> str:
+    """A particle or a stray Latin letter typed between two characters (港a独, 共产啊党)."""
+    at = [i for i in _cjk_at(phrase) if i + 1 in _cjk_at(phrase)]
+    if not at:
+        return _doubled(phrase, rng)
+    i = rng.choice(at)
+    return phrase[:i + 1] + rng.choice(("啊", "呀", "的", "哦", rng.choice("abdegkmrtxz"))) + phrase[i + 1:]
+
+
+def _doubled(phrase: str, rng: random.Random) -> str:
+    """One character typed twice, or every one (法轮轮功, 成成人人)."""
+    at = _cjk_at(phrase)
+    if not at:
+        return phrase + phrase[-1:]
+    if rng.random() < 0.3:
+        return "".join(c * 2 if i in at else c for i, c in enumerate(phrase))
+    i = rng.choice(at)
+    return phrase[:i + 1] + phrase[i:]
+
+
+EMOJI_FOR = {"手枪": "手🔫", "枪": "🔫", "炸弹": "💣", "药": "💊", "企鹅": "🐧", "飞机": "✈️", "电话": "📞",
+             "手机": "📱", "门": "🚪", "马": "🐴", "狗": "🐶", "钱": "💰"}
+
+
+def _emoji_words(phrase: str, rng: random.Random) -> str:
+    """A word written as its emoji (钢珠🔫, 自制💣, 🐧12345678); else an emoji between characters."""
+    words = [w for w in EMOJI_FOR if w in phrase]
+    if not words:
+        return rng.choice(EMOJI_SEPARATORS).join(phrase)
+    word = rng.choice(words)
+    return phrase.replace(word, EMOJI_FOR[word], 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _radical_form_of() -> dict[str, str]:
+    """Character -> a radical form that shows as it: a Kangxi radical (⼤ for 大) or a CJK
+    Radicals Supplement form named after one (⻔ for 门, ⻩ for 黄)."""
+    import unicodedata
+
+    forms: dict[str, str] = {}
+    for code in range(0x2F00, 0x2FD6):  # Kangxi radicals: NFKC gives their character
+        forms.setdefault(normalise(chr(code)), chr(code))
+    for code in range(0x2E80, 0x2EF4):
+        name = unicodedata.name(chr(code), "").removeprefix("CJK RADICAL ")
+        if name.startswith(("C-SIMPLIFIED ", "SIMPLIFIED ")):
+            try:
+                kangxi = unicodedata.lookup("KANGXI RADICAL " + name.split(" ", 1)[1])
+            except KeyError:
+                continue
+            forms[normalise(kangxi)] = chr(code)
+    return forms
+
+
+def _radical_forms(phrase: str, rng: random.Random) -> str:
+    """Characters written as the radical that shows as them (⼤保健, 天安⻔, ⻩色)."""
+    forms = _radical_form_of()
+    if not any(c in forms for c in phrase):
+        return _brackets(phrase, rng)
+    return "".join(forms.get(c, c) for c in phrase)
+
+
+def _right_to_left(phrase: str, rng: random.Random) -> str:
+    """The phrase reversed under a right-to-left override: it shows as written."""
+    return f"\u202e{phrase[::-1]}\u202c"
+
+
+def _digit_look_alikes(phrase: str, rng: random.Random) -> str:
+    """Digits of a number written as letters that look like them (9188o7, 138l2З45678)."""
+    if not re.search(r"\d{5}", phrase):
+        return _homoglyphs(phrase, rng)
+    swaps = {"0": "oO", "1": "lI", "3": "З"}
+    chars = list(phrase)
+    at = [i for i, c in enumerate(chars) if c in swaps]
+    for i in rng.sample(at, min(len(at), 2)):
+        chars[i] = rng.choice(swaps[chars[i]])
+    return "".join(chars)
+
+
 # Ways that apply to any phrase (each one's phrase is changed, maybe only by normalisation).
 MORE_WAYS = {"traditional": _traditional, "zero-width": _zero_width, "circled": _circled,
-             "chinese-digits": _chinese_digits, "mixed-separators": _mixed_separators, "brackets": _brackets}
+             "chinese-digits": _chinese_digits, "mixed-separators": _mixed_separators, "brackets": _brackets,
+             "pinyin": _pinyin, "homophone-chars": _homophone_chars, "homoglyphs": _homoglyphs, "noise": _noise,
+             "doubled": _doubled, "emoji-words": _emoji_words, "radical-forms": _radical_forms,
+             "right-to-left": _right_to_left, "digit-look-alikes": _digit_look_alikes}
 
 
 def inject(title: str, phrase: str, rng: random.Random) -> str:

@@ -520,3 +520,92 @@ def test_real_titles_stay_clean_with_separators_read():
     titles = [line.split("#####")[1] for line in lines if line.count("#####") >= 4]
     spam = SpamFilter.default()
     assert [t for t in titles if spam.check(unicodedata.normalize("NFKC", t))] == []
+
+
+# Pinyin written for some or all of a term's characters (du博, 百jia乐, YI夜QING, dubo).
+@pytest.mark.parametrize(("title", "category"), [
+    ("du博网站 韩版连衣裙", "gambling"), ("百jia乐 真人荷官", "gambling"), ("bai jia le 官方", "gambling"),
+    ("夏季新款 dubo网", "gambling"), ("bing毒 货到付款", "drugs"), ("冰du 同城", "drugs"),
+    ("YI夜QING交友 连衣裙", "porn"), ("外围nvbao夜 T恤", "porn"), ("2020chun药 女用", "porn"),
+    ("法lun功 真相", "politics"), ("fa轮功", "politics"), ("出售仿真qiang 连发", "terror"),
+    ("shou枪散件 出售", "terror"), ("qi鹅740481 代购", "contact"), ("dian话13812345678", "contact"),
+])
+def test_pinyin_for_characters(spam, title, category):
+    assert check(spam, title) == category
+
+
+@pytest.mark.parametrize("title", [
+    "Modu博物馆文创 书签",  # mo of modu is left over: no 赌博
+    "Xiaomi 小米手机 12", "Haier海尔冰箱 双门", "Lining李宁运动鞋 男", "Anta安踏 跑步鞋",
+    "MEITU美图手机壳", "Yin 水 爽肤水 200ml",  # pinyin touches the characters it completes
+    "Bao 乳液 保湿", "Nike耐克 du 博 款",
+])
+def test_pinyin_leaves_brands_clean(spam, title):
+    assert check(spam, title) is None
+
+
+def test_every_phrase_with_a_character_in_pinyin():
+    from pypinyin import lazy_pinyin
+
+    spam = SpamFilter.default()
+    missed = []
+    for category, phrases in SPAM.items():
+        for phrase in (p for p in phrases if all("\u4e00" <= c <= "\u9fff" for c in p)):
+            syllables = lazy_pinyin(phrase)
+            for at in range(len(phrase)):
+                text = f"夏季新款连衣裙 {phrase[:at]}{syllables[at]}{phrase[at + 1:]} 显瘦"
+                if spam.check(text) != category:
+                    missed.append(text)
+    assert missed == []
+
+
+# Look-alike letters and digits of other scripts, radical forms, emoji for words, financial
+# numerals, particles and doubled characters typed into a word.
+@pytest.mark.parametrize(("title", "category"), [
+    ("加微 аbс123 连衣裙", "contact"),  # Cyrillic а, с
+    ("νх:abc123", "contact"),  # Greek ν, Cyrillic х
+    ("ԛiang支出售", "terror"),  # Cyrillic ԛ
+    ("电话1З8l2З45678", "contact"),  # Cyrillic З for 3, l for 1
+    ("扣扣9188o7 包邮", "contact"), ("企鹅O99475", "contact"), ("手机号 156oooз61o6", "contact"),
+    ("天安⻔屠杀", "politics"), ("⻩色网站 入口", "porn"),  # CJK Radicals Supplement forms
+    ("钢珠🔫 直发", "terror"), ("自制💣教程", "terror"), ("法☸功 真相", "politics"),
+    ("🐧12345678", "contact"), ("✈abc123", "contact"), ("☎️13812345678", "contact"),
+    ("肆号白粉", "drugs"), ("玖评共产党", "politics"),
+    ("港a独 万岁", "politics"), ("推翻共产啊党", "politics"), ("法轮轮功", "politics"),
+    ("成成人人黄黄色色网网址址", "porn"), ("冰毒毒货到付款", "drugs"),
+])
+def test_look_alikes_emoji_and_noise_are_read(spam, title, category):
+    assert check(spam, title) == category
+
+
+@pytest.mark.parametrize("title", [
+    "黄色的情侣装 卫衣",  # 的 out: 黄色|情侣 still straddles 色情
+    "大麻哈鱼籽罐头", "哈密瓜 新鲜 5斤", "宝宝的奶瓶 防胀气", "妈妈的爱 围裙",
+    "水弹🔫玩具 儿童", "✈️顺丰包邮 连衣裙", "📱手机壳 苹果13", "队伍旗帜 定制", "中国大陆版 手机",
+    "型号lo100 配件", "iphone13 pro 256g",
+])
+def test_readings_leave_products_clean(spam, title):
+    assert check(spam, title) is None
+
+
+# Classes from the zenith and aurora sets' misses: offers that name what they do, not a word list.
+@pytest.mark.parametrize(("title", "category"), [
+    ("小姐姐上门按摩 连衣裙", "porn"), ("全国空降 夏季新款", "porn"), ("福利视频打包 T恤", "porn"),
+    ("自由西藏 围巾", "politics"), ("赵家人 帽子", "politics"),
+    ("仿真枪可发钢珠", "terror"), ("弓弩狩猎专用", "terror"), ("高压鸟铳", "terror"), ("买凶杀人", "terror"),
+    ("斗牛金花代理 招募", "gambling"), ("牛牛上下分 秒到", "gambling"),
+    ("闲鱼不常上加abc123", "contact"), ("淘宝很少看 加wxid88", "contact"),
+    ("真实可查学历 加急", "fraud"), ("驾考包过 保证", "fraud"), ("花呗额度提现 秒到", "fraud"),
+    ("出售实名微信号", "fraud"), ("高仿真钞出货", "fraud"),
+    ("河南人都是骗子", "abuse"), ("脑残滚远点", "abuse"),
+])
+def test_zenith_and_aurora_round_classes(spam, title, category):
+    assert check(spam, title) == category
+
+
+@pytest.mark.parametrize("title", [
+    "验钞机点钞机假币识别商用", "弹弓 可打钢珠 钢珠弹", "这些都是垃圾袋 加厚", "员工福利 视频会议",
+    "斗牛犬 玩具", "金花茶 代理", "狩猎刀 户外", "小姐姐同款 上衣", "学历提升 正规", "实名认证 手机卡",
+])
+def test_zenith_and_aurora_classes_leave_products_clean(spam, title):
+    assert check(spam, title) is None

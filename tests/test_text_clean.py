@@ -65,6 +65,9 @@ def test_normalisation_never_raises_and_is_a_fixed_point(raw: str) -> None:
         ("２０２０夏季新款Ｔ恤", "2020夏季新款T恤", None),
         ("韓版顯瘦連衣裙", "韩版显瘦连衣裙", None),
         ("波点\u200b荷叶边\ufeff半身裙", "波点荷叶边半身裙", None),
+        # a right-to-left override shows its text reversed: stored as it shows
+        ("波点\u202e裙身半边叶荷\u202c 女", "波点荷叶边半身裙 女", None),
+        ("波点\u202e裙身半", "波点半身裙", None),
         ("  红色   连衣裙\t\n", "红色 连衣裙", None),
         ("Polka dot ruffle skirt 2020 new", "Polka dot ruffle skirt 2020 new", "no_chinese"),
         ("", "", "empty"),

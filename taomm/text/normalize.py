@@ -2,9 +2,10 @@
 
 In order: HTML entities unescaped and tags stripped (repeated until nothing changes, so
 double-escaped markup goes too), Unicode NFKC (full-width letters and digits become
-half-width, ``\\u3000`` a space), control, format (zero-width, BOM) and surrogate code
-points dropped, whitespace collapsed to single spaces, traditional Chinese converted to
-simplified with OpenCC. Never raises; the result is a fixed point (normalising twice
+half-width, ``\\u3000`` a space), text under a right-to-left override put in the order it
+shows, control, format (zero-width, BOM, bidi) and surrogate code points dropped,
+whitespace collapsed to single spaces, traditional Chinese converted to simplified with
+OpenCC. Never raises; the result is a fixed point (normalising twice
 changes nothing).
 """
 
@@ -39,9 +40,16 @@ def _strip_markup(text: str) -> str:
         text = stripped
 
 
+# A right-to-left override (U+202E) up to its pop (U+202C) or the end: the text between shows
+# reversed, so it is stored as it shows ("\u202e功轮法\u202c" reads 法轮功).
+_OVERRIDE = re.compile("\u202e([^\u202c\u202d\u202e]*)\u202c?")
+
+
 def _drop_invisible(text: str) -> str:
     if text.isprintable():  # the common case, checked in C: nothing to drop
         return text
+    if "\u202e" in text:
+        text = _OVERRIDE.sub(lambda match: match[1][::-1], text)
     return "".join(c for c in text if c.isspace() or unicodedata.category(c) not in _DROP_CATEGORIES)
 
 

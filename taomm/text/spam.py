@@ -12,10 +12,19 @@ microseconds:
 - the *squeezed* title: the marked one without its spaces, so ``加 微 信``, ``加.V.信`` and ``+V``
   all read ``加微信``/``加微``.
 
-Before both, a number written in Chinese numerals (一八二七..., 壹叁捌...) is read as digits, and
-so are the numerals of an id after a contact word (``微信 dxk壹n〇n伍g``). A third view reads a
-single 一 between two characters as a separator (``招一嫖``): 一 is both a common character and
-a favourite separator, so only the judge below decides.
+Before both, characters written for others are read as those (``_READ_AS``): Cyrillic and
+Greek look-alikes of Latin letters and digits (``vх``, ``ԛiang``, ``1З8...``), the CJK Radicals
+Supplement forms (⻔ for 门, ⻩ for 黄), emoji written for a word (手🔫, 🐧 for 企鹅, 法☸功) and the
+financial numerals (肆号); a number written in Chinese numerals (一八二七..., 壹叁捌...) is read as
+digits, and so are the numerals of an id after a contact word (``微信 dxk壹n〇n伍g``) and letters
+in a number that look like its digits (``9188o7``). A third view reads a single 一 between two
+characters as a separator (``招一嫖``): 一 is both a common character and a favourite separator,
+so only the judge below decides; a fourth reads the title without noise typed into words (a
+particle or a stray letter between two characters, ``港a独``, ``共产啊党``; a character typed
+twice, ``法轮轮功``). Then, on a clean reading, two more: terms written in pinyin in part or
+whole (``du博``, ``百jia乐``, ``YI夜QING``, see ``_Pinyin``) and terms of three characters or more
+written with homophones (海洛引, 代开发漂, see ``_Homophones``), each read as the term and
+checked again.
 
 Four kinds of rules run on them:
 
@@ -58,8 +67,11 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
 
 from taomm.errors import TaommError
 from taomm.text.normalize import normalize_title
@@ -144,6 +156,58 @@ _NUMERAL_ID = re.compile(f"(?:微信|微|qq|飞机|电报)(?: ?号码?)? ?((?=[0
 _NUMERAL_QQ = re.compile(f"(?:qq|q(?<![0-9a-z]q))(?: ?号码?)? ?([{_NUMERAL_CHARS}](?: ?[0-9{_NUMERAL_CHARS}]){{4,}})")
 
 
+# What a title's characters are read as before anything else, on the lower-cased title (only
+# the filter's reading of a title changes, never the title):
+# - letters of other scripts that look like Latin letters or digits, written to break up an id
+#   or a keyword (Cyrillic "vх", "аbс123", "ԛq"; Greek "νx"; "1З8..." with a Cyrillic З);
+_HOMOGLYPHS = dict(zip("аеорсхуктмнвіјѕԁԛԝɡһӏзэѵүαβεικνορτυχωϲ",
+                       "aeopcxyktmhbijsdqwghl33vyabeikvoptuxwc", strict=True))
+# - the forms of the CJK Radicals Supplement written for the character they are a form of (⻔
+#   for 门, ⻩ 黄, ⻢ 马; NFKC already maps the Kangxi radicals, ⼤ to 大, but not these);
+_RADICAL_QUALIFIERS = frozenset({"ONE", "TWO", "THREE", "FOUR", "SECOND", "THIRD", "FOURTH", "ALTERNATE"})
+# - emoji written for a word (手🔫, 自制💣, 🐧 for 企鹅, ✈ for 飞机, 法☸功) and the financial
+#   numerals read as the plain ones (肆号, 玖评).
+_EMOJI_WORDS = {
+    "🔫": "枪", "💣": "炸弹", "💊": "药", "💉": "针", "☸": "法轮", "🐴": "马", "🐶": "狗", "🐔": "鸡",
+    "🚪": "门", "💰": "钱", "🐧": "企鹅", "✈": "飞机", "🛩": "飞机", "📞": "电话", "☎": "电话", "📱": "手机",
+}
+# (not 伍, 陆 and 拾: also the 伍 of 队伍, the 陆 of 大陆, the 拾 of 收拾)
+_FINANCIAL_NUMERALS = dict(zip("壹贰叁肆柒捌玖", "一二三四七八九", strict=True))
+
+
+def _radical_forms() -> dict[str, str]:
+    """Each CJK Radicals Supplement form whose name names a Kangxi radical, as that radical's
+    character, simplified ("CJK RADICAL C-SIMPLIFIED GATE" -> 门)."""
+    forms = {}
+    for code in range(0x2E80, 0x2EFF):
+        words = unicodedata.name(chr(code), "").removeprefix("CJK RADICAL ").split()
+        words = [w for w in words if w not in _RADICAL_QUALIFIERS and not w.endswith("SIMPLIFIED")]
+        try:
+            forms[chr(code)] = normalize_title(unicodedata.lookup("KANGXI RADICAL " + " ".join(words)))
+        except KeyError:
+            continue
+    return forms
+
+
+_READ_AS = str.maketrans({**_HOMOGLYPHS, **_radical_forms(), **_EMOJI_WORDS, **_FINANCIAL_NUMERALS})
+_READ_AS_ANY = re.compile(f"[{''.join(map(re.escape, map(chr, sorted(_READ_AS))))}]")  # most titles hold none
+# A number with letters written for the digits they look like (138l2345678, qq9188o7, 企鹅o99475):
+# l and i for 1, o for 0, in a run of digits and those letters holding five digits or more and
+# more digits than letters.
+_LOOKALIKE_RUN = re.compile(r"(?<![0-9a-z])(?=[lio]*\d)[0-9lio]{6,}(?![0-9a-z])")
+_LOOKALIKE_HINT = re.compile(r"\d[lio]|[lio]\d")
+_LOOKALIKE_DIGITS = str.maketrans("lio", "110")
+
+
+def _lookalike_digits(lowered: str) -> str:
+    """``lowered`` with look-alike letters of a number read as its digits."""
+    def read(match: re.Match[str]) -> str:
+        run = match[0]
+        letters = sum(c.isalpha() for c in run)
+        return run.translate(_LOOKALIKE_DIGITS) if 0 < letters < len(run) - letters and len(run) - letters >= 5 else run
+    return _LOOKALIKE_RUN.sub(read, lowered) if _LOOKALIKE_HINT.search(lowered) else lowered
+
+
 def _id_digits(marked: str) -> str:
     """``marked`` with the Chinese numerals of an id after a contact keyword read as digits."""
     def read(match: re.Match[str]) -> str:
@@ -163,6 +227,67 @@ def _digits(text: str) -> str:
 
 # A lexicon entry "a…b" matches a and b with up to _GAP_SIZE characters between them.
 _GAP, _GAP_SIZE = "…", 6
+# What a marked title is read as for pinyin: Latin words, numbers, CJK characters, spaces
+_UNIT = re.compile(r"[a-z]+|[0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]| ")
+_PINYIN_LETTERS = 30  # a longer Latin word is not read as pinyin
+_TWO_LETTERS = re.compile("[a-z]{2}")
+_LATIN_WORDS = re.compile(r"[a-z]+(?: [a-z]+)*")  # Latin words, a space between them
+_TERM_REACH = 12  # the most characters a term reaches beyond its pinyin
+_HOMOPHONE_CHARS = 3  # the fewest characters of a term found through homophones
+_COMMONER = 20  # a character this many times as common as a term's is not a disguise of it
+
+
+class _Unit(NamedTuple):
+    """A CJK character, a pinyin syllable or another token of a marked title (see ``_Pinyin``)."""
+    start: int
+    end: int
+    text: str
+    sounds: tuple[str, ...]  # toneless pinyin, ü as u: a character's readings, a syllable itself
+    word: int  # the number of a syllable's Latin word, -1 for anything else
+    gap: bool  # a space before it
+
+
+def _toneless(syllable: str) -> str:
+    """A pinyin syllable without its tone marks, ü (or v) as u: "lǜ" -> "lu"."""
+    plain = "".join(c for c in unicodedata.normalize("NFD", syllable) if not unicodedata.combining(c))
+    return plain.replace("v", "u")
+
+
+def _known(word: str) -> bool:
+    from taomm.text.segment import get_segmenter
+
+    return get_segmenter().known(word)
+
+
+def _dictionary(terms: Iterable[str], sound: Mapping[int, str]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """From jieba's dictionary: the words that sound as one of ``terms`` does that is not a word
+    there itself, by that sound (``sound`` is a translation table from character to sound), and
+    how common each character is (its count as a word of its own)."""
+    import jieba
+
+    terms = set(terms)
+    words, innocent, counts = set(), {}, {}
+    sounds = {term.translate(sound) for term in terms}
+    with open(Path(jieba.__file__).with_name("dict.txt"), encoding="utf-8") as lines:
+        for line in lines:
+            word, count = line.split(" ", 2)[:2]
+            if len(word) == 1:
+                counts[word] = int(count)
+            elif word in terms:
+                words.add(word)
+            elif len(word) <= 8 and word.translate(sound) in sounds:
+                innocent.setdefault(word.translate(sound), []).append(word)
+    spoken = {term.translate(sound) for term in terms - words}
+    return {key: found for key, found in innocent.items() if key in spoken}, counts
+
+
+@functools.lru_cache(maxsize=8192)
+def _sounds(char: str) -> tuple[str, ...]:
+    """The toneless readings of a CJK character, ü written u."""
+    from pypinyin import Style, pinyin
+
+    readings = pinyin(char, style=Style.NORMAL, heteronym=True)[0]
+    return tuple(dict.fromkeys(r.replace("v", "u") for r in readings if r.isascii() and r.isalpha()))
 
 
 def _is_word_char(char: str | None) -> bool:
@@ -196,6 +321,8 @@ def _trie_regex(literals: Iterable[str]) -> str:
     return "|".join(emit(trie)) or "(?!)"
 
 
+# Contact keywords as written in characters (for pinyin: "qi鹅", "wei信", "dian话")
+_CONTACT_WORDS = ("微信", "电话", "手机", "联系", "联系方式", "飞机", "电报", "加微", "私聊", "私信", "咨询")
 # Off-platform contact by number or id, on the squeezed title.
 _CONTACT_RE = re.compile("|".join((
     # a mainland mobile number standing alone (never part of a longer digit run)
@@ -222,6 +349,8 @@ _CONTACT_RE = re.compile("|".join((
     *(rf"{keyword}(?:号码?)?\d{{7,}}" for keyword in ("电话", "热线", "手机", "座机", "联系", "联系方式", "t(?<![a-z]t)el")),
     # 加微 / +V followed by an id, a number or nothing (not 加V领)
     r"加微(?=[0-9a-z号]|$)",
+    # "rarely here, add abc123" (闲鱼不常上加abc123, 淘宝很少看 加qq...)
+    r"(?:不常|很少|不经常|偶尔)[上在看登回][\u4e00-\u9fff]{0,4}?加[0-9a-z_]{5,}",
 )))
 
 # A mobile number written in groups, 138 1234 5678 or 138-1234-5678, on the lower-cased text
@@ -268,8 +397,15 @@ def _char_class(chars: Iterable[str]) -> re.Pattern[str]:
 
 
 def squeeze(text: str) -> str:
-    """``text`` as the phrase matcher reads it: lower-cased, separators out, homophones mapped."""
-    return _squeeze(mark(text))
+    """``text`` as the phrase matcher reads it: lower-cased, look-alikes read (``_READ_AS``),
+    separators out, homophones mapped."""
+    return _squeeze(mark(_read(text)))
+
+
+def _read(text: str) -> str:
+    """``text`` lower-cased, with the characters of ``_READ_AS`` read as it says."""
+    lowered = text.lower()
+    return lowered.translate(_READ_AS) if _READ_AS_ANY.search(lowered) else lowered
 
 
 def mark(text: str) -> str:
@@ -291,6 +427,14 @@ def _despread(marked: str) -> str:
 # 一 standing between two characters, as a separator once ("裸一聊"): the one separator that is
 # also a common character, so a view reads it as a space and the judge weighs what it finds.
 _JOIN = re.compile(r"(?<=[0-9a-z\u3400-\u9fff])一(?=[0-9a-z\u3400-\u9fff])")
+
+
+# Noise typed into a word to break it up: a particle (啊, 的 ...) or one Latin letter between two
+# characters (港a独, 共产啊党), or a character typed twice (法轮轮功, 成成人人). A fourth view
+# reads the title without it, joined up, so a word straddling a term still shows to the judge
+# (黄色的情侣装 reads 黄色情侣装: 黄色|情侣 holds 色情 across a boundary). Particles that are
+# parts of common words are not noise (哈 of 大麻哈鱼 and 哈密瓜, 喔 of 喔喔).
+_NOISE = re.compile(r"(?<=[\u3400-\u9fff]) ?(?:[啊呀哦噢嗯的]|[a-z]) ?(?=[\u3400-\u9fff])|([\u3400-\u9fff])(?=\1)")
 
 
 def _unjoin(marked: str) -> str:
@@ -385,6 +529,13 @@ class SpamFilter:
         self._word_finder = re.compile(
             "(?=(" + "|".join(map(re.escape, sorted(self._word_category, key=len, reverse=True))) + "))"
             if self._word_category else "(?!)")
+        # every literal the rules read, the contact keywords and the parts of gap entries too
+        literals = [*(p for p, category in self._phrase_category.items() if category), *self._word_category,
+                    *self._broad.phrases()]
+        self._homophones = _Homophones(literals)
+        self._pinyin = _Pinyin(itertools.chain(
+            literals, (squeeze(part) for _, entry in gaps for part in entry.split(_GAP)), _ALIASES, _CONTACT_WORDS),
+            self._homophones)
 
     @classmethod
     @functools.lru_cache(maxsize=1)
@@ -408,16 +559,23 @@ class SpamFilter:
         compatibility and not needed: a term found is judged on the segmentation of the
         marked title, which this method makes itself, and only then. Never raises on any string.
         """
-        lowered = _digits(text.lower())
+        lowered = _lookalike_digits(_digits(_read(text)))
         if _GROUPED_PHONE_RE.search(lowered):
             return "contact"
         marked = _id_digits(mark(lowered))
-        views = dict.fromkeys((marked, _despread(marked), _unjoin(marked)))
+        views = dict.fromkeys((marked, _despread(marked), _unjoin(marked), _NOISE.sub("", marked)))
         for view in views:
             category = self._check_view(view)
             if category:
                 return category
-        return None
+        if _TWO_LETTERS.search(marked):
+            view = self._pinyin.reading(marked)
+            if view:
+                category = self._check_view(view)
+                if category:
+                    return category
+        view = self._homophones.reading(marked, _Judge(marked))
+        return self._check_view(view) if view else None
 
     def _check_view(self, view: str) -> str | None:
         squeezed = _squeeze(view)
@@ -549,6 +707,9 @@ class _Broad:
         self._anchors = _char_class(self._by_anchor)
         self._cover = _Cover(allowed, seen)
 
+    def phrases(self) -> Iterator[str]:
+        return (phrase for entries in self._by_anchor.values() for phrase, _, _ in entries)
+
     def find(self, squeezed: str) -> Iterator[tuple[str, str]]:
         """(category, phrase) of each broad phrase in ``squeezed`` that no allowed entry covers."""
         for found in self._anchors.finditer(squeezed):
@@ -557,6 +718,257 @@ class _Broad:
                 if start >= 0 and squeezed.startswith(phrase, start) \
                         and not self._cover.covers(squeezed, ((start, start + len(phrase)),)):
                     yield category, phrase
+
+
+class _Pinyin:
+    """Terms with some or all of their characters written in pinyin, as sellers write them to
+    slip past a word list (du博, 百jia乐, bing毒, YI夜QING, dubo, wai围nvbao夜).
+
+    A marked title is read as units: each CJK character, and each syllable of a Latin word that
+    splits into pinyin syllables (longest first: ``nvbao`` is nv|bao, ``nike`` ni|ke). A term
+    is found where each of its characters is written as itself or as its toneless pinyin (ü
+    as v or u), at least one in pinyin. Found terms are then read as their characters and the
+    title so read is checked again, the judge and the allowed entries included. To keep a
+    brand or a word in Latin letters from reading as a term by chance:
+
+    - a Latin word counts only when found terms cover all of its syllables (``modu博`` holds
+      no 赌博: mo is left over);
+    - pinyin touches the characters written beside it (``Yin 水`` is a brand and a toner, not
+      ``yin水``);
+    - a term written in pinyin throughout needs four letters or more (no ``ma``, ``dj``).
+
+    The index (each pair of neighbouring syllables of each term) is built on the first title
+    that holds a Latin word."""
+
+    def __init__(self, terms: Iterable[str], homophones: _Homophones) -> None:
+        self._terms = sorted(t for t in set(terms) if len(t) >= 2 and all(map(_is_cjk, t)))
+        self._homophones = homophones
+        self._pairs: dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]] | None = None
+        self._syllables: frozenset[str] = frozenset()
+        self._splits: dict[str, tuple[str, ...] | None] = {}
+
+    def _index(self) -> dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]]:
+        if self._pairs is None:
+            from pypinyin import lazy_pinyin
+
+            pairs: dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]] = {}
+            for term in self._terms:
+                spelled = tuple(s.replace("v", "u") for s in lazy_pinyin(term))
+                if len(spelled) != len(term) or not all(s.isascii() and s.isalpha() for s in spelled):
+                    continue
+                for k in range(len(term) - 1):
+                    pairs.setdefault(spelled[k:k + 2], []).append((term, spelled, k))
+            every = lazy_pinyin("".join(map(chr, range(0x4E00, 0x9FA6))))
+            self._syllables = frozenset(s for s in every if s.isascii() and s.isalpha()) | \
+                frozenset(s.replace("v", "u") for s in every if s.isascii() and s.isalpha())
+            self._pairs = pairs
+        return self._pairs
+
+    def reading(self, marked: str) -> str | None:
+        """``marked`` with the pinyin of each term found read as the term's characters, or None
+        where no term is found."""
+        pairs = self._index()
+        region = self._region(marked)
+        if region is None:
+            return None
+        units = self._units(marked, *region)
+        found: set[tuple[int, str, tuple[str, ...]]] = set()
+        for at, unit in enumerate(units):
+            if unit.word < 0:
+                continue
+            for left in (at - 1, at):
+                if left < 0 or left + 1 >= len(units):
+                    continue
+                for first in units[left].sounds:
+                    for second in units[left + 1].sounds:
+                        for term, spelled, k in pairs.get((first, second), ()):
+                            start = left - k
+                            if self._fits(units, start, term, spelled) and not self._homophones.plain_word(
+                                    term, "".join(u.text if u.word < 0 else "?" for u in units[start:start + len(term)])):
+                                found.add((start, term, spelled))
+        if not found:
+            return None
+        covered = {at for start, term, _ in found for at in range(start, start + len(term))}
+        partial = {unit.word for at, unit in enumerate(units) if unit.word >= 0 and at not in covered}
+        edits: dict[int, str] = {}
+        for start, term, _ in sorted(found, key=lambda f: (-len(f[1]), f[0])):
+            span = range(start, start + len(term))
+            if any(units[at].word in partial for at in span) or any(at in edits for at in span):
+                continue
+            edits.update((at, term[at - start]) for at in span if units[at].word >= 0)
+        if not edits:
+            return None
+        out, last = [], 0
+        for at in sorted(edits):
+            out += [marked[last:units[at].start], edits[at]]
+            last = units[at].end
+        return "".join(out) + marked[last:]
+
+    def _region(self, marked: str) -> tuple[int, int] | None:
+        """Where in ``marked`` a term may be written in pinyin: around each run of Latin words
+        whose syllables (or a syllable and a character beside it) are neighbours in some term;
+        None where there is no such run, as in most titles (``ml``, ``xl``, most brands)."""
+        pairs, lo, hi = self._index(), -1, -1
+        for run in _LATIN_WORDS.finditer(marked):
+            sounds = [s for word in run[0].split(" ") for s in (self._split(word) or ("",))]
+            if run.start() and _is_cjk(marked[run.start() - 1]):
+                sounds = [_sounds(marked[run.start() - 1]), *sounds]
+            if run.end() < len(marked) and _is_cjk(marked[run.end()]):
+                sounds.append(_sounds(marked[run.end()]))
+            sounds = [(s,) if isinstance(s, str) else s for s in sounds]
+            if any((a, b) in pairs for i in range(len(sounds) - 1) for a in sounds[i] for b in sounds[i + 1]):
+                lo, hi = (run.start() if lo < 0 else lo), run.end()
+        if lo < 0:
+            return None
+        return max(0, lo - _TERM_REACH), min(len(marked), hi + _TERM_REACH)
+
+    def _units(self, marked: str, lo: int, hi: int) -> list[_Unit]:
+        """The units of ``marked[lo:hi]``: CJK characters (their readings), pinyin syllables (their
+        Latin word's number) and anything else as a unit that matches nothing."""
+        units: list[_Unit] = []
+        gap, words = False, 0
+        for match in _UNIT.finditer(marked, lo, hi):
+            text = match[0]
+            if text == " ":
+                gap = True
+                continue
+            if _is_cjk(text[0]):
+                units.append(_Unit(match.start(), match.end(), text, _sounds(text), -1, gap))
+            elif text.isalpha() and (syllables := self._split(text)):
+                at = match.start()
+                for syllable in syllables:
+                    units.append(_Unit(at, at + len(syllable), syllable, (syllable,), words, gap))
+                    at, gap = at + len(syllable), False
+                words += 1
+            else:
+                units.append(_Unit(match.start(), match.end(), text, (), -1, gap))
+            gap = False
+        return units
+
+    def _split(self, word: str) -> tuple[str, ...] | None:
+        """``word`` as pinyin syllables, longest first, or None where it is not pinyin (kept:
+        a title's Latin words are mostly the same few)."""
+        if word not in self._splits:
+            if len(self._splits) > 65536:
+                self._splits.clear()
+            self._splits[word] = self._split_syllables(word) if 2 <= len(word) <= _PINYIN_LETTERS else None
+        return self._splits[word]
+
+    def _split_syllables(self, word: str) -> tuple[str, ...] | None:
+        syllables = self._syllables
+
+        def split(at: int) -> tuple[str, ...] | None:
+            if at == len(word):
+                return ()
+            for end in range(min(len(word), at + 6), at, -1):
+                if word[at:end] in syllables and (rest := split(end)) is not None:
+                    return (word[at:end].replace("v", "u"), *rest)
+            return None
+        return split(0)
+
+    @staticmethod
+    def _fits(units: list[_Unit], start: int, term: str, spelled: tuple[str, ...]) -> bool:
+        """Whether ``term`` is written at unit ``start``, in characters and pinyin."""
+        if start < 0 or start + len(term) > len(units):
+            return False
+        letters = 0
+        for i, char in enumerate(term):
+            unit = units[start + i]
+            if unit.word >= 0:
+                if unit.sounds[0] != spelled[i]:
+                    return False
+                letters += unit.end - unit.start
+            elif unit.text != char:
+                return False
+            if i and unit.gap and (unit.word >= 0) != (units[start + i - 1].word >= 0):
+                return False  # pinyin and characters touch: "du博", not "du 博"
+        if not letters:
+            return False
+        return letters < sum(map(len, spelled)) or letters >= 4
+
+
+class _Homophones:
+    """Terms of three characters or more written with homophones for some of their characters
+    (海洛引 for 海洛因, 法抡大法 for 法轮大法, 代开发漂 for 代开发票, 出售仿真手锵).
+
+    Each CJK character of a marked title is read as its sound (its most common toneless
+    reading, ü as u: one code per syllable, by one ``str.translate``), and the terms' sounds are
+    looked up there by their first three (a term's sounds by its characters' most common
+    readings and by its own reading, 银行 as yin hang too), the longest at each position. A term so found that is not written as itself is
+    read as its characters and the title is checked again; it counts only where no dictionary
+    word of the title as written straddles either end of it (蓝天|下面 does not read 舔下面). Two
+    characters are too few: a sound pair is shared by too many words. Built on first use."""
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        self._terms = sorted(t for t in set(terms) if len(t) >= 2 and all(map(_is_cjk, t)))
+        self._table: dict[int, str] | None = None
+        self._by_sound: dict[str, list[str]] = {}  # sounds -> terms
+        self._by_start: dict[str, list[str]] = {}  # first three sounds -> sounds, longest first
+        self._innocent: dict[str, list[str]] = {}  # sounds of terms that are not words -> words
+        self._counts: dict[str, int] = {}  # how common each character is
+
+    def _build(self) -> dict[int, str]:
+        if self._table is None:
+            from pypinyin import lazy_pinyin
+            from pypinyin.pinyin_dict import pinyin_dict
+
+            codes: dict[str, str] = {}
+
+            def code(syllable: str) -> str:
+                syllable = _toneless(syllable)
+                return codes.setdefault(syllable, chr(0xF0000 + len(codes)))
+            table = {point: code(readings.split(",")[0]) for point, readings in pinyin_dict.items()
+                     if 0x3400 <= point <= 0x9FFF}
+            self._innocent, self._counts = _dictionary(self._terms, table)
+            for term in self._terms:
+                if len(term) < _HOMOPHONE_CHARS:
+                    continue
+                spoken = "".join(map(code, lazy_pinyin(term)))
+                for sound in dict.fromkeys((term.translate(table), spoken)):
+                    if len(sound) == len(term):
+                        self._by_sound.setdefault(sound, []).append(term)
+            for sound in self._by_sound:
+                self._by_start.setdefault(sound[:_HOMOPHONE_CHARS], []).append(sound)
+            for sounds in self._by_start.values():
+                sounds.sort(key=len, reverse=True)
+            self._table = table
+        return self._table
+
+    def _disguised(self, written: str, term: str) -> bool:
+        """Whether ``written`` may be ``term`` in disguise: not where every character it
+        changes is far more common than the term's (送你妈的 is not 送妳妈 written plainly)."""
+        counts = self._counts
+        return any(counts.get(w, 0) <= _COMMONER * counts.get(t, 0)
+                   for w, t in zip(written, term, strict=True) if w != t)
+
+    def plain_word(self, term: str, written: str) -> bool:
+        """Whether ``written`` (the characters seen where ``term`` was found, any other character
+        where the term's was heard) may as well be a dictionary word of the same sound: one that
+        agrees with it wherever it agrees with the term, the term not being a word itself.
+        ``tiananmen`` and 天安门 are 天安门, not the list's 天按门; ``erbi`` is 耳鼻; ``操ni妈`` is
+        操你妈 (草泥马 differs where it is written)."""
+        table = self._build()
+        return any(all(w != t or w == d for w, t, d in zip(written, term, word, strict=True))
+                   for word in self._innocent.get(term.translate(table), ()))
+
+    def reading(self, marked: str, judge: _Judge) -> str | None:
+        """``marked`` with each term written in homophones read as the term, or None where none is."""
+        sounds = marked.translate(self._build())
+        by_start, edits = self._by_start, {}
+        for start in range(len(sounds) - _HOMOPHONE_CHARS + 1):
+            for sound in by_start.get(sounds[start:start + _HOMOPHONE_CHARS], ()):
+                end = start + len(sound)
+                if not sounds.startswith(sound, start):
+                    continue
+                terms, written = self._by_sound[sound], marked[start:end]
+                # a dictionary word as written is itself (草泥马, the alpaca), not a disguise
+                if written not in terms and not _known(written) and self._disguised(written, terms[0]) \
+                        and not self.plain_word(terms[0], written) and judge.stands_at(start, end):
+                    edits.update((start + i, char) for i, char in enumerate(terms[0]))
+                break
+        if not edits:
+            return None
+        return "".join(edits.get(at, char) for at, char in enumerate(marked))
 
 
 class _Judge:
@@ -579,12 +991,16 @@ class _Judge:
         # not found as written: aliases spread over separators ("v x" for 微信) read it; keep it
         return not found
 
+    def stands_at(self, start: int, end: int) -> bool:
+        """Whether what the view holds at ``start:end`` stands as a phrase there."""
+        return self._stands_at(start, end, whole_word=False, part=False)
+
     def _stands_at(self, start: int, end: int, whole_word: bool, part: bool) -> bool:
         view = self.view
         if (start > 0 and _is_word_char(view[start]) and _is_word_char(view[start - 1])) or \
                 (end < len(view) and _is_word_char(view[end - 1]) and _is_word_char(view[end])):
             return False
-        if " " in view[start:end]:
+        if " " in view[start:end] and any(len(piece) == 1 for piece in view[start:end].split(" ")):
             return True  # spelled out character by character: written to hide, not by chance
         for left, right in self.spans():
             if part:  # a longer word may end with the part (专用发票), not start with it (手枪钻)
@@ -618,6 +1034,10 @@ class _Judge:
                     self._spans.append((offset, offset + len(word)))
                 offset += len(word)
         return self._spans
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u3400" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff"
 
 
 def _encodable(text: str) -> str:
