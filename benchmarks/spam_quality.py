@@ -533,13 +533,61 @@ VESPER_LOOK_ALIKES = (
     "无尘白粉笔教学用", "员工福利礼盒", "桌游骰子套装", "靖江猪肉脯零食", "洗碗刷单个装",
 )
 
+# Written by a separate agent from its own knowledge, told to prefer wording another writer's list
+# might miss; run first on the code before the pinyin and homophone round: 77.3% (look-alikes 0 of 40).
+ZENITH = {
+    "porn": ("同城上门服务", "学生妹包夜", "全套一条龙", "莞式服务", "楼凤信息", "约炮软件", "福利视频打包", "裸聊一对一", "小姐姐上门按摩", "兼职外围模特", "原味内衣私拍", "快餐200包夜500"),
+    "politics": ("六四天安门", "法轮大法好", "三退保平安", "九评共产党", "天灭中共", "藏独自由西藏", "台独建国", "翻墙看真相", "五月三十五日", "包子下台", "光复香港时代革命", "东突厥斯坦"),
+    "terror": ("气狗出售", "仿真枪可发钢珠", "铅弹秃子批发", "猎枪散件", "雷管炸药出售", "自制炸弹教程", "三棱刀开刃", "弓弩狩猎专用", "军刺开刃", "黑火药配方", "砍死你全家", "高压鸟铳"),
+    "drugs": ("冰妹陪玩", "溜冰工具壶", "麻古K粉", "神仙水到货", "叶子大麻烟", "邮票LSD", "笑气弹批发", "麻黄碱原料", "听话水迷情药", "四号白货", "开心水邮寄", "飞叶子"),
+    "gambling": ("百家乐真人", "时时彩计划", "六合彩特码", "网上赌场注册送", "棋牌上分下分", "澳门葡京线上", "斗牛金花代理", "PK10稳赚", "扑克透视眼镜", "麻将出千器", "足球外围下注", "彩票导师带单"),
+    "contact": ("详询V{id}", "有需要的私我VX{id}", "QQ{digits}", "加微信{id}详谈", "电话{phone}", "飞机@{id}", "纸飞机{id}", "企鹅号{digits}", "绿泡泡{id}", "TG:{id}", "拍前联系{phone}", "闲鱼不常上加{id}"),
+    "fraud": ("代开增值税发票", "真实可查学历", "办证刻章", "网贷黑户秒下", "信用卡套现", "花呗额度提现", "刷单返佣日结", "好评返现五元", "出售实名微信号", "四六级答案包过", "高仿真钞出货", "银行卡四件套"),
+    "abuse": ("傻逼卖家", "你妈死了", "死全家的买家", "河南人都是骗子", "穷逼别来问", "脑残滚远点", "狗东西不得好死", "NMSL", "SB店家", "乡巴佬买不起", "绿茶婊卖家", "尼玛的奸商"),
+}
+ZENITH_LOOK_ALIKES = (
+    "南京市长江大桥纪念明信片套装", "NERF软弹枪精英系列儿童玩具", "天津大麻花特产手工零食", "冰糖雪梨饮料整箱24瓶", "白粉蝶标本昆虫教学模型",
+    "SK-II神仙水护肤精华露230ml", "开心果原味500g袋装坚果", "溜冰鞋成人初学者旱冰鞋", "瑞士军刀多功能折叠刀户外", "反曲弓射箭馆入门套装",
+    "奥尔良炸鸡翅腌料家用", "麻将机全自动家用静音", "扑克牌桥牌比赛专用纸牌", "百家姓书法字帖儿童描红", "天安门城楼拼图1000片",
+    "中国共产党历史第二卷 中共党史出版社", "西藏自由行旅游攻略书2024版", "台湾独立包装凤梨酥20枚", "包子蒸笼竹制家用三层", "小熊维尼毛绒公仔迪士尼正版",
+    "按摩椅家用全身多功能", "空调清洗上门服务", "茶具全套家用功夫茶杯", "洽洽原味瓜子500g袋装", "快餐盒一次性打包盒100只",
+    "裸妆粉底液持久遮瑕", "防毒面具全面罩喷漆专用", "泡澡球浴盐炸弹精油沐浴", "可开发票 办公椅人体工学", "篆刻印章石材初学者套装",
+    "三棱镜光学实验教具", "轮胎充气枪带气压表", "火药的发明 中国古代科技绘本", "禁毒教育宣传挂图一套", "奶油发泡枪裱花器烘焙工具",
+    "遥控飞机儿童玩具耐摔", "电影让子弹飞蓝光DVD", "色戒 张爱玲小说集", "鸦片战争历史读本", "射钉枪装修专用一体",
+)
+
+
+# Written by another agent the same way, told to mix common and less common real wording; run
+# first on the same code: 88.8% (look-alikes 1 of 40, the 假币识别 of a money counter).
+AURORA = {
+    "porn": ("约炮", "同城上门服务", "楼凤信息", "外围女模", "包夜全套", "裸聊一对一", "福利姬资源", "莞式按摩", "学生妹兼职", "全国空降", "偷拍资源", "成人看片网"),
+    "politics": ("法轮大法好", "退党保平安", "六四真相", "打倒共产党", "天灭中共", "习包子下台", "共匪", "台湾独立", "九评共产党", "西藏独立", "庆丰帝", "赵家人"),
+    "terror": ("出售仿真枪", "气狗出售", "钢珠枪专卖", "猎枪货到付款", "手狗出售", "狗粮配件", "雷管批发", "自制炸药", "军用弩箭", "电击枪", "买凶杀人", "黑火药配方"),
+    "drugs": ("冰毒出售", "溜冰壶", "麻古批发", "K粉", "听话水", "迷情药", "飞叶子", "大麻种子", "笑气弹", "摇头丸", "嗨药", "开心水"),
+    "gambling": ("百家乐", "时时彩计划", "菠菜平台", "博彩代理", "澳门赌场", "网赌上分", "棋牌上下分", "透视扑克", "麻将作弊器", "扑克分析仪", "出千道具", "北京赛车PK10"),
+    "contact": ("加薇{id}", "VX:{id}", "加V{id}", "扣扣{digits}", "企鹅{digits}", "飞机@{id}", "TG:{id}", "电话{phone}", "详询{phone}", "私聊加微信{id}", "V同号{phone}", "Q群{digits}"),
+    "fraud": ("代开发票", "增值税专票", "办证刻章", "花呗套现", "刷单兼职", "好评返现", "出售微信号", "四六级答案", "驾考包过", "高仿假币", "学历代办", "跑分平台"),
+    "abuse": ("傻逼卖家", "操你妈", "死全家", "脑残买家", "你妈死了", "SB店家", "穷逼滚远点", "狗杂种", "草泥马卖家", "贱人店主", "河南骗子", "黑鬼滚"),
+}
+AURORA_LOOK_ALIKES = (
+    "儿童玩具水枪夏季戏水大容量", "充电式手枪钻家用电动螺丝刀", "热熔胶枪家用手工DIY套装", "中性笔钢珠笔0.5mm黑色12支", "子弹头口红哑光持久不脱色",
+    "爆炸头假发套蓬松卷发cos", "户外冲锋衣男女三合一防水", "户外露营斧头劈柴工具", "溜冰鞋儿童初学者轮滑鞋套装", "摇头风扇落地扇家用静音",
+    "无尘白粉笔教学用粉笔10盒", "手工编织大麻绳粗麻绳装饰", "搞笑气球生日派对装饰套装", "SK-II神仙水230ml护肤精华", "集邮纪念邮票大版张收藏册",
+    "鸦片战争中国近代史读本", "迷幻摇滚黑胶唱片收藏版", "成人纸尿裤老年人尿不湿L码", "空调清洗上门服务全城可约", "婚庆全套服务婚礼策划布置",
+    "裸妆粉底液遮瑕保湿持久", "AV线三色莲花音视频连接线", "处女座星座水晶手链女", "黄色连衣裙夏季新款女装", "北京天安门拼图1000片成人",
+    "迪士尼维尼熊毛绒公仔玩具", "共产党宣言马克思恩格斯单行本", "舞台独立式追光灯演出灯光", "新疆独特风味手撕牛肉干", "宝藏独家款小众耳饰女",
+    "老虎机存钱罐儿童玩具", "新鲜菠菜蔬菜农家现摘500g", "人体透视解剖挂图医学教学", "QQ糖水果软糖儿童零食", "飞机模型拼装航模合金",
+    "衬衫纽扣扣子50颗装", "A4打印纸整箱500张可开发票", "验钞机点钞机假币识别商用", "草泥马毛绒玩具羊驼公仔", "迷你妈妈包单肩外出母婴包",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
           ("closing", CLOSING), ("dawn", DAWN),
           ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
           ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK),
-          ("sunrise", SUNRISE), ("vesper", VESPER))
+          ("sunrise", SUNRISE), ("vesper", VESPER),
+          ("zenith", ZENITH), ("aurora", AURORA))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -932,7 +980,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("dusk look-alikes", DUSK_LOOK_ALIKES), ("twilight look-alikes", TWILIGHT_LOOK_ALIKES),
                              ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES),
                              ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES),
-                             ("sunrise look-alikes", SUNRISE_LOOK_ALIKES), ("vesper look-alikes", VESPER_LOOK_ALIKES)):
+                             ("sunrise look-alikes", SUNRISE_LOOK_ALIKES), ("vesper look-alikes", VESPER_LOOK_ALIKES),
+                             ("zenith look-alikes", ZENITH_LOOK_ALIKES), ("aurora look-alikes", AURORA_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")

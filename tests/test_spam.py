@@ -572,6 +572,8 @@ def test_every_phrase_with_a_character_in_pinyin():
     ("🐧12345678", "contact"), ("✈abc123", "contact"), ("☎️13812345678", "contact"),
     ("肆号白粉", "drugs"), ("玖评共产党", "politics"),
     ("港a独 万岁", "politics"), ("推翻共产啊党", "politics"), ("法轮轮功", "politics"),
+    ("海洛引 货到付款", "drugs"), ("代开发漂", "fraud"), ("出售仿真手锵", "terror"), ("64式手强", "terror"),
+    ("操ni妈", "abuse"), ("钢珠q 直发", "terror"), ("五ys十五日", "politics"), ("γ水出售", "drugs"),
     ("成成人人黄黄色色网网址址", "porn"), ("冰毒毒货到付款", "drugs"),
 ])
 def test_look_alikes_emoji_and_noise_are_read(spam, title, category):
@@ -582,7 +584,9 @@ def test_look_alikes_emoji_and_noise_are_read(spam, title, category):
     "黄色的情侣装 卫衣",  # 的 out: 黄色|情侣 still straddles 色情
     "大麻哈鱼籽罐头", "哈密瓜 新鲜 5斤", "宝宝的奶瓶 防胀气", "妈妈的爱 围裙",
     "水弹🔫玩具 儿童", "✈️顺丰包邮 连衣裙", "📱手机壳 苹果13", "队伍旗帜 定制", "中国大陆版 手机",
-    "型号lo100 配件", "iphone13 pro 256g",
+    "型号lo100 配件", "iphone13 pro 256g", "北京天安门拼图", "tiananmen 明信片", "erbi 耳鼻喉 检查灯",
+    "草泥马毛绒玩具", "送你妈的 生日礼物", "老虎机存钱罐",  # words of the same sound as a listed disguise
+    "神仙水代购 SK2 正品", "大码T恤 纯棉", "V领毛衣 女", "BF代购 香港",  # γ水 is g水, not 水
 ])
 def test_readings_leave_products_clean(spam, title):
     assert check(spam, title) is None

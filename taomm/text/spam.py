@@ -160,8 +160,9 @@ _NUMERAL_QQ = re.compile(f"(?:qq|q(?<![0-9a-z]q))(?: ?号码?)? ?([{_NUMERAL_CHA
 # the filter's reading of a title changes, never the title):
 # - letters of other scripts that look like Latin letters or digits, written to break up an id
 #   or a keyword (Cyrillic "vх", "аbс123", "ԛq"; Greek "νx"; "1З8..." with a Cyrillic З);
-_HOMOGLYPHS = dict(zip("аеорсхуктмнвіјѕԁԛԝɡһӏзэѵүαβεικνορτυχωϲ",
-                       "aeopcxyktmhbijsdqwghl33vyabeikvoptuxwc", strict=True))
+#   γ is the g of g水 (GHB, γ-羟基丁酸);
+_HOMOGLYPHS = dict(zip("аеорсхуктмнвіјѕԁԛԝɡһӏзэѵүαβγεικνορτυχωϲ",
+                       "aeopcxyktmhbijsdqwghl33vyabgeikvoptuxwc", strict=True))
 # - the forms of the CJK Radicals Supplement written for the character they are a form of (⻔
 #   for 门, ⻩ 黄, ⻢ 马; NFKC already maps the Kangxi radicals, ⼤ to 大, but not these);
 _RADICAL_QUALIFIERS = frozenset({"ONE", "TWO", "THREE", "FOUR", "SECOND", "THIRD", "FOURTH", "ALTERNATE"})
@@ -231,10 +232,13 @@ _GAP, _GAP_SIZE = "…", 6
 _UNIT = re.compile(r"[a-z]+|[0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]| ")
 _PINYIN_LETTERS = 30  # a longer Latin word is not read as pinyin
 _TWO_LETTERS = re.compile("[a-z]{2}")
+_LETTER_BY_CJK = re.compile(r"[\u3400-\u9fff][a-z]|[a-z][\u3400-\u9fff]")
 _LATIN_WORDS = re.compile(r"[a-z]+(?: [a-z]+)*")  # Latin words, a space between them
 _TERM_REACH = 12  # the most characters a term reaches beyond its pinyin
 _HOMOPHONE_CHARS = 3  # the fewest characters of a term found through homophones
 _COMMONER = 20  # a character this many times as common as a term's is not a disguise of it
+_INITIALS = 4  # the most letters of initials read in one word (成ry片)
+_INITIALS_WORD = re.compile(r"(?<![0-9a-z])[a-z]{1,4}(?![0-9a-z])")
 
 
 class _Unit(NamedTuple):
@@ -533,6 +537,7 @@ class SpamFilter:
         literals = [*(p for p, category in self._phrase_category.items() if category), *self._word_category,
                     *self._broad.phrases()]
         self._homophones = _Homophones(literals)
+        self._initials = _Initials(literals)
         self._pinyin = _Pinyin(itertools.chain(
             literals, (squeeze(part) for _, entry in gaps for part in entry.split(_GAP)), _ALIASES, _CONTACT_WORDS),
             self._homophones)
@@ -574,7 +579,15 @@ class SpamFilter:
                 category = self._check_view(view)
                 if category:
                     return category
-        view = self._homophones.reading(marked, _Judge(marked))
+        if _LETTER_BY_CJK.search(marked):
+            view = self._initials.reading(marked)
+            if view:
+                category = self._check_view(view)
+                if category:
+                    return category
+        # homophones are read across separators (约#泡 is 约泡), on the marked title without its spaces
+        joined = marked.replace(" ", "")
+        view = self._homophones.reading(joined, _Judge(joined))
         return self._check_view(view) if view else None
 
     def _check_view(self, view: str) -> str | None:
@@ -900,7 +913,11 @@ class _Homophones:
     characters are too few: a sound pair is shared by too many words. Built on first use."""
 
     def __init__(self, terms: Iterable[str]) -> None:
-        self._terms = sorted(t for t in set(terms) if len(t) >= 2 and all(map(_is_cjk, t)))
+        terms = set(terms)
+        self._terms = sorted(t for t in terms if len(t) >= 2 and all(map(_is_cjk, t)))
+        # searched: three characters or more, digits and Latin letters kept as written (64式手强)
+        self._searched = sorted(t for t in terms if sum(map(_is_cjk, t)) >= _HOMOPHONE_CHARS
+                                and all(_is_cjk(c) or (c.isascii() and c.isalnum()) for c in t))
         self._table: dict[int, str] | None = None
         self._by_sound: dict[str, list[str]] = {}  # sounds -> terms
         self._by_start: dict[str, list[str]] = {}  # first three sounds -> sounds, longest first
@@ -920,10 +937,9 @@ class _Homophones:
             table = {point: code(readings.split(",")[0]) for point, readings in pinyin_dict.items()
                      if 0x3400 <= point <= 0x9FFF}
             self._innocent, self._counts = _dictionary(self._terms, table)
-            for term in self._terms:
-                if len(term) < _HOMOPHONE_CHARS:
-                    continue
-                spoken = "".join(map(code, lazy_pinyin(term)))
+            for term in self._searched:
+                # by the characters' most common readings, and by the term's own (银行: yin hang)
+                spoken = "".join(map(code, lazy_pinyin(term))) if all(map(_is_cjk, term)) else ""
                 for sound in dict.fromkeys((term.translate(table), spoken)):
                     if len(sound) == len(term):
                         self._by_sound.setdefault(sound, []).append(term)
@@ -954,9 +970,9 @@ class _Homophones:
     def reading(self, marked: str, judge: _Judge) -> str | None:
         """``marked`` with each term written in homophones read as the term, or None where none is."""
         sounds = marked.translate(self._build())
-        by_start, edits = self._by_start, {}
-        for start in range(len(sounds) - _HOMOPHONE_CHARS + 1):
-            for sound in by_start.get(sounds[start:start + _HOMOPHONE_CHARS], ()):
+        by_start, edits, size = self._by_start, {}, _HOMOPHONE_CHARS
+        for start in [at for at in range(len(sounds) - size + 1) if sounds[at:at + size] in by_start]:
+            for sound in by_start[sounds[start:start + size]]:
                 end = start + len(sound)
                 if not sounds.startswith(sound, start):
                     continue
@@ -969,6 +985,58 @@ class _Homophones:
         if not edits:
             return None
         return "".join(edits.get(at, char) for at, char in enumerate(marked))
+
+
+class _Initials:
+    """A Latin word of one to four letters standing for the pinyin initials of some of a term's
+    characters, with the rest of the term written beside it (钢珠q for 钢珠枪, 五ys十五日 for
+    五月三十五日, 出售散dq for 出售散弹枪), read as those characters. The term has three
+    characters or more, at least two of them written, and more written than abbreviated
+    (``BF代购`` is not 白粉代购, ``TZ机场`` not 梯子机场). Initials of a
+    whole term (flg, xzdl) are not read: every product code would be one. Built on first use."""
+
+    def __init__(self, terms: Iterable[str]) -> None:
+        self._terms = sorted(t for t in set(terms) if len(t) >= 3 and all(map(_is_cjk, t)))
+        self._index: dict[tuple[str, str, str], list[tuple[str, str, str]]] | None = None
+
+    def _build(self) -> dict[tuple[str, str, str], list[tuple[str, str, str]]]:
+        if self._index is None:
+            from pypinyin import lazy_pinyin
+
+            index: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
+            for term in self._terms:
+                initials = "".join(syllable[:1] for syllable in lazy_pinyin(term))
+                if len(initials) != len(term) or not (initials.isascii() and initials.isalpha()):
+                    continue
+                for i in range(len(term)):
+                    for j in range(i + 1, min(len(term), i + _INITIALS) + 1):
+                        written = len(term) - (j - i)
+                        if written >= 2 and written > j - i:
+                            # keyed by the written characters that touch the initials
+                            key = (term[i - 1:i], initials[i:j], term[j:j + 1])
+                            index.setdefault(key, []).append((term[:i], term[i:j], term[j:]))
+            self._index = index
+        return self._index
+
+    def reading(self, marked: str) -> str | None:
+        """``marked`` with each word of initials read as the characters of a term it completes,
+        or None where there is none."""
+        index, out, last = self._build(), [], 0
+        for word in _INITIALS_WORD.finditer(marked):
+            start, end = word.span()
+            before, after = marked[:start], marked[end:]
+            left = before[-1:] if before and _is_cjk(before[-1]) else ""
+            right = after[:1] if after and _is_cjk(after[0]) else ""
+            for key in dict.fromkeys(((left, word[0], right), (left, word[0], ""), ("", word[0], right))):
+                if key == ("", word[0], ""):
+                    continue
+                middle = next((m for head, m, tail in index.get(key, ())
+                               if before.endswith(head) and after.startswith(tail)), None)
+                if middle:
+                    out += [marked[last:start], middle]
+                    last = end
+                    break
+        return "".join(out) + marked[last:] if out else None
 
 
 class _Judge:
