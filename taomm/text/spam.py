@@ -287,11 +287,36 @@ def _dictionary(terms: Iterable[str], sound: Mapping[int, str]) -> tuple[dict[st
 
 @functools.lru_cache(maxsize=8192)
 def _sounds(char: str) -> tuple[str, ...]:
-    """The toneless readings of a CJK character, ü written u."""
-    from pypinyin import Style, pinyin
+    """The toneless readings of a CJK character, most common first, ü written u."""
+    from pypinyin.pinyin_dict import pinyin_dict
 
-    readings = pinyin(char, style=Style.NORMAL, heteronym=True)[0]
-    return tuple(dict.fromkeys(r.replace("v", "u") for r in readings if r.isascii() and r.isalpha()))
+    readings = pinyin_dict.get(ord(char), "") if len(char) == 1 else ""
+    return tuple(dict.fromkeys(r for r in map(_toneless, readings.split(",")) if r))
+
+
+@functools.lru_cache(maxsize=1)
+def _syllables() -> frozenset[str]:
+    """Every toneless pinyin syllable with a vowel (not the interjections m, ng, hm), ü written
+    u and also v after n and l (nv, lve), as Latin text writes them."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    plain = {_toneless(r) for readings in pinyin_dict.values() for r in readings.split(",")}
+    plain = {s for s in plain if s.isascii() and s.isalpha() and any(v in s for v in "aeiou")}
+    return frozenset(plain | {s[0] + "v" + s[2:] for s in plain if s[:2] in ("nu", "lu")})
+
+
+def _split_syllables(word: str) -> tuple[str, ...] | None:
+    """``word`` as pinyin syllables, longest first (ü as u), or None where it is not pinyin."""
+    syllables = _syllables()
+
+    def split(at: int) -> tuple[str, ...] | None:
+        if at == len(word):
+            return ()
+        for end in range(min(len(word), at + 6), at, -1):
+            if word[at:end] in syllables and (rest := split(end)) is not None:
+                return (word[at:end].replace("v", "u"), *rest)
+        return None
+    return split(0)
 
 
 def _is_word_char(char: str | None) -> bool:
@@ -487,7 +512,8 @@ def _shadows(allowed: str, phrase: str) -> bool:
 
 
 class SpamFilter:
-    """Finds the spam category of a title. Immutable and thread-safe once built."""
+    """Finds the spam category of a title. Thread-safe; the pinyin, homophone and initials
+    indexes are built on the first title that needs them."""
 
     def __init__(self, phrases: Mapping[str, Iterable[str]], words: Mapping[str, Iterable[str]],
                  allowed: Iterable[str], broad: Mapping[str, Iterable[str]] | None = None) -> None:
@@ -757,8 +783,7 @@ class _Pinyin:
         self._terms = sorted(t for t in set(terms) if len(t) >= 2 and all(map(_is_cjk, t)))
         self._homophones = homophones
         self._pairs: dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]] | None = None
-        self._syllables: frozenset[str] = frozenset()
-        self._splits: dict[str, tuple[str, ...] | None] = {}
+        self._splits: dict[str, tuple[str, ...] | None] = {}  # Latin word -> its syllables
 
     def _index(self) -> dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]]:
         if self._pairs is None:
@@ -771,9 +796,6 @@ class _Pinyin:
                     continue
                 for k in range(len(term) - 1):
                     pairs.setdefault(spelled[k:k + 2], []).append((term, spelled, k))
-            every = lazy_pinyin("".join(map(chr, range(0x4E00, 0x9FA6))))
-            self._syllables = frozenset(s for s in every if s.isascii() and s.isalpha()) | \
-                frozenset(s.replace("v", "u") for s in every if s.isascii() and s.isalpha())
             self._pairs = pairs
         return self._pairs
 
@@ -861,23 +883,12 @@ class _Pinyin:
     def _split(self, word: str) -> tuple[str, ...] | None:
         """``word`` as pinyin syllables, longest first, or None where it is not pinyin (kept:
         a title's Latin words are mostly the same few)."""
-        if word not in self._splits:
-            if len(self._splits) > 65536:
-                self._splits.clear()
-            self._splits[word] = self._split_syllables(word) if 2 <= len(word) <= _PINYIN_LETTERS else None
-        return self._splits[word]
-
-    def _split_syllables(self, word: str) -> tuple[str, ...] | None:
-        syllables = self._syllables
-
-        def split(at: int) -> tuple[str, ...] | None:
-            if at == len(word):
-                return ()
-            for end in range(min(len(word), at + 6), at, -1):
-                if word[at:end] in syllables and (rest := split(end)) is not None:
-                    return (word[at:end].replace("v", "u"), *rest)
-            return None
-        return split(0)
+        if word in self._splits:
+            return self._splits[word]
+        if len(self._splits) > 65536:
+            self._splits.clear()
+        self._splits[word] = split = _split_syllables(word) if 2 <= len(word) <= _PINYIN_LETTERS else None
+        return split
 
     @staticmethod
     def _fits(units: list[_Unit], start: int, term: str, spelled: tuple[str, ...]) -> bool:
@@ -936,17 +947,20 @@ class _Homophones:
                 return codes.setdefault(syllable, chr(0xF0000 + len(codes)))
             table = {point: code(readings.split(",")[0]) for point, readings in pinyin_dict.items()
                      if 0x3400 <= point <= 0x9FFF}
-            self._innocent, self._counts = _dictionary(self._terms, table)
+            by_sound: dict[str, list[str]] = {}
             for term in self._searched:
                 # by the characters' most common readings, and by the term's own (银行: yin hang)
                 spoken = "".join(map(code, lazy_pinyin(term))) if all(map(_is_cjk, term)) else ""
                 for sound in dict.fromkeys((term.translate(table), spoken)):
                     if len(sound) == len(term):
-                        self._by_sound.setdefault(sound, []).append(term)
-            for sound in self._by_sound:
-                self._by_start.setdefault(sound[:_HOMOPHONE_CHARS], []).append(sound)
-            for sounds in self._by_start.values():
-                sounds.sort(key=len, reverse=True)
+                        by_sound.setdefault(sound, []).append(term)
+            by_start: dict[str, list[str]] = {}
+            for sound in sorted(by_sound, key=len, reverse=True):
+                by_start.setdefault(sound[:_HOMOPHONE_CHARS], []).append(sound)
+            # built in locals, then published with the table last: a thread that sees the table
+            # sees the rest (two threads building at once each build the same)
+            self._innocent, self._counts = _dictionary(self._terms, table)
+            self._by_sound, self._by_start = by_sound, by_start
             self._table = table
         return self._table
 
