@@ -574,6 +574,7 @@ def test_every_phrase_with_a_character_in_pinyin():
     ("港a独 万岁", "politics"), ("推翻共产啊党", "politics"), ("法轮轮功", "politics"),
     ("海洛引 货到付款", "drugs"), ("代开发漂", "fraud"), ("出售仿真手锵", "terror"), ("64式手强", "terror"),
     ("操ni妈", "abuse"), ("钢珠q 直发", "terror"), ("五ys十五日", "politics"), ("γ水出售", "drugs"),
+    ("9评共产党", "politics"), ("3退保平安", "politics"), ("笑7批发", "drugs"),  # a digit says its numeral
     ("成成人人黄黄色色网网址址", "porn"), ("冰毒毒货到付款", "drugs"),
 ])
 def test_look_alikes_emoji_and_noise_are_read(spam, title, category):
@@ -587,6 +588,7 @@ def test_look_alikes_emoji_and_noise_are_read(spam, title, category):
     "型号lo100 配件", "iphone13 pro 256g", "北京天安门拼图", "tiananmen 明信片", "erbi 耳鼻喉 检查灯",
     "草泥马毛绒玩具", "送你妈的 生日礼物", "老虎机存钱罐",  # words of the same sound as a listed disguise
     "神仙水代购 SK2 正品", "大码T恤 纯棉", "V领毛衣 女", "BF代购 香港",  # γ水 is g水, not 水
+    "儿童玩具手枪3件套", "1对1辅导 英语", "5斤装 苹果", "2合1 洗发水",
 ])
 def test_readings_leave_products_clean(spam, title):
     assert check(spam, title) is None

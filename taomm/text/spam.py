@@ -238,6 +238,8 @@ _TERM_REACH = 12  # the most characters a term reaches beyond its pinyin
 _HOMOPHONE_CHARS = 3  # the fewest characters of a term found through homophones
 _COMMONER = 20  # a character this many times as common as a term's is not a disguise of it
 _INITIALS = 4  # the most letters of initials read in one word (成ry片)
+# A digit standing alone between characters of the sound string (not in a number, not in an id)
+_LONE_DIGIT = re.compile(r"(?<![0-9a-z])[0-9](?![0-9a-z])")
 _INITIALS_WORD = re.compile(r"(?<![0-9a-z])[a-z]{1,4}(?![0-9a-z])")
 
 
@@ -913,7 +915,8 @@ class _Pinyin:
 
 class _Homophones:
     """Terms of three characters or more written with homophones for some of their characters
-    (海洛引 for 海洛因, 法抡大法 for 法轮大法, 代开发漂 for 代开发票, 出售仿真手锵).
+    (海洛引 for 海洛因, 法抡大法 for 法轮大法, 代开发漂 for 代开发票, 出售仿真手锵), a digit alone
+    read as the sound of its numeral (1夜情, 9评共产党, 笑7批发).
 
     Each CJK character of a marked title is read as its sound (its most common toneless
     reading, ü as u: one code per syllable, by one ``str.translate``), and the terms' sounds are
@@ -934,6 +937,7 @@ class _Homophones:
         self._by_start: dict[str, list[str]] = {}  # first three sounds -> sounds, longest first
         self._innocent: dict[str, list[str]] = {}  # sounds of terms that are not words -> words
         self._counts: dict[str, int] = {}  # how common each character is
+        self._digits: dict[str, str] = {}  # digit -> the sound of its numeral
 
     def _build(self) -> dict[int, str]:
         if self._table is None:
@@ -947,6 +951,8 @@ class _Homophones:
                 return codes.setdefault(syllable, chr(0xF0000 + len(codes)))
             table = {point: code(readings.split(",")[0]) for point, readings in pinyin_dict.items()
                      if 0x3400 <= point <= 0x9FFF}
+            self._digits = {digit: table[ord(numeral)]
+                            for digit, numeral in zip("0123456789", "零一二三四五六七八九", strict=True)}
             by_sound: dict[str, list[str]] = {}
             for term in self._searched:
                 # by the characters' most common readings, and by the term's own (银行: yin hang)
@@ -984,6 +990,8 @@ class _Homophones:
     def reading(self, marked: str, judge: _Judge) -> str | None:
         """``marked`` with each term written in homophones read as the term, or None where none is."""
         sounds = marked.translate(self._build())
+        if _LONE_DIGIT.search(sounds):  # a digit alone says its numeral (1夜情, 9评, 笑7批发)
+            sounds = _LONE_DIGIT.sub(lambda digit: self._digits[digit[0]], sounds)
         by_start, edits, size = self._by_start, {}, _HOMOPHONE_CHARS
         for start in [at for at in range(len(sounds) - size + 1) if sounds[at:at + size] in by_start]:
             for sound in by_start[sounds[start:start + size]]:
