@@ -7,7 +7,7 @@ catalog spam flagged with its category and no clean demo title flagged, and <= 1
 on one core. The baseline is a naive loop of ``in`` over every phrase of the lexicons, on the
 same titles in the same run.
 
-Twenty-one phrase sets (``ROUNDS``) are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
+Twenty-two phrase sets (``ROUNDS``) are injected, each phrase disguised one random way of ``WAYS``: ``SPAM`` (the
 phrases the lexicons were curated with), then sets each written before a round of changes
 and measured on the code before it: ``HELD_OUT`` (64.5% then), ``FRESH`` (95.9%), ``LATER``
 (87.1%), ``FINAL`` (79.8%), ``DECEMBER`` (54.8%, look-alikes 0 of 33; it also brought six
@@ -20,7 +20,7 @@ in Chinese numerals, a different separator at each gap, characters in brackets) 
 (written at the start of the next round, 80.7% on the code before it, look-alikes 0 of 30) led that
 round's changes; ``MORNING`` was written after DAWN's first run, before the round's code was
 final, and run once on it (61.8%, look-alikes 0 of 30); its misses then led a few more classes.
-``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). Five more sets were written the same way by other agents (``TWILIGHT``, ``MIDNIGHT``, ``DAYBREAK``, ``SUNRISE``, ``VESPER``), each run first on the code of its round: 74.2%, 84.8%, 68.9%, 78.6% and 76.2% (71.1%, 52.3%, 63.0% and 54.1% for the last four on the code this round started from); 0 of each one's 40 look-alikes flagged. ``ZENITH`` and ``AURORA`` were written the same way for the pinyin and homophone round and run first on the code before it: 77.3% and 88.8% (look-alikes 0 and 1 of 40). That round added nine obfuscation kinds of the benchmark's own (pinyin, homophone characters, look-alike letters, digit look-alikes, noise typed into a word, doubled characters, emoji words, radical forms, right-to-left text), after 29 kinds written by an agent showed them missed. ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
+``NOON`` was written on the code after those and run once on it (49.4%, look-alikes 0 of 30). ``DUSK`` was written by a separate agent from its own knowledge, without the lexicons or any word list in view: 81.1% on the code before the broad lists (``spam/broad/``, terms reviewed one by one from the large public lists), 85.9% after them and the round's contact forms, three of which its own contact misses showed (look-alikes 0 of 40 throughout). Five more sets were written the same way by other agents (``TWILIGHT``, ``MIDNIGHT``, ``DAYBREAK``, ``SUNRISE``, ``VESPER``), each run first on the code of its round: 74.2%, 84.8%, 68.9%, 78.6% and 76.2% (71.1%, 52.3%, 63.0% and 54.1% for the last four on the code this round started from); 0 of each one's 40 look-alikes flagged. ``ZENITH`` and ``AURORA`` were written the same way for the pinyin and homophone round and run first on the code before it: 77.3% and 88.8% (look-alikes 0 and 1 of 40). That round added nine obfuscation kinds of the benchmark's own (pinyin, homophone characters, look-alike letters, digit look-alikes, noise typed into a word, doubled characters, emoji words, radical forms, right-to-left text), after 29 kinds written by an agent showed them missed. ``NADIR`` was written at the end of that round and run once on its final code: 81.6% (66.3% on the code the round started from). ``OTHER_DOMAINS`` are ordinary titles outside cosmetics that hold the words the
 lexicon classes are built from, used innocently. Each set's misses then shaped the next round, so only those
 first figures are clean held-out ones; write a new set before the next change. Recall is reported per category, per phrase set and per
 obfuscation kind. The look-alike sets (``LOOK_ALIKES``, ``FRESH_LOOK_ALIKES``,
@@ -580,6 +580,29 @@ AURORA_LOOK_ALIKES = (
     "衬衫纽扣扣子50颗装", "A4打印纸整箱500张可开发票", "验钞机点钞机假币识别商用", "草泥马毛绒玩具羊驼公仔", "迷你妈妈包单肩外出母婴包",
 )
 
+# Written by one more agent at the end of that round and run once on its final code: 81.6%
+# (66.3% on the code the round started from; look-alikes 0 of 40).
+NADIR = {
+    "porn": ("同城约炮", "上门全套服务", "楼凤信息", "裸聊", "成人视频资源", "一夜情交友", "兼职学生妹", "磁力福利资源", "快餐包夜", "老司机发车", "约吗私聊有惊喜", "福利视频懂的来"),
+    "politics": ("法轮大法好", "天灭中共", "退党保平安", "九评共产党", "六四屠城", "八九民运", "打倒共产党", "光复香港时代革命", "台湾独立", "藏独", "推翻独裁", "明慧网真相"),
+    "terror": ("出售真枪", "气枪铅弹", "仿真枪可打实弹", "自制炸药教程", "雷管导火索", "三棱军刺", "管制刀具批发", "打鸟神器", "狗粮批发懂的来", "钢珠枪", "买凶杀人", "炸你全家"),
+    "drugs": ("冰毒", "K粉", "麻古", "摇头丸", "大麻种子", "飞叶子", "溜冰壶全套", "听话水", "麻黄碱提取", "上头电子烟", "羟亚胺出售", "冰货到了懂的来"),
+    "gambling": ("网上赌场", "百家乐", "时时彩计划", "六合彩特码", "澳门葡京", "真人荷官在线发牌", "足球包赢", "扑克分析仪", "麻将透视眼镜", "出千道具", "上分下分秒到账", "导师带单稳赚"),
+    "contact": ("V我{id}", "加微信{id}", "vx{id}", "扣扣{digits}", "加Q群{digits}", "电话{phone}", "飞机{id}", "TG{id}", "私聊加V{id}", "下单前加微{id}", "详情咨询{phone}", "拍前联系QQ{digits}"),
+    "fraud": ("代开发票", "办理毕业证", "身份证出售", "刷单兼职日结", "好评返现五元", "花呗套现", "黑户秒下款", "实名账号出售", "公民信息查询", "四六级包过", "考试答案提前", "高仿假币"),
+    "abuse": ("傻逼买家", "客服死全家", "你妈死了", "河南人都是骗子", "穷逼别看", "脑残卖家", "狗东西客服", "操你妈", "滚你妈的", "黑鬼滚出去", "垃圾店家去死", "卖家全家暴毙"),
+}
+NADIR_LOOK_ALIKES = (
+    "南京市长江大桥纪念明信片套装", "儿童溜冰鞋初学者全套可调节", "SK-II神仙水护肤精华露230ml", "天津特产大麻花零食礼盒装", "无尘白粉笔教学用100支装",
+    "飞机模型拼装玩具儿童益智", "狗粮成犬通用型10kg装", "打鸟长焦镜头70-300mm单反适用", "瑞士军刀多功能折叠小刀户外", "台湾独立包装凤梨酥礼盒",
+    "中国共产党历史第一卷党员学习读本", "百家乐器民谣吉他41寸初学者", "全自动麻将机家用餐桌两用", "家电清洗上门服务空调深度清洗", "成人纸尿裤老年人护理尿不湿",
+    "成人自考本科辅导教材2024版", "摇头电风扇台式家用静音", "儿童牙刷单支装软毛护龈", "A4打印纸办公用整箱可开发票", "毕业证书封皮烫金定制",
+    "身份证卡套透明保护套", "羊毛外套现货女秋冬新款", "教资考试真题答案解析2024", "英语四六级真题试卷全套", "点钞练功券银行培训专用",
+    "河南人民出版社历史图书", "去死皮磨砂膏全身去角质", "分类垃圾桶家用带盖厨房", "热熔胶枪家用手工DIY", "打气枪吹尘枪气动工具",
+    "手枪钻家用锂电电钻套装", "子弹头造型口红哑光唇膏", "QQ糖水果味软糖零食", "V领针织毛衣女宽松", "鸦片战争博物馆纪念册",
+    "天安门城楼拼装积木模型", "让子弹飞蓝光高清DVD", "枪炮、病菌与钢铁正版图书", "厨房刀具套装不锈钢菜刀", "斗地主扑克牌加厚塑料",
+)
+
 # The phrase sets in the order they were written.
 ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later", LATER), ("final", FINAL),
           ("december", DECEMBER), ("late december", LATE_DECEMBER), ("evening", EVENING), ("night", NIGHT),
@@ -587,7 +610,7 @@ ROUNDS = (("curated", SPAM), ("held-out", HELD_OUT), ("fresh", FRESH), ("later",
           ("morning", MORNING), ("noon", NOON), ("dusk", DUSK),
           ("twilight", TWILIGHT), ("midnight", MIDNIGHT), ("daybreak", DAYBREAK),
           ("sunrise", SUNRISE), ("vesper", VESPER),
-          ("zenith", ZENITH), ("aurora", AURORA))
+          ("zenith", ZENITH), ("aurora", AURORA), ("nadir", NADIR))
 
 # Homophones and variants sellers write for the contact keywords.
 HOMOPHONES = (
@@ -981,7 +1004,8 @@ def report_clean_sets(spam: SpamFilter, titles: list[str], words: list[list[str]
                              ("midnight look-alikes", MIDNIGHT_LOOK_ALIKES),
                              ("daybreak look-alikes", DAYBREAK_LOOK_ALIKES),
                              ("sunrise look-alikes", SUNRISE_LOOK_ALIKES), ("vesper look-alikes", VESPER_LOOK_ALIKES),
-                             ("zenith look-alikes", ZENITH_LOOK_ALIKES), ("aurora look-alikes", AURORA_LOOK_ALIKES)):
+                             ("zenith look-alikes", ZENITH_LOOK_ALIKES), ("aurora look-alikes", AURORA_LOOK_ALIKES),
+                             ("nadir look-alikes", NADIR_LOOK_ALIKES)):
         looks = [(spam.check(normalise(t)), t) for t in titles_set]
         looks = [(c, t) for c, t in looks if c]
         print(f"\n{name}: {len(looks)}/{len(titles_set)} flagged = {len(looks) / len(titles_set):.1%} (goal <= 5%)")
