@@ -287,6 +287,15 @@ def _dictionary(terms: Iterable[str], sound: Mapping[int, str]) -> tuple[dict[st
     return {key: found for key, found in innocent.items() if key in spoken}, counts
 
 
+@functools.lru_cache(maxsize=65536)
+def _spelled(term: str) -> tuple[str, ...]:
+    """The toneless pinyin of ``term`` in context (重庆: chong qing), one syllable per character
+    (a run of other characters is one item), ü written u; shared by the three readers' indexes."""
+    from pypinyin import lazy_pinyin
+
+    return tuple(map(_toneless, lazy_pinyin(term)))
+
+
 @functools.lru_cache(maxsize=8192)
 def _sounds(char: str) -> tuple[str, ...]:
     """The toneless readings of a CJK character, most common first, ü written u."""
@@ -597,26 +606,22 @@ class SpamFilter:
             return "contact"
         marked = _id_digits(mark(lowered))
         views = dict.fromkeys((marked, _despread(marked), _unjoin(marked), _NOISE.sub("", marked)))
-        for view in views:
-            category = self._check_view(view)
+        for view in itertools.chain(views, self._readings(marked)):
+            category = self._check_view(view) if view else None
             if category:
                 return category
+        return None
+
+    def _readings(self, marked: str) -> Iterator[str | None]:
+        """The marked title read through pinyin, initials and homophones (None where a reading
+        finds no term), each built only when the one before it found nothing."""
         if _TWO_LETTERS.search(marked):
-            view = self._pinyin.reading(marked)
-            if view:
-                category = self._check_view(view)
-                if category:
-                    return category
+            yield self._pinyin.reading(marked)
         if _LETTER_BY_CJK.search(marked):
-            view = self._initials.reading(marked)
-            if view:
-                category = self._check_view(view)
-                if category:
-                    return category
+            yield self._initials.reading(marked)
         # homophones are read across separators (约#泡 is 约泡), on the marked title without its spaces
         joined = marked.replace(" ", "")
-        view = self._homophones.reading(joined, _Judge(joined))
-        return self._check_view(view) if view else None
+        yield self._homophones.reading(joined, _Judge(joined))
 
     def _check_view(self, view: str) -> str | None:
         squeezed = _squeeze(view)
@@ -789,11 +794,9 @@ class _Pinyin:
 
     def _index(self) -> dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]]:
         if self._pairs is None:
-            from pypinyin import lazy_pinyin
-
             pairs: dict[tuple[str, str], list[tuple[str, tuple[str, ...], int]]] = {}
             for term in self._terms:
-                spelled = tuple(s.replace("v", "u") for s in lazy_pinyin(term))
+                spelled = _spelled(term)
                 if len(spelled) != len(term) or not all(s.isascii() and s.isalpha() for s in spelled):
                     continue
                 for k in range(len(term) - 1):
@@ -941,7 +944,6 @@ class _Homophones:
 
     def _build(self) -> dict[int, str]:
         if self._table is None:
-            from pypinyin import lazy_pinyin
             from pypinyin.pinyin_dict import pinyin_dict
 
             codes: dict[str, str] = {}
@@ -956,7 +958,7 @@ class _Homophones:
             by_sound: dict[str, list[str]] = {}
             for term in self._searched:
                 # by the characters' most common readings, and by the term's own (银行: yin hang)
-                spoken = "".join(map(code, lazy_pinyin(term))) if all(map(_is_cjk, term)) else ""
+                spoken = "".join(map(code, _spelled(term))) if all(map(_is_cjk, term)) else ""
                 for sound in dict.fromkeys((term.translate(table), spoken)):
                     if len(sound) == len(term):
                         by_sound.setdefault(sound, []).append(term)
@@ -1023,11 +1025,9 @@ class _Initials:
 
     def _build(self) -> dict[tuple[str, str, str], list[tuple[str, str, str]]]:
         if self._index is None:
-            from pypinyin import lazy_pinyin
-
             index: dict[tuple[str, str, str], list[tuple[str, str, str]]] = {}
             for term in self._terms:
-                initials = "".join(syllable[:1] for syllable in lazy_pinyin(term))
+                initials = "".join(syllable[:1] for syllable in _spelled(term))
                 if len(initials) != len(term) or not (initials.isascii() and initials.isalpha()):
                     continue
                 for i in range(len(term)):
